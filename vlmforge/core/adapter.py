@@ -1,0 +1,357 @@
+"""The adapter contract (VLM Spectra's ``ModelAdapter`` surface), implemented once.
+
+A family subclasses :class:`ModelAdapter` and sets ``spec`` to its :class:`FamilySpec`; every method
+here reads the spec, so a family module holds no logic of its own unless its architecture truly
+differs (then it overrides the one method that differs).
+
+Shapes used throughout (as in ``modeling_llama.py``):
+    B = batch, L = sequence length, D = hidden size, H = attention heads, H_kv = key/value heads,
+    d_h = head dim.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from functools import cached_property
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from vlmforge.core.errors import ContractError
+from vlmforge.core.spec import FamilySpec
+
+
+def resolve_attribute(root: Any, dotted_path: str, *, what: str) -> Any:
+    """Follow ``dotted_path`` from ``root``; a miss raises :class:`ContractError` naming the hop."""
+    node = root
+    walked: list[str] = []
+    for part in dotted_path.split("."):
+        if not hasattr(node, part):
+            available = sorted(name for name, _ in getattr(node, "named_children", list)())
+            raise ContractError(
+                f"{what}: {type(root).__name__}.{'.'.join([*walked, part])} does not exist "
+                f"({type(node).__name__} has children {available}). Fix the path in the family spec."
+            )
+        node = getattr(node, part)
+        walked.append(part)
+    return node
+
+
+def import_dotted(path: str) -> Any:
+    """Import ``package.module.attribute`` and return the attribute."""
+    module_name, _, attribute = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise ContractError(f"cannot import {path!r}: {error}") from error
+
+
+def repeat_kv(states: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """[B, H_kv, L, d_h] -> [B, H_kv * n_rep, L, d_h], each kv head repeated for its query group."""
+    if n_rep == 1:
+        return states
+    batch, kv_heads, length, head_dim = states.shape
+    expanded = states[:, :, None, :, :].expand(batch, kv_heads, n_rep, length, head_dim)
+    return expanded.reshape(batch, kv_heads * n_rep, length, head_dim)
+
+
+def causal_mask(
+    batch: int, length: int, dtype: torch.dtype, device: torch.device, sliding_window: int | None = None
+) -> torch.Tensor:
+    """Additive causal mask [B, 1, L, L] (0 where attended, dtype-min elsewhere), as eager uses."""
+    query = torch.arange(length, device=device)[:, None]
+    key = torch.arange(length, device=device)[None, :]
+    allowed = key <= query
+    if sliding_window is not None:
+        allowed &= query - key < sliding_window
+    mask = torch.zeros(length, length, dtype=dtype, device=device)
+    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+    return mask[None, None].expand(batch, 1, length, length)
+
+
+class ModelAdapter:
+    """Uniform access to a VLM's language model for interpretability tooling.
+
+    Args:
+        model: the Hugging Face ``*ForConditionalGeneration`` model.
+    """
+
+    spec: ClassVar[FamilySpec]
+
+    def __init__(self, model: nn.Module) -> None:
+        if not hasattr(type(self), "spec"):
+            raise TypeError(f"{type(self).__name__} must set the class attribute `spec` (a FamilySpec)")
+        self.model = model
+        self._language_model = resolve_attribute(model, self.spec.language_model, what="language model")
+        # Eager attention is what output_attentions needs and what compute_attention_* reproduces.
+        setter = getattr(model, "set_attn_implementation", None)
+        if callable(setter):
+            try:
+                setter("eager")
+            except (ValueError, TypeError, NotImplementedError):
+                pass  # already eager, or a model without configurable attention
+
+    # ----------------------------------------------------------------- identity
+    @classmethod
+    def family(cls) -> str:
+        return cls.spec.name
+
+    @classmethod
+    def supported_models(cls) -> tuple[str, ...]:
+        return cls.spec.checkpoints
+
+    @property
+    def language_model(self) -> nn.Module:
+        """The decoder that owns ``layers`` and the final norm."""
+        return self._language_model
+
+    @cached_property
+    def lm_config(self) -> Any:
+        """The text config (the decoder's own config)."""
+        return self._language_model.config
+
+    # -------------------------------------------------------- capability flags
+    @property
+    def has_strict_residual_stream(self) -> bool:
+        return self.spec.capabilities.strict_residual_stream
+
+    @property
+    def has_contiguous_image_tokens(self) -> bool:
+        return self.spec.capabilities.contiguous_image_tokens
+
+    @property
+    def supports_batching(self) -> bool:
+        return self.spec.capabilities.supports_batching
+
+    # ----------------------------------------------------------- module access
+    @property
+    def lm_layers(self) -> nn.ModuleList:
+        return resolve_attribute(self._language_model, self.spec.modules.layers, what="decoder layers")
+
+    @property
+    def lm_attn(self) -> list[nn.Module]:
+        return [self._sub(layer, self.spec.modules.attention, "attention") for layer in self.lm_layers]
+
+    @property
+    def lm_o_proj(self) -> list[nn.Module]:
+        return [self.get_lm_o_proj(i) for i in range(len(self.lm_layers))]
+
+    @property
+    def lm_mlp(self) -> list[nn.Module]:
+        return [self._sub(layer, self.spec.modules.mlp, "mlp") for layer in self.lm_layers]
+
+    def _sub(self, root: nn.Module, path: str | None, what: str) -> nn.Module:
+        if path is None:
+            raise ContractError(f"the {self.spec.name} family declares no {what} module")
+        return resolve_attribute(root, path, what=what)
+
+    def get_lm_layer(self, layer: int) -> nn.Module:
+        layers = self.lm_layers
+        if not -len(layers) <= layer < len(layers):
+            raise IndexError(f"layer {layer} out of range: the language model has {len(layers)} layers")
+        return layers[layer]
+
+    def get_lm_attn(self, layer: int) -> nn.Module:
+        return self._sub(self.get_lm_layer(layer), self.spec.modules.attention, "attention")
+
+    def get_lm_mlp(self, layer: int) -> nn.Module:
+        return self._sub(self.get_lm_layer(layer), self.spec.modules.mlp, "mlp")
+
+    def get_lm_q_proj(self, layer: int) -> nn.Module:
+        return self._sub(self.get_lm_attn(layer), self.spec.modules.q_proj, "q_proj")
+
+    def get_lm_k_proj(self, layer: int) -> nn.Module:
+        return self._sub(self.get_lm_attn(layer), self.spec.modules.k_proj, "k_proj")
+
+    def get_lm_v_proj(self, layer: int) -> nn.Module:
+        return self._sub(self.get_lm_attn(layer), self.spec.modules.v_proj, "v_proj")
+
+    def get_lm_o_proj(self, layer: int) -> nn.Module:
+        return self._sub(self.get_lm_attn(layer), self.spec.modules.o_proj, "o_proj")
+
+    def get_lm_gate_proj(self, layer: int) -> nn.Module:
+        return self._sub(self.get_lm_mlp(layer), self.spec.modules.gate_proj, "gate_proj")
+
+    def get_lm_up_proj(self, layer: int) -> nn.Module:
+        return self._sub(self.get_lm_mlp(layer), self.spec.modules.up_proj, "up_proj")
+
+    def get_lm_down_proj(self, layer: int) -> nn.Module:
+        return self._sub(self.get_lm_mlp(layer), self.spec.modules.down_proj, "down_proj")
+
+    def get_lm_norm(self) -> nn.Module:
+        return resolve_attribute(self._language_model, self.spec.modules.final_norm, what="final norm")
+
+    def get_lm_head(self) -> nn.Module:
+        return resolve_attribute(self.model, self.spec.lm_head, what="lm_head")
+
+    # -------------------------------------------------------------- dimensions
+    def _config_int(self, *names: str) -> int:
+        for name in names:
+            value = getattr(self.lm_config, name, None)
+            if value is not None:
+                return int(value)
+        raise ContractError(f"text config {type(self.lm_config).__name__} has none of {names}")
+
+    @property
+    def lm_num_layers(self) -> int:
+        return self._config_int("num_hidden_layers", "n_layers", "num_layers")
+
+    @property
+    def lm_num_heads(self) -> int:
+        return self._config_int("num_attention_heads", "n_heads")
+
+    @property
+    def lm_num_kv_heads(self) -> int:
+        value = getattr(self.lm_config, "num_key_value_heads", None)
+        return int(value) if value is not None else self.lm_num_heads
+
+    @property
+    def lm_hidden_dim(self) -> int:
+        return self._config_int("hidden_size", "d_model", "n_embd")
+
+    @property
+    def lm_head_dim(self) -> int:
+        # An explicit head_dim wins: Qwen3 configs set it independently of hidden / heads.
+        explicit = getattr(self.lm_config, "head_dim", None)
+        return int(explicit) if explicit is not None else self.lm_hidden_dim // self.lm_num_heads
+
+    @property
+    def lm_mlp_dim(self) -> int:
+        return self._config_int("intermediate_size", "ffn_dim", "n_inner")
+
+    # ------------------------------------------------------------ image token
+    def get_image_token_id(self) -> int:
+        source = self.spec.image_token
+        if source.config_attribute is not None:
+            for config in (self.model.config, self.lm_config):
+                value = getattr(config, source.config_attribute, None)
+                if value is not None:
+                    return int(value)
+        tokenizer = getattr(self, "tokenizer", None)
+        if source.token is not None and tokenizer is not None:
+            token_id = tokenizer.convert_tokens_to_ids(source.token)
+            if token_id is not None and token_id != tokenizer.unk_token_id:
+                return int(token_id)
+        raise ContractError(
+            f"{self.spec.name}: no image token id (config attribute {source.config_attribute!r}, "
+            f"token {source.token!r}); set image_token in the family spec"
+        )
+
+    # --------------------------------------------------- attention recomputation
+    @cached_property
+    def _rotary(self) -> Callable[..., tuple[torch.Tensor, torch.Tensor]] | None:
+        path = self.spec.attention.rotary_function
+        return None if path is None else import_dotted(path)
+
+    def _scaling(self, attn: nn.Module) -> float:
+        scaling = getattr(attn, self.spec.attention.scaling, None)
+        return float(scaling) if scaling is not None else self.lm_head_dim**-0.5
+
+    def _project_heads(
+        self, attn: nn.Module, proj: str, norm: str | None, hidden_states: torch.Tensor
+    ) -> torch.Tensor:
+        """[B, L, D] -> [B, heads, L, d_h] through the projection (and per-head norm, if any)."""
+        batch, length, _ = hidden_states.shape
+        states = resolve_attribute(attn, proj, what=proj)(hidden_states)
+        states = states.view(batch, length, -1, self.lm_head_dim)
+        if norm is not None:
+            states = resolve_attribute(attn, norm, what=norm)(states)
+        return states.transpose(1, 2)
+
+    def compute_attention_scores(
+        self,
+        hidden_states: torch.Tensor,
+        layer: int,
+        attention_mask: torch.Tensor | None = None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Pre-softmax attention scores [B, H, L, L] of ``layer``, recomputed from its inputs.
+
+        Args:
+            hidden_states: [B, L, D], the attention module's input (after the input layernorm).
+            layer: decoder layer index.
+            attention_mask: accepted for signature compatibility; scores are pre-mask.
+            position_embeddings: ``(cos, sin)`` each [B, L, d_h], as the decoder passes them. When
+                omitted they are recomputed from the decoder's rotary module with positions 0..L-1,
+                which is only right for text-only, unpadded inputs.
+
+        RoPE is applied, key heads are repeated to the query heads (GQA) and the product is scaled.
+        Runs under ``no_grad``: recomputation must never leak into a backward pass.
+        """
+        del attention_mask
+        attn = self.get_lm_attn(layer)
+        modules = self.spec.modules
+        recipe = self.spec.attention
+        with torch.no_grad():
+            query = self._project_heads(attn, modules.q_proj, recipe.q_norm, hidden_states)
+            key = self._project_heads(attn, modules.k_proj, recipe.k_norm, hidden_states)
+            if self._rotary is not None:
+                cos, sin = position_embeddings or self._default_position_embeddings(hidden_states)
+                query, key = self._rotary(query, key, cos, sin)
+            key = repeat_kv(key, query.shape[1] // key.shape[1])
+            return torch.matmul(query, key.transpose(2, 3)) * self._scaling(attn)
+
+    def compute_attention_patterns(
+        self,
+        hidden_states: torch.Tensor,
+        layer: int,
+        attention_mask: torch.Tensor | None = None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Attention probabilities [B, H, L, L]: softmax(scores + mask), computed in fp32.
+
+        ``attention_mask`` is the additive float mask the decoder hands the layer ([B, 1, L, L]; a
+        sliding-window layer gets its own). When it is ``None`` a causal mask is built, honouring the
+        attention module's ``sliding_window`` when it has one. Returned in the input's dtype, as
+        eager attention returns its weights.
+        """
+        scores = self.compute_attention_scores(hidden_states, layer, None, position_embeddings)
+        with torch.no_grad():
+            scores = scores.float()
+            if attention_mask is None:
+                window = getattr(self.get_lm_attn(layer), "sliding_window", None)
+                attention_mask = causal_mask(
+                    scores.shape[0], scores.shape[-1], scores.dtype, scores.device, window
+                )
+            else:
+                attention_mask = attention_mask[..., : scores.shape[-1]].float()
+            patterns = torch.softmax(scores + attention_mask, dim=-1)
+        return patterns.to(hidden_states.dtype)
+
+    def _default_position_embeddings(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rotary = getattr(self._language_model, "rotary_emb", None)
+        if rotary is None:
+            raise ContractError(
+                f"{self.spec.name}: position_embeddings are required (the decoder has no `rotary_emb`)"
+            )
+        batch, length, _ = hidden_states.shape
+        positions = torch.arange(length, device=hidden_states.device)[None].expand(batch, length)
+        return rotary(hidden_states, positions)
+
+    def compute_per_head_contributions(self, z: torch.Tensor, layer: int) -> torch.Tensor:
+        """Each head's write to the residual stream: z [B, L, H, d_h] -> [B, L, H, D].
+
+        Summed over heads (plus the o_proj bias, if any) this equals the attention output.
+        """
+        weight = self.get_lm_o_proj(layer).weight  # [D, H * d_h]
+        per_head = weight.view(weight.shape[0], self.lm_num_heads, self.lm_head_dim)  # [D, H, d_h]
+        with torch.no_grad():
+            return torch.einsum("blhd,ehd->blhe", z.to(per_head.dtype), per_head)
+
+    # -------------------------------------------------------------- cache format
+    def format_cache_item(self, hook_type: str, item: Any) -> Any:
+        """Normalise a captured activation: unwrap tuples, split heads for q/k/v/z.
+
+        q -> [B, L, H, d_h]; k, v -> [B, L, H_kv, d_h]; z -> [B, L, H, d_h]; anything else unchanged.
+        """
+        if isinstance(item, tuple):
+            item = item[0]
+        heads = {"q": self.lm_num_heads, "k": self.lm_num_kv_heads, "v": self.lm_num_kv_heads}
+        heads["z"] = self.lm_num_heads
+        kind = hook_type.rsplit("hook_", 1)[-1]
+        if kind in heads and isinstance(item, torch.Tensor) and item.dim() == 3:
+            batch, length, _ = item.shape
+            return item.reshape(batch, length, heads[kind], self.lm_head_dim)
+        return item

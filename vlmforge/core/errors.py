@@ -1,0 +1,34 @@
+"""Errors vlmforge raises on bad input: each one says what was wrong and what to do."""
+
+from __future__ import annotations
+
+
+class VLMForgeError(Exception):
+    """Base class of vlmforge's own errors."""
+
+
+class UnknownModelError(VLMForgeError, KeyError):
+    """A model name that is neither a supported id, an alias, a tiny model nor a local checkpoint."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class UnsupportedArchitectureError(VLMForgeError):
+    """A checkpoint whose architecture has no registered family."""
+
+
+class AdapterDiscoveryError(VLMForgeError, ImportError):
+    """An adapter module failed to import (a real bug, never swallowed)."""
+
+
+class ContractError(VLMForgeError, AttributeError):
+    """An adapter cannot resolve part of the contract (a module path or config value is wrong)."""
+
+
+class InvalidHookError(VLMForgeError, ValueError):
+    """A hook name that does not exist."""
+
+
+class InputError(VLMForgeError, ValueError):
+    """Bad prompt / image / batch input."""

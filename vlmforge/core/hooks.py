@@ -1,0 +1,124 @@
+"""Hook points: names, where each one lives, and how its activation is captured or patched.
+
+Hook names follow VLM Spectra: ``lm.blocks.{i}.<hook type>``; ``lm.blocks.*.<hook type>`` expands to
+every layer. Each hook type is captured at exactly one place:
+
+=====================  ==========================  =====================================================
+hook type              module (site)               activation
+=====================  ==========================  =====================================================
+hook_resid_pre         decoder layer, input        residual stream entering the layer  [B, L, D]
+hook_resid_post        decoder layer, output       residual stream leaving the layer   [B, L, D]
+attn.hook_in           attention, input            normalised attention input          [B, L, D]
+attn.hook_q/k/v        q/k/v_proj, output          projections (before q/k norm, RoPE) [B, L, H(_kv), d_h]
+attn.hook_scores       (recomputed)                pre-softmax scores, RoPE applied    [B, H, L, L]
+attn.hook_pattern      (recomputed)                softmax(scores + mask)              [B, H, L, L]
+attn.hook_z            o_proj, input               per-head attention values           [B, L, H, d_h]
+attn.hook_head_out     (recomputed)                each head's write to the residual   [B, L, H, D]
+attn.hook_out          o_proj, output              attention output                    [B, L, D]
+mlp.hook_in            mlp, input                  normalised MLP input                [B, L, D]
+mlp.hook_pre           gate_proj, output           gate pre-activation                 [B, L, F]
+mlp.hook_pre_linear    up_proj, output             linear branch                       [B, L, F]
+mlp.hook_post          down_proj, input            act(gate) * up                      [B, L, F]
+mlp.hook_out           mlp, output                 MLP output                          [B, L, D]
+=====================  ==========================  =====================================================
+
+Recomputed hooks are derived from the captured inputs by the adapter (under ``no_grad``); they can
+be read by ``run_with_hooks`` functions but not patched, since the model never materialises them
+outside eager attention.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from vlmforge.core.errors import InvalidHookError
+
+Site = Literal["layer", "attn", "mlp", "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass(frozen=True)
+class HookType:
+    """Where a hook type is captured.
+
+    Attributes:
+        site: the module the PyTorch hook attaches to (resolved per layer through the adapter).
+        direction: ``"input"`` (forward pre-hook on the module's hidden-states argument),
+            ``"output"`` (forward hook on its output) or ``"computed"`` (recomputed by the adapter).
+    """
+
+    site: Site
+    direction: Literal["input", "output", "computed"]
+
+
+HOOK_TYPES: dict[str, HookType] = {
+    "hook_resid_pre": HookType("layer", "input"),
+    "hook_resid_post": HookType("layer", "output"),
+    "attn.hook_in": HookType("attn", "input"),
+    "attn.hook_q": HookType("q_proj", "output"),
+    "attn.hook_k": HookType("k_proj", "output"),
+    "attn.hook_v": HookType("v_proj", "output"),
+    "attn.hook_scores": HookType("attn", "computed"),
+    "attn.hook_pattern": HookType("attn", "computed"),
+    "attn.hook_z": HookType("o_proj", "input"),
+    "attn.hook_head_out": HookType("o_proj", "computed"),
+    "attn.hook_out": HookType("o_proj", "output"),
+    "mlp.hook_in": HookType("mlp", "input"),
+    "mlp.hook_pre": HookType("gate_proj", "output"),
+    "mlp.hook_pre_linear": HookType("up_proj", "output"),
+    "mlp.hook_post": HookType("down_proj", "input"),
+    "mlp.hook_out": HookType("mlp", "output"),
+}
+
+_HOOK_NAME = re.compile(r"^lm\.blocks\.(?P<layer>\*|-?\d+)\.(?P<type>.+)$")
+
+
+@dataclass(frozen=True)
+class HookPoint:
+    """One concrete hook: a layer and a hook type. ``name`` is the cache key."""
+
+    layer: int
+    hook_type: str
+
+    @property
+    def name(self) -> str:
+        return f"lm.blocks.{self.layer}.{self.hook_type}"
+
+    @property
+    def spec(self) -> HookType:
+        return HOOK_TYPES[self.hook_type]
+
+
+def expand_hook_names(names: str | list[str] | tuple[str, ...], num_layers: int) -> list[HookPoint]:
+    """Parse and expand hook names (``*`` = every layer, negative indexes count from the end).
+
+    Raises:
+        InvalidHookError: for a malformed name, an unknown hook type or a layer out of range; the
+            message lists the valid hook types.
+    """
+    if isinstance(names, str):
+        names = [names]
+    points: list[HookPoint] = []
+    for name in names:
+        match = _HOOK_NAME.match(name) if isinstance(name, str) else None
+        if match is None or match["type"] not in HOOK_TYPES:
+            raise InvalidHookError(
+                f"invalid hook name {name!r}: expected 'lm.blocks.<layer|*>.<hook type>' with hook type "
+                f"one of {', '.join(HOOK_TYPES)}"
+            )
+        layer_text, hook_type = match["layer"], match["type"]
+        if layer_text == "*":
+            layers = range(num_layers)
+        else:
+            layer = int(layer_text)
+            if not -num_layers <= layer < num_layers:
+                raise InvalidHookError(
+                    f"invalid hook name {name!r}: layer {layer} out of range for {num_layers} layers"
+                )
+            layers = [layer % num_layers]
+        for layer in layers:
+            point = HookPoint(layer, hook_type)
+            if point not in points:
+                points.append(point)
+    return points

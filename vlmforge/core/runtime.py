@@ -1,0 +1,339 @@
+"""``HookedVLM``: load a VLM, prepare prompts, run it, cache and patch activations.
+
+API-compatible with VLM Spectra's ``HookedVLM``. Hooks are plain PyTorch module hooks that are
+registered for the duration of a ``with`` block and always removed, also when the block raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+import transformers
+from torch import nn
+
+from vlmforge.core.adapter import ModelAdapter
+from vlmforge.core.errors import InvalidHookError, UnsupportedArchitectureError
+from vlmforge.core.hooks import HookPoint, expand_hook_names
+from vlmforge.core.processing import ImageInput, VLMProcessor
+from vlmforge.core.registry import ModelRegistry, Resolution
+
+HookFunction = Callable[[torch.Tensor, HookPoint], torch.Tensor | None]
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` picks CUDA, then MPS, then CPU."""
+    if str(device) != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _first_tensor(value: Any) -> torch.Tensor:
+    return value[0] if isinstance(value, tuple | list) else value
+
+
+def _replace_first(value: Any, tensor: torch.Tensor) -> Any:
+    if isinstance(value, tuple):
+        return (tensor, *value[1:])
+    if isinstance(value, list):
+        return [tensor, *value[1:]]
+    return tensor
+
+
+class HookedVLM:
+    """A VLM with interpretability hooks on its language model.
+
+    Args:
+        model: the Hugging Face ``*ForConditionalGeneration`` model.
+        processor: its Hugging Face processor (or an already wrapped :class:`VLMProcessor`).
+        adapter: the family adapter instance; resolved from ``model.config`` when omitted.
+        model_name: a display name (defaults to the config's ``_name_or_path``).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        processor: Any,
+        adapter: ModelAdapter | None = None,
+        model_name: str | None = None,
+    ) -> None:
+        if adapter is None:
+            config = model.config.to_dict()
+            adapter_class = ModelRegistry._by_config(config, model_name or type(model).__name__)
+            adapter = adapter_class(model)
+        self.model = model.eval()
+        self.adapter = adapter
+        adapter.tokenizer = getattr(processor, "tokenizer", None)  # for token-string image ids
+        self.prompt_processor = (
+            processor if isinstance(processor, VLMProcessor) else VLMProcessor(processor, adapter.spec)
+        )
+        self.model_name = model_name or getattr(model.config, "_name_or_path", "") or adapter.spec.name
+        self.cache: dict[str, torch.Tensor] = {}
+
+    # ------------------------------------------------------------- loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str,
+        device: str | torch.device = "auto",
+        dtype: torch.dtype | None = None,
+        *,
+        seed: int = 0,
+        trust_remote_code: bool = False,
+        **model_kwargs: Any,
+    ) -> HookedVLM:
+        """Load a supported model by alias, checkpoint id, local directory or ``tiny/<family>``.
+
+        Args:
+            name_or_path: what to load; ``tiny/<family>`` builds a tiny random model offline.
+            device: ``"auto"`` (CUDA > MPS > CPU) or an explicit device.
+            dtype: defaults to bfloat16 on CUDA and float32 elsewhere (tiny models: float32).
+            seed: seed of the tiny model's random weights.
+            trust_remote_code: passed to transformers; off by default.
+            model_kwargs: forwarded to the model class's ``from_pretrained``.
+        """
+        resolution = ModelRegistry.resolve(name_or_path)
+        target = resolve_device(device)
+        if resolution.source == "tiny":
+            from vlmforge.harness.tiny import build_tiny_model
+
+            tiny = build_tiny_model(resolution.location, seed=seed, dtype=dtype or torch.float32)
+            model, hf_processor = tiny.model.to(target), tiny.processor
+        else:
+            model, hf_processor = cls._load_checkpoint(
+                resolution, target, dtype, trust_remote_code=trust_remote_code, **model_kwargs
+            )
+        adapter = resolution.adapter_class(model)
+        return cls(model, hf_processor, adapter=adapter, model_name=resolution.display_name)
+
+    @staticmethod
+    def _load_checkpoint(
+        resolution: Resolution,
+        device: torch.device,
+        dtype: torch.dtype | None,
+        *,
+        trust_remote_code: bool,
+        **model_kwargs: Any,
+    ) -> tuple[nn.Module, Any]:
+        spec = resolution.adapter_class.spec
+        model_class = getattr(transformers, spec.model_class)
+        if dtype is None:
+            dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        model_kwargs.setdefault("attn_implementation", "eager")
+        try:
+            model = model_class.from_pretrained(
+                resolution.location, dtype=dtype, trust_remote_code=trust_remote_code, **model_kwargs
+            )
+            processor = transformers.AutoProcessor.from_pretrained(
+                resolution.location, trust_remote_code=trust_remote_code
+            )
+        except OSError as error:
+            raise UnsupportedArchitectureError(
+                f"could not load {resolution.location!r} ({error}). Without network access, point at a "
+                "local checkpoint directory or pre-populate the Hugging Face cache; for an offline "
+                f"demo use 'tiny/{spec.name}'."
+            ) from error
+        return model.to(device), processor
+
+    # ------------------------------------------------------------ properties
+    @property
+    def processor(self) -> Any:
+        """The Hugging Face processor."""
+        return self.prompt_processor.hf_processor
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def lm_num_layers(self) -> int:
+        return self.adapter.lm_num_layers
+
+    # ---------------------------------------------------------------- inputs
+    def prepare_messages(self, task: str, image: ImageInput, **kwargs: Any) -> Any:
+        """Inputs for one image + task, on the model's device and dtype.
+
+        Keyword arguments: ``system_prompt``, ``assistant_prefill``, ``append_text``.
+        """
+        return self.prompt_processor.prepare_inputs(task, image, device=self.device, dtype=self.dtype, **kwargs)
+
+    def prepare_messages_batch(self, tasks: Sequence[str], images: Sequence[ImageInput], **kwargs: Any) -> Any:
+        """Left-padded inputs for N image + task pairs (N >= 1)."""
+        return self.prompt_processor.prepare_inputs_batch(
+            tasks, images, device=self.device, dtype=self.dtype, **kwargs
+        )
+
+    # ------------------------------------------------------------- execution
+    def forward(self, inputs: Any, **kwargs: Any) -> Any:
+        """One forward pass (no gradients); returns the Hugging Face model output."""
+        with torch.no_grad():
+            return self.model(**inputs, **kwargs)
+
+    forward_batch = forward
+
+    def generate(self, inputs: Any, max_new_tokens: int = 32, do_sample: bool = False, **kwargs: Any) -> Any:
+        """Generate; the result has ``.sequences`` (prompt + new tokens, [B, L + new])."""
+        kwargs.setdefault("return_dict_in_generate", True)
+        tokenizer = self.prompt_processor.tokenizer
+        if getattr(tokenizer, "pad_token_id", None) is not None:
+            kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)
+        with torch.no_grad():
+            return self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=do_sample, **kwargs)
+
+    generate_batch = generate
+
+    # ----------------------------------------------------------------- hooks
+    @contextlib.contextmanager
+    def run_with_cache(self, hook_names: str | Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
+        """Cache activations of ``hook_names`` during the block; afterwards in ``self.cache``.
+
+        If several forward passes run inside the block (e.g. ``generate``), each name keeps the
+        activation of the *first* pass, the full prompt. Cached tensors are detached copies, so the
+        model's computation is untouched (logits are bit-identical with and without caching).
+        """
+        points = expand_hook_names(hook_names, self.lm_num_layers)
+        store: dict[str, torch.Tensor] = {}
+
+        def remember(activation: torch.Tensor, point: HookPoint) -> None:
+            if point.name not in store:
+                store[point.name] = activation.detach().clone()
+
+        self.cache = store
+        with self._hooks([(point, remember) for point in points], reader=True):
+            yield store
+        self.cache = store
+
+    @contextlib.contextmanager
+    def run_with_hooks(self, hooks: Sequence[tuple[str, HookFunction]]) -> Iterator[None]:
+        """Run the block with ``fn(activation, hook_point)`` called at each named hook.
+
+        A function returning a tensor replaces the activation (same shape as it received: q/k/v/z
+        in [B, L, heads, d_h]); returning ``None`` leaves it unchanged. Recomputed hooks
+        (``attn.hook_scores``, ``attn.hook_pattern``, ``attn.hook_head_out``) can only be read;
+        scores and patterns are recomputed on full passes only (not on KV-cached decoding steps).
+        """
+        bound: list[tuple[HookPoint, HookFunction]] = []
+        for entry in hooks:
+            if not (isinstance(entry, tuple | list) and len(entry) == 2 and callable(entry[1])):
+                raise InvalidHookError(f"hooks must be (hook_name, function) pairs, got {entry!r}")
+            name, function = entry
+            bound += [(point, function) for point in expand_hook_names(name, self.lm_num_layers)]
+        with self._hooks(bound, reader=False):
+            yield
+
+    @contextlib.contextmanager
+    def _hooks(self, bound: list[tuple[HookPoint, HookFunction]], *, reader: bool) -> Iterator[None]:
+        handles: list[torch.utils.hooks.RemovableHandle] = []
+        try:
+            for point, function in bound:
+                handles.append(self._register(point, function, reader=reader))
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _site_module(self, point: HookPoint) -> nn.Module:
+        site = point.spec.site
+        if site == "layer":
+            return self.adapter.get_lm_layer(point.layer)
+        return getattr(self.adapter, f"get_lm_{site}")(point.layer)
+
+    def _register(
+        self, point: HookPoint, function: HookFunction, *, reader: bool
+    ) -> torch.utils.hooks.RemovableHandle:
+        module = self._site_module(point)
+        adapter = self.adapter
+        direction = point.spec.direction
+
+        def call(raw: torch.Tensor) -> torch.Tensor | None:
+            """Hand the formatted activation to ``function``; map a replacement back to raw shape."""
+            formatted = adapter.format_cache_item(point.hook_type, raw)
+            result = function(formatted, point)
+            if result is None or reader:
+                return None
+            if not isinstance(result, torch.Tensor) or result.shape != formatted.shape:
+                got = getattr(result, "shape", type(result).__name__)
+                raise InvalidHookError(
+                    f"hook {point.name} returned {got}; return None or a tensor of shape {tuple(formatted.shape)}"
+                )
+            return result.reshape(raw.shape).to(raw.dtype)
+
+        if direction == "output":
+
+            def output_hook(_module: nn.Module, _args: Any, output: Any) -> Any:
+                replacement = call(_first_tensor(output))
+                return None if replacement is None else _replace_first(output, replacement)
+
+            return module.register_forward_hook(output_hook)
+
+        if direction == "input":
+
+            def input_hook(_module: nn.Module, args: tuple, kwargs: dict) -> Any:
+                from_args = bool(args)
+                raw = args[0] if from_args else kwargs["hidden_states"]
+                replacement = call(raw)
+                if replacement is None:
+                    return None
+                if from_args:
+                    return (replacement, *args[1:]), kwargs
+                return args, {**kwargs, "hidden_states": replacement}
+
+            return module.register_forward_pre_hook(input_hook, with_kwargs=True)
+
+        return self._register_computed(point, module, function)
+
+    def _register_computed(
+        self, point: HookPoint, module: nn.Module, function: HookFunction
+    ) -> torch.utils.hooks.RemovableHandle:
+        adapter = self.adapter
+
+        def observe(value: torch.Tensor) -> None:
+            if function(value, point) is not None:
+                raise InvalidHookError(
+                    f"{point.name} is recomputed from the attention inputs and cannot be patched; "
+                    "patch attn.hook_q / attn.hook_k / attn.hook_z instead"
+                )
+
+        if point.hook_type == "attn.hook_head_out":
+
+            def head_out_hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+                raw = args[0] if args else kwargs["input"]
+                z = adapter.format_cache_item("attn.hook_z", raw)
+                observe(adapter.compute_per_head_contributions(z, point.layer))
+
+            return module.register_forward_pre_hook(head_out_hook, with_kwargs=True)
+
+        compute = (
+            adapter.compute_attention_patterns
+            if point.hook_type == "attn.hook_pattern"
+            else adapter.compute_attention_scores
+        )
+
+        def attention_hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+            past = kwargs.get("past_key_values")
+            if past is not None and past.get_seq_length(point.layer) > 0:
+                return  # a cached decoding step sees one query row only: nothing full to recompute
+            hidden_states = args[0] if args else kwargs["hidden_states"]
+            observe(
+                compute(
+                    hidden_states,
+                    point.layer,
+                    attention_mask=kwargs.get("attention_mask"),
+                    position_embeddings=kwargs.get("position_embeddings"),
+                )
+            )
+
+        return module.register_forward_pre_hook(attention_hook, with_kwargs=True)
+
+    def __repr__(self) -> str:
+        return f"HookedVLM({self.model_name!r}, family={self.adapter.spec.name!r}, layers={self.lm_num_layers})"

@@ -1,0 +1,1 @@
+"""vlmforge pytest plugin (conformance harness)."""
