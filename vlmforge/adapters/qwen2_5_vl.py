@@ -31,7 +31,7 @@ SPEC = FamilySpec(
         scaling="scaling",
     ),
     image_token=ImageTokenSource(config_attribute="image_token_id", token="<|image_pad|>"),
-    prompt=PromptFormat(image_in_message=True, image_before_text=True, continue_final_message=True),
+    prompt=PromptFormat(image_in_message=False, image_before_text=True, continue_final_message=True),
     capabilities=Capabilities(contiguous_image_tokens=True, supports_batching=True, strict_residual_stream=True),
 )
 

@@ -245,6 +245,10 @@ class ModelAdapter:
         path = self.spec.attention.rotary_function
         return None if path is None else import_dotted(path)
 
+    def _repeat_kv(self, states: torch.Tensor, n_rep: int) -> torch.Tensor:
+        """GQA: expand key heads to the query heads (each kv head serves ``n_rep`` consecutive queries)."""
+        return repeat_kv(states, n_rep)
+
     def _scaling(self, attn: nn.Module) -> float:
         scaling = getattr(attn, self.spec.attention.scaling, None)
         return float(scaling) if scaling is not None else self.lm_head_dim**-0.5
@@ -290,7 +294,7 @@ class ModelAdapter:
             if self._rotary is not None:
                 cos, sin = position_embeddings or self._default_position_embeddings(hidden_states)
                 query, key = self._rotary(query, key, cos, sin)
-            key = repeat_kv(key, query.shape[1] // key.shape[1])
+            key = self._repeat_kv(key, query.shape[1] // key.shape[1])
             return torch.matmul(query, key.transpose(2, 3)) * self._scaling(attn)
 
     def compute_attention_patterns(

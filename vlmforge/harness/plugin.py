@@ -1,1 +1,241 @@
-"""vlmforge pytest plugin (conformance harness)."""
+"""vlmforge's pytest plugin: run the conformance suite against any model and report a matrix.
+
+Registered through the ``pytest11`` entry point, so every project that installs vlmforge has it::
+
+    pytest tests/acceptance --model llava-7b -v          # in this repository
+    pytest --pyargs vlmforge.harness.suite --all-models  # anywhere
+    pytest --pyargs vlmforge.harness.suite --model ./my-checkpoint --adapter-module my_family.py
+
+Without ``--model`` the suite runs on the tiny model of every registered family.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vlmforge.core.errors import UnknownModelError, UnsupportedArchitectureError
+from vlmforge.core.registry import TINY_PREFIX, ModelRegistry
+from vlmforge.harness.compare import CheckFailure
+from vlmforge.harness.report import Cell, ConformanceMatrix
+
+MODEL_FIXTURE = "conformance_model"
+MATRIX_KEY = pytest.StashKey[ConformanceMatrix]()
+TARGETS_KEY = pytest.StashKey[list["Target"]]()
+
+
+@dataclass(frozen=True)
+class Target:
+    """A model to run the suite on, or the reason it cannot be (skipped at collection)."""
+
+    name: str
+    skip_reason: str | None = None
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("vlmforge", "vlmforge conformance harness")
+    group.addoption("--model", action="append", default=[], dest="vlmforge_models", metavar="NAME",
+                    help="model to test: alias, hub id, local checkpoint dir or tiny/<family> (repeatable)")
+    group.addoption("--all-models", action="store_true", dest="vlmforge_all",
+                    help="test every registered family (tiny models unless --real)")
+    group.addoption("--tiny", action="store_true", dest="vlmforge_tiny",
+                   help="load registered families as tiny random models (default for --all-models)")
+    group.addoption("--real", action="store_true", dest="vlmforge_real",
+                   help="load registered families from their real checkpoints (needs the weights)")
+    group.addoption("--model-dtype", default=None, dest="vlmforge_dtype", metavar="DTYPE",
+                    help="dtype for real checkpoints: float32, bfloat16 or float16 (default: bf16 on GPU)")
+    group.addoption("--model-device", default="auto", dest="vlmforge_device", metavar="DEVICE",
+                    help="device for the models under test (default: auto)")
+    group.addoption("--adapter-module", action="append", default=[], dest="vlmforge_adapter_modules",
+                    metavar="PATH", help="extra adapter module to register (file path or dotted name)")
+    group.addoption("--conformance-report", default=None, dest="vlmforge_report", metavar="PATH",
+                    help="write the conformance matrix to PATH.json and PATH.md")  # fmt: skip
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "requires_capability(name): skip unless the adapter declares it")
+    for module in config.getoption("vlmforge_adapter_modules"):
+        load_adapter_module(module)
+    config.stash[MATRIX_KEY] = ConformanceMatrix()
+    config.stash[TARGETS_KEY] = select_targets(config)
+
+
+def load_adapter_module(module: str) -> None:
+    """Import an adapter module by file path or dotted name so it registers its family."""
+    path = Path(module)
+    if path.suffix == ".py":
+        if not path.is_file():
+            raise pytest.UsageError(f"--adapter-module {module}: no such file")
+        name = f"vlmforge_extra_adapters.{path.stem}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        loaded = importlib.util.module_from_spec(spec)
+        sys.modules[name] = loaded
+        spec.loader.exec_module(loaded)
+    else:
+        ModelRegistry.import_adapter_module(module)
+
+
+def select_targets(config: pytest.Config) -> list[Target]:
+    """Turn --model / --all-models / --tiny / --real into the list of models under test."""
+    real = config.getoption("vlmforge_real")
+    tiny = config.getoption("vlmforge_tiny")
+    if real and tiny:
+        raise pytest.UsageError("--tiny and --real are mutually exclusive")
+    requested: list[str] = list(config.getoption("vlmforge_models"))
+    if config.getoption("vlmforge_all") or not requested:
+        for name, adapter in sorted(ModelRegistry.adapters().items()):
+            if not ModelRegistry.is_available(adapter):
+                continue
+            if real:
+                requested.append(adapter.spec.reference_checkpoint or name)
+            else:
+                requested.append(TINY_PREFIX + name)
+    targets: list[Target] = []
+    for name in requested:
+        try:
+            resolution = ModelRegistry.resolve(name)
+        except UnknownModelError as error:
+            raise pytest.UsageError(f"--model {name}: {error}") from None
+        except UnsupportedArchitectureError as error:
+            targets.append(Target(name, skip_reason=f"not a supported image+text VLM: {error}"))
+            continue
+        if tiny and resolution.source != "tiny":
+            name = TINY_PREFIX + resolution.family
+        if name not in [t.name for t in targets]:
+            targets.append(Target(name))
+    return targets
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    targets = config.stash.get(TARGETS_KEY, [])
+    return "vlmforge models under test: " + (", ".join(t.name for t in targets) or "none")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if MODEL_FIXTURE not in metafunc.fixturenames:
+        return
+    targets = metafunc.config.stash[TARGETS_KEY]
+    params = [
+        pytest.param(t.name, id=t.name, marks=[pytest.mark.skip(reason=t.skip_reason)] if t.skip_reason else [])
+        for t in targets
+    ]
+    metafunc.parametrize(MODEL_FIXTURE, params, scope="session")
+
+
+class _ModelCache:
+    """Session-wide: load each model once; remember a load failure so every test reports it."""
+
+    def __init__(self) -> None:
+        self.loaded: dict[str, Any] = {}
+
+    def get(self, name: str, config: pytest.Config) -> Any:
+        if name not in self.loaded:
+            from vlmforge.core.runtime import HookedVLM
+
+            dtype = config.getoption("vlmforge_dtype")
+            try:
+                import torch
+
+                self.loaded[name] = HookedVLM.from_pretrained(
+                    name, device=config.getoption("vlmforge_device"),
+                    dtype=getattr(torch, dtype) if dtype else None,
+                )  # fmt: skip
+            except Exception as error:
+                self.loaded[name] = error
+        value = self.loaded[name]
+        if isinstance(value, Exception):
+            pytest.fail(f"could not load {name}: {type(value).__name__}: {value}", pytrace=False)
+        return value
+
+
+_CACHE = _ModelCache()
+
+
+@pytest.fixture(scope="session")
+def vlm(conformance_model: str, pytestconfig: pytest.Config) -> Any:
+    """The :class:`vlmforge.HookedVLM` under test (loaded once per session)."""
+    return _CACHE.get(conformance_model, pytestconfig)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    markers = list(item.iter_markers("requires_capability"))
+    if not markers or not hasattr(item, "callspec") or MODEL_FIXTURE not in item.callspec.params:
+        return
+    model = _CACHE.get(item.callspec.params[MODEL_FIXTURE], item.config)
+    for marker in markers:
+        capability = marker.args[0]
+        if not getattr(model.adapter.spec.capabilities, capability):
+            pytest.skip(f"{model.model_name} declares {capability}=False")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
+    outcome = yield
+    report = outcome.get_result()
+    if call.excinfo is not None and isinstance(call.excinfo.value, CheckFailure):
+        report.user_properties.append(("max_diff", call.excinfo.value.max_diff))
+    if hasattr(item, "callspec") and MODEL_FIXTURE in item.callspec.params:
+        report.user_properties.append(("vlmforge_model", item.callspec.params[MODEL_FIXTURE]))
+        report.user_properties.append(("vlmforge_check", item.originalname.removeprefix("test_")))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    properties = dict(report.user_properties)
+    if "vlmforge_model" not in properties:
+        return
+    if report.when != "call" and not (report.failed or report.skipped):
+        return
+    message = ""
+    if report.failed:
+        message = str(report.longrepr.reprcrash.message) if hasattr(report.longrepr, "reprcrash") else str(report.longrepr)
+    elif report.skipped and isinstance(report.longrepr, tuple):
+        message = report.longrepr[2]
+    matrix = _matrix_for(report)
+    if matrix is not None:
+        matrix.record(properties["vlmforge_model"], properties["vlmforge_check"],
+                      Cell(report.outcome, properties.get("max_diff"), message))  # fmt: skip
+
+
+_SESSION_CONFIG: list[pytest.Config] = []
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _SESSION_CONFIG[:] = [session.config]
+
+
+def _matrix_for(_report: pytest.TestReport) -> ConformanceMatrix | None:
+    return _SESSION_CONFIG[0].stash.get(MATRIX_KEY, None) if _SESSION_CONFIG else None
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    matrix = config.stash.get(MATRIX_KEY, None)
+    if matrix is None or not matrix.cells:
+        return
+    terminalreporter.section("vlmforge conformance matrix")
+    terminalreporter.write_line(matrix.to_text())
+    for model, check, cell in matrix.failures():
+        terminalreporter.write_line(f"FAIL {model} / {check}: {cell.message.splitlines()[0] if cell.message else ''}")
+    path = config.getoption("vlmforge_report")
+    if path and not hasattr(config, "workerinput"):
+        json_path, md_path = matrix.write(path)
+        terminalreporter.write_line(f"conformance report: {json_path} and {md_path}")
+
+
+def _register_hypothesis_profiles() -> None:
+    """``--hypothesis-profile=vlmforge-long`` runs the property tests with many more examples."""
+    try:
+        from hypothesis import HealthCheck, settings
+    except ImportError:  # pragma: no cover - hypothesis is a dependency
+        return
+    settings.register_profile(
+        "vlmforge-long", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    )
+
+
+_register_hypothesis_profiles()

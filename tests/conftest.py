@@ -1,0 +1,22 @@
+"""Shared fixtures: tiny models are built once per session (each build takes well under a second)."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+from vlmforge.core.runtime import HookedVLM
+
+SEED_FAMILIES = ("llava", "smolvlm", "qwen2_5_vl", "qwen3_vl")
+
+
+@functools.cache
+def tiny_vlm(family: str) -> HookedVLM:
+    """A tiny random HookedVLM of ``family`` (cached for the session; do not mutate its model)."""
+    return HookedVLM.from_pretrained(f"tiny/{family}", device="cpu")
+
+
+@pytest.fixture(params=SEED_FAMILIES)
+def seed_vlm(request) -> HookedVLM:
+    return tiny_vlm(request.param)

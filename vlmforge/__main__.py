@@ -1,0 +1,75 @@
+"""``python -m vlmforge``: list the supported models, or run a short demo on one of them.
+
+    python -m vlmforge list
+    python -m vlmforge demo tiny/qwen3_vl
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from vlmforge.core.errors import VLMForgeError
+
+
+def _list() -> int:
+    from vlmforge.core.registry import ModelRegistry
+
+    for row in ModelRegistry.listing():
+        state = "available" if row["available"] else f"UNAVAILABLE ({row['why_unavailable']})"
+        flags = ", ".join(f"{k}={v}" for k, v in row["capabilities"].items())
+        print(f"{row['family']:<12} {row['model_class']:<36} {state}")
+        print(f"  tiny: {row['tiny']}   capabilities: {flags}")
+        for checkpoint in row["checkpoints"]:
+            aliases = [a for a, c in row["aliases"].items() if c == checkpoint]
+            print(f"  {checkpoint}" + (f"  (alias: {', '.join(aliases)})" if aliases else ""))
+    return 0
+
+
+def _demo(name: str, device: str) -> int:
+    from vlmforge.core.runtime import HookedVLM
+    from vlmforge.harness.probes import probe_image
+
+    started = time.perf_counter()
+    vlm = HookedVLM.from_pretrained(name, device=device)
+    print(f"loaded {vlm!r} in {time.perf_counter() - started:.2f}s on {vlm.device} ({vlm.dtype})")
+    image = probe_image(56, 56)
+    inputs = vlm.prepare_messages("What is in the top left corner?", image, assistant_prefill="The corner is")
+    ids = inputs["input_ids"][0]
+    image_tokens = int((ids == vlm.adapter.get_image_token_id()).sum())
+    print(f"prompt: {ids.shape[0]} tokens, {image_tokens} image tokens")
+    print(f"  {vlm.processor.tokenizer.decode(ids)!r}"[:300])
+    generated = vlm.generate(inputs, max_new_tokens=5)
+    new = generated.sequences[0, ids.shape[0] :]
+    print(f"generate: {vlm.processor.tokenizer.decode(new)!r} (random weights produce noise for tiny models)")
+    hooks = ["lm.blocks.*.hook_resid_post", "lm.blocks.0.attn.hook_pattern"]
+    with vlm.run_with_cache(hooks):
+        vlm.forward(inputs)
+    for key, value in list(vlm.cache.items())[:2] + [("lm.blocks.0.attn.hook_pattern", vlm.cache["lm.blocks.0.attn.hook_pattern"])]:
+        print(f"cache[{key!r}]: {tuple(value.shape)}")
+    pattern = vlm.cache["lm.blocks.0.attn.hook_pattern"][0]
+    image_positions = ids == vlm.adapter.get_image_token_id()
+    share = pattern[:, -1, image_positions].sum(-1)
+    print("layer 0: attention of the last token on image tokens, per head:", [round(float(s), 3) for s in share])
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vlmforge", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="supported families, checkpoints, aliases and tiny models")
+    demo = commands.add_parser("demo", help="load a model, prompt it, generate, cache hooks")
+    demo.add_argument("model", nargs="?", default="tiny/llava", help="alias, hub id, local dir or tiny/<family>")
+    demo.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    try:
+        return _list() if args.command == "list" else _demo(args.model, args.device)
+    except VLMForgeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Measure the three capability flags of a model instead of trusting a declaration.
+
+The conformance harness compares these measurements with what the adapter declares; the
+scaffolder uses them to fill in a new family's flags from a tiny random model of its architecture.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from vlmforge.core.runtime import HookedVLM
+from vlmforge.harness.compare import CheckFailure, max_abs_difference
+from vlmforge.harness.probes import PROBE_PROMPTS, probe_batch, probe_image
+from vlmforge.harness.tolerances import tolerance_for
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """A measured capability: its value and the evidence for it."""
+
+    value: bool
+    evidence: str
+    max_diff: float | None = None
+
+
+def image_token_runs(input_ids: torch.Tensor, image_token_id: int) -> list[tuple[int, int]]:
+    """(start, length) of each run of consecutive image tokens in a 1-D ``input_ids``."""
+    runs: list[tuple[int, int]] = []
+    for position in (input_ids == image_token_id).nonzero().flatten().tolist():
+        if runs and runs[-1][0] + runs[-1][1] == position:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((position, 1))
+    return runs
+
+
+def measure_contiguous_image_tokens(vlm: HookedVLM) -> Measurement:
+    """Whether one image's tokens form a single unbroken run in ``input_ids``."""
+    inputs = vlm.prepare_messages(PROBE_PROMPTS[0], probe_image(56, 56))
+    image_token_id = vlm.adapter.get_image_token_id()
+    runs = image_token_runs(inputs["input_ids"][0], image_token_id)
+    if not runs:
+        raise CheckFailure(
+            f"the processed prompt contains no image token (id {image_token_id})",
+            hint="get_image_token_id() / the spec's image_token source, and the chat template's image placeholder",
+        )
+    total = sum(length for _, length in runs)
+    shown = ", ".join(f"{start}+{length}" for start, length in runs[:6]) + (" ..." if len(runs) > 6 else "")
+    return Measurement(len(runs) == 1, f"{total} image tokens in {len(runs)} run(s) (start+length: {shown})")
+
+
+def measure_batching(vlm: HookedVLM, count: int = 2) -> Measurement:
+    """Whether every item of a left-padded batch (different prompts and image sizes) matches its single run.
+
+    Compares the logits at every real (non-padding) position by max-abs difference.
+    """
+    prompts, images = probe_batch(count)
+    batch = vlm.prepare_messages_batch(prompts, images)
+    batch_logits = vlm.forward(batch).logits
+    tolerance = tolerance_for(vlm.dtype).batch
+    worst, where = 0.0, ""
+    for row, (prompt, image) in enumerate(zip(prompts, images)):
+        single_logits = vlm.forward(vlm.prepare_messages(prompt, image)).logits[0]
+        length = single_logits.shape[0]
+        difference = max_abs_difference(batch_logits[row, -length:], single_logits)
+        if difference.value >= worst:
+            worst = difference.value
+            where = f"item {row}, position {difference.index[0]} of {length}, vocab {difference.index[1]}"
+    sizes = ", ".join(f"{im.width}x{im.height}" for im in images)
+    evidence = f"batch of {count} (images {sizes}) vs singles: max |logit diff| {worst:.3g} at {where}"
+    return Measurement(worst <= tolerance, evidence, worst)
+
+
+def measure_strict_residual_stream(vlm: HookedVLM) -> Measurement:
+    """Whether ``hook_resid_post[i]`` is bit-equal to ``hook_resid_pre[i + 1]`` with an image present."""
+    inputs = vlm.prepare_messages(PROBE_PROMPTS[0], probe_image(56, 56))
+    with vlm.run_with_cache(["lm.blocks.*.hook_resid_pre", "lm.blocks.*.hook_resid_post"]):
+        vlm.forward(inputs)
+    cache = vlm.cache
+    broken: list[str] = []
+    worst = 0.0
+    for layer in range(vlm.lm_num_layers - 1):
+        post = cache[f"lm.blocks.{layer}.hook_resid_post"]
+        pre = cache[f"lm.blocks.{layer + 1}.hook_resid_pre"]
+        if not torch.equal(post, pre):
+            difference = max_abs_difference(pre, post)
+            worst = max(worst, difference.value)
+            broken.append(f"{layer}->{layer + 1} (max |diff| {difference.value:.3g}, position {difference.index[1]})")
+    if broken:
+        return Measurement(False, "residual modified between layers " + "; ".join(broken), worst)
+    return Measurement(True, f"resid_post[i] == resid_pre[i+1] bit-exactly for all {vlm.lm_num_layers - 1} boundaries")
+
+
+def measure_capabilities(vlm: HookedVLM) -> dict[str, Measurement]:
+    """All three capability flags, keyed like :class:`vlmforge.core.spec.Capabilities`."""
+    return {
+        "contiguous_image_tokens": measure_contiguous_image_tokens(vlm),
+        "supports_batching": measure_batching(vlm),
+        "strict_residual_stream": measure_strict_residual_stream(vlm),
+    }

@@ -1,0 +1,101 @@
+"""Deterministic probe inputs and the instrumentation the checks share.
+
+Probe images are synthetic (seeded noise with a few shapes) so every run of the harness feeds the
+same pixels; their sizes differ on purpose, so batching checks exercise padding and different
+image-token counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from PIL import Image, ImageDraw
+
+from vlmforge.core.runtime import HookedVLM
+
+PROBE_PROMPTS = (
+    "Describe the image.",
+    "What color is the square in the top left corner of this picture?",
+    "How many shapes are there?",
+)
+PROBE_SIZES = ((56, 56), (84, 56), (40, 72))
+
+
+def probe_image(width: int = 56, height: int = 56, *, seed: int = 0, mode: str = "RGB") -> Image.Image:
+    """A deterministic synthetic image: seeded noise plus a rectangle and an ellipse."""
+    generator = torch.Generator().manual_seed(seed)
+    pixels = torch.randint(0, 256, (height, width, 3), generator=generator, dtype=torch.uint8)
+    image = Image.fromarray(pixels.numpy(), "RGB")
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((0, 0, width // 3, height // 3), fill=(220, 30, 30))
+    draw.ellipse((width // 2, height // 2, width - 1, height - 1), fill=(30, 30, 220))
+    return image.convert(mode) if mode != "RGB" else image
+
+
+def probe_batch(count: int = 2) -> tuple[list[str], list[Image.Image]]:
+    """``count`` different prompts with different image sizes (count <= 3)."""
+    prompts = list(PROBE_PROMPTS[:count])
+    images = [probe_image(w, h, seed=i) for i, (w, h) in enumerate(PROBE_SIZES[:count])]
+    return prompts, images
+
+
+@dataclass
+class AttentionCall:
+    """What one decoder layer's attention module received (the first forward pass only)."""
+
+    layer: int
+    hidden_states: torch.Tensor  # [B, L, D]
+    attention_mask: torch.Tensor | None  # additive [B, 1, L, L] under eager
+    position_embeddings: tuple[torch.Tensor, torch.Tensor] | None  # (cos, sin), each [B, L, d_h]
+
+
+def run_eager_with_attention_inputs(vlm: HookedVLM, inputs: Any) -> tuple[Any, list[AttentionCall]]:
+    """Forward with ``output_attentions`` / ``output_hidden_states`` and record each layer's attention inputs."""
+    calls: dict[int, AttentionCall] = {}
+    handles = []
+    for layer, attn in enumerate(vlm.adapter.lm_attn):
+
+        def record(_module: Any, args: tuple, kwargs: dict, layer: int = layer) -> None:
+            if layer not in calls:
+                calls[layer] = AttentionCall(
+                    layer,
+                    args[0] if args else kwargs["hidden_states"],
+                    kwargs.get("attention_mask"),
+                    kwargs.get("position_embeddings"),
+                )
+
+        handles.append(attn.register_forward_pre_hook(record, with_kwargs=True))
+    try:
+        outputs = vlm.forward(inputs, output_attentions=True, output_hidden_states=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return outputs, [calls[i] for i in sorted(calls)]
+
+
+def language_model_inputs_embeds(vlm: HookedVLM, inputs: Any) -> torch.Tensor:
+    """The ``inputs_embeds`` the decoder receives (text embeddings with image features merged in)."""
+    captured: list[torch.Tensor] = []
+
+    def record(_module: Any, args: tuple, kwargs: dict) -> None:
+        embeds = kwargs.get("inputs_embeds")
+        if embeds is not None and not captured:
+            captured.append(embeds.detach().clone())
+
+    handle = vlm.adapter.language_model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        vlm.forward(inputs)
+    finally:
+        handle.remove()
+    if not captured:
+        raise RuntimeError("the language model was not called with inputs_embeds")
+    return captured[0]
+
+
+def row_tokens(inputs: Any, row: int) -> torch.Tensor:
+    """``input_ids`` of one row without left padding."""
+    ids = inputs["input_ids"][row]
+    mask = inputs.get("attention_mask")
+    return ids if mask is None else ids[mask[row].bool()]

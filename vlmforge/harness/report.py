@@ -1,0 +1,89 @@
+"""The conformance matrix: model x check -> pass / fail / skip, with the measured difference."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+SYMBOLS = {"passed": "pass", "failed": "FAIL", "skipped": "skip"}
+
+
+@dataclass
+class Cell:
+    """One (model, check) result."""
+
+    outcome: str  # passed | failed | skipped
+    max_diff: float | None = None
+    message: str = ""
+
+    def short(self) -> str:
+        text = SYMBOLS.get(self.outcome, self.outcome)
+        if self.max_diff is not None:
+            text += f" {self.max_diff:.1e}"
+        return text
+
+
+@dataclass
+class ConformanceMatrix:
+    """Results keyed by model then check, in first-seen order."""
+
+    cells: dict[str, dict[str, Cell]] = field(default_factory=dict)
+
+    def record(self, model: str, check: str, cell: Cell) -> None:
+        row = self.cells.setdefault(model, {})
+        previous = row.get(check)
+        # A test can report several phases (setup/call/teardown): a failure anywhere wins.
+        if previous is None or previous.outcome == "passed" or cell.outcome == "failed":
+            if previous is not None and previous.outcome == "failed":
+                return
+            row[check] = cell
+
+    @property
+    def checks(self) -> list[str]:
+        seen: list[str] = []
+        for row in self.cells.values():
+            seen += [check for check in row if check not in seen]
+        return seen
+
+    def failures(self) -> list[tuple[str, str, Cell]]:
+        return [(m, c, cell) for m, row in self.cells.items() for c, cell in row.items() if cell.outcome == "failed"]
+
+    def to_markdown(self) -> str:
+        models = list(self.cells)
+        lines = ["| check | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
+        for check in self.checks:
+            row = [self.cells[m][check].short() if check in self.cells[m] else "" for m in models]
+            lines.append(f"| {check} | " + " | ".join(row) + " |")
+        failures = self.failures()
+        if failures:
+            lines += ["", "**Failures**", ""]
+            lines += [f"- `{m}` / `{c}`: {cell.message.splitlines()[0] if cell.message else ''}" for m, c, cell in failures]
+        skipped = [(m, c, cell) for m, row in self.cells.items() for c, cell in row.items() if cell.outcome == "skipped"]
+        if skipped:
+            lines += ["", "**Skipped**", ""]
+            lines += [f"- `{m}` / `{c}`: {cell.message}" for m, c, cell in skipped]
+        return "\n".join(lines) + "\n"
+
+    def to_text(self) -> str:
+        models = list(self.cells)
+        width = max([len(c) for c in self.checks] + [5])
+        columns = [max(len(m), 14) for m in models]
+        lines = [" " * width + "  " + "  ".join(m.ljust(w) for m, w in zip(models, columns))]
+        for check in self.checks:
+            cells = [(self.cells[m][check].short() if check in self.cells[m] else "-").ljust(w)
+                     for m, w in zip(models, columns)]  # fmt: skip
+            lines.append(check.ljust(width) + "  " + "  ".join(cells))
+        return "\n".join(lines)
+
+    def to_json(self) -> dict:
+        return {model: {check: asdict(cell) for check, cell in row.items()} for model, row in self.cells.items()}
+
+    def write(self, path: str | Path) -> tuple[Path, Path]:
+        """Write ``<path>.json`` and ``<path>.md`` (the suffix of ``path`` is replaced)."""
+        base = Path(path)
+        base.parent.mkdir(parents=True, exist_ok=True)
+        json_path, md_path = base.with_suffix(".json"), base.with_suffix(".md")
+        json_path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        md_path.write_text("# vlmforge conformance\n\n" + self.to_markdown())
+        return json_path, md_path

@@ -1,0 +1,90 @@
+"""Property tests: the adapter's recomputed attention and batching hold for *any* reasonable input.
+
+Example counts are small by default so the suite stays fast; run longer with
+``--hypothesis-profile=vlmforge-long``.
+"""
+
+from __future__ import annotations
+
+import string
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from vlmforge.harness.compare import CheckFailure, assert_close, max_abs_difference
+from vlmforge.harness.probes import probe_image, run_eager_with_attention_inputs
+from vlmforge.harness.tolerances import tolerance_for
+
+DEFAULT_EXAMPLES = 4
+
+
+def examples(default: int = DEFAULT_EXAMPLES) -> int:
+    """``default`` under hypothesis' default profile; the selected profile's count otherwise."""
+    if settings.get_current_profile_name() == "default":
+        return default
+    return settings().max_examples
+
+
+PROPERTY_SETTINGS = settings(
+    max_examples=examples(),
+    deadline=None,
+    derandomize=True,  # the same examples on every run and every xdist worker
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+prompts = st.text(alphabet=string.ascii_letters + string.digits + " .,?!'", min_size=1, max_size=40).filter(
+    lambda text: text.strip()
+)
+sides = st.integers(min_value=16, max_value=112)
+modes = st.sampled_from(["RGB", "RGBA", "L"])
+
+
+def _check_patterns(vlm, inputs) -> None:
+    outputs, calls = run_eager_with_attention_inputs(vlm, inputs)
+    tolerance = tolerance_for(vlm.dtype).pattern
+    attention_mask = inputs.get("attention_mask")
+    for call, eager in zip(calls, outputs.attentions):
+        patterns = vlm.adapter.compute_attention_patterns(
+            call.hidden_states, call.layer, call.attention_mask, call.position_embeddings
+        )
+        assert_close(patterns, eager, tolerance=tolerance, what="recomputed pattern vs eager",
+                     axes=("batch", "head", "query", "key"), prefix=f"layer {call.layer}")  # fmt: skip
+        length = patterns.shape[-1]
+        real_rows = attention_mask.bool()[:, None, :, None].expand_as(patterns)  # padded query rows excluded
+        sums = patterns.float().sum(-1, keepdim=True).expand_as(patterns)
+        assert_close(torch.where(real_rows, sums, 1.0), torch.ones_like(sums), tolerance=tolerance * length,
+                     what="pattern row sum", axes=("batch", "head", "query", "key"), prefix=f"layer {call.layer}")
+        future = torch.ones(length, length, dtype=torch.bool, device=patterns.device).triu(1)
+        future = future[None, None] & real_rows  # a fully padded query row attends uniformly; skip it
+        leaked = patterns.float().masked_select(future).abs().max() if future.any() else torch.tensor(0.0)
+        if float(leaked) != 0.0:
+            raise CheckFailure("attention to future tokens is not exactly 0", max_diff=float(leaked),
+                               where=f"layer {call.layer}")  # fmt: skip
+
+
+@given(prompt=prompts, width=sides, height=sides, mode=modes)
+@PROPERTY_SETTINGS
+def test_property_patterns_match_eager(vlm, prompt, width, height, mode):
+    """Any image size / aspect / mode and any prompt: patterns match eager, rows sum to 1, causal."""
+    _check_patterns(vlm, vlm.prepare_messages(prompt, probe_image(width, height, mode=mode)))
+
+
+@pytest.mark.requires_capability("supports_batching")
+@given(items=st.lists(st.tuples(prompts, sides, sides, modes), min_size=1, max_size=3))
+@PROPERTY_SETTINGS
+def test_property_batch_parity(vlm, items):
+    """Any batch of 1-3 mixed-size items: each row equals its single run; batched patterns match eager."""
+    texts = [prompt for prompt, *_ in items]
+    images = [probe_image(w, h, seed=i, mode=m) for i, (_, w, h, m) in enumerate(items)]
+    batch = vlm.prepare_messages_batch(texts, images)
+    _check_patterns(vlm, batch)
+    batch_logits = vlm.forward(batch).logits
+    tolerance = tolerance_for(vlm.dtype).batch
+    for row, (text, image) in enumerate(zip(texts, images)):
+        single = vlm.forward(vlm.prepare_messages(text, image)).logits[0]
+        difference = max_abs_difference(batch_logits[row, -single.shape[0]:], single)
+        if difference.value > tolerance:
+            raise CheckFailure("batched logits differ from the single run", max_diff=difference.value,
+                               where=f"item {row} of {len(items)}, position {difference.index[0]}")  # fmt: skip

@@ -1,0 +1,35 @@
+"""Offline tiny random VLMs with real HF processors, shrunk from stored real configs.
+
+Nothing here touches the network: reference configs and chat templates are stored data files, tokenizers are
+trained in-process on a built-in corpus, weights are random under a seed.
+"""
+
+from .family import FamilySpec, family_spec, resolve_processor_classes, stored_families
+from .model import TinyVLM, build_tiny_model, model_class_for
+from .pipeline import TinyRecipe, resolve_reference, tiny_recipe
+from .processor import build_tiny_processor, processor_for_config
+from .reference import UnknownCheckpointError, load_reference_config, reference_checkpoints
+from .shrink import ShrinkLimits, resample_layer_list, shrink_config
+from .tokenizer import build_tiny_tokenizer
+
+__all__ = [
+    "FamilySpec",
+    "ShrinkLimits",
+    "TinyRecipe",
+    "TinyVLM",
+    "UnknownCheckpointError",
+    "build_tiny_model",
+    "build_tiny_processor",
+    "build_tiny_tokenizer",
+    "family_spec",
+    "load_reference_config",
+    "model_class_for",
+    "processor_for_config",
+    "reference_checkpoints",
+    "resample_layer_list",
+    "resolve_processor_classes",
+    "resolve_reference",
+    "shrink_config",
+    "stored_families",
+    "tiny_recipe",
+]

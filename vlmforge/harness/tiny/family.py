@@ -1,0 +1,228 @@
+"""Per-model_type tokenizer facts (special tokens, roles, chat template) and HF class resolution.
+
+Facts about the *real* tokenizers live in data files (``chat_templates/<model_type>.jinja`` and ``.json``), not
+in code. A model_type without data files gets a generic ChatML spec derived from its processor class and config,
+so new families work without edits here.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import transformers
+from transformers import PretrainedConfig
+
+__all__ = [
+    "CHATML_IMAGE_PLACEHOLDER",
+    "FamilySpec",
+    "family_spec",
+    "resolve_processor_classes",
+    "stored_families",
+]
+
+_DATA = resources.files(__package__) / "chat_templates"
+CHATML_IMAGE_PLACEHOLDER = "__IMAGE_TOKEN__"
+_CHATML_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+_TOKEN_FIELD_SUFFIXES = ("_token_id", "_token_index", "_token_ids")
+_ROLE_TOKENS = {"bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"}
+# `tokenizer.image_token if hasattr(tokenizer, "image_token") else "<|image_pad|>"` and
+# `"<|image_pad|>" if not hasattr(tokenizer, "image_token") else ...` -> image_token: <|image_pad|>
+_HASATTR_DEFAULT = re.compile(r'hasattr\(\s*tokenizer\s*,\s*"(\w+_token)"\s*\)\s*else\s*"([^"]+)"')
+_NOT_HASATTR_DEFAULT = re.compile(r'"([^"]+)"\s+if\s+not\s+hasattr\(\s*tokenizer\s*,\s*"(\w+_token)"\s*\)')
+# `tokenizer.boi_token` / `tokenizer.boi_token_id` -> boi_token
+_TOKENIZER_ATTRIBUTE = re.compile(r"tokenizer\.(\w+_token)(?:_id)?\b")
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """What a tiny tokenizer/processor for one model_type needs: special tokens, their roles, a chat template.
+
+    ``token_fields`` maps config token-id field names (``image_token_id``, ``bos_token_id``...) to token
+    strings; the tiny tokenizer turns it into the ``token_ids`` argument of :func:`shrink_config`.
+    """
+
+    model_type: str
+    chat_template: str
+    special_tokens: tuple[str, ...]
+    leading_special_tokens: tuple[str, ...] = ()
+    bos_token: str | None = None
+    eos_token: str | None = None
+    pad_token: str | None = None
+    unk_token: str | None = None
+    add_bos_token: bool = False
+    token_fields: dict[str, str | list[str]] = field(default_factory=dict)
+    named_tokens: dict[str, str] = field(default_factory=dict)
+    stored: bool = True
+
+    def tokenizer_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for :func:`build_tiny_tokenizer`."""
+        return {
+            "special_tokens": list(self.special_tokens),
+            "chat_template": self.chat_template,
+            "leading_special_tokens": list(self.leading_special_tokens),
+            "bos_token": self.bos_token,
+            "eos_token": self.eos_token,
+            "pad_token": self.pad_token,
+            "unk_token": self.unk_token,
+            "add_bos_token": self.add_bos_token,
+            "named_tokens": dict(self.named_tokens),
+        }
+
+
+def stored_families() -> list[str]:
+    """model_types with stored chat template + special-token data."""
+    return sorted(p.name.removesuffix(".json") for p in _DATA.iterdir() if p.name.endswith(".json"))
+
+
+@cache
+def _stored_spec(model_type: str) -> FamilySpec | None:
+    data_file, template_file = _DATA / f"{model_type}.json", _DATA / f"{model_type}.jinja"
+    if not data_file.is_file():
+        return None
+    data = json.loads(data_file.read_text())
+    return FamilySpec(
+        model_type=model_type,
+        chat_template=template_file.read_text(),
+        special_tokens=tuple(data["special_tokens"]),
+        leading_special_tokens=tuple(data.get("leading_special_tokens", ())),
+        bos_token=data.get("bos_token"),
+        eos_token=data.get("eos_token"),
+        pad_token=data.get("pad_token"),
+        unk_token=data.get("unk_token"),
+        add_bos_token=bool(data.get("add_bos_token", False)),
+        token_fields=dict(data.get("token_fields", {})),
+        named_tokens=dict(data.get("named_tokens", {})),
+    )
+
+
+def _class(name: str | None) -> type | None:
+    return getattr(transformers, name, None) if name else None
+
+
+def _pick_backend(entry: str | dict[str, str] | tuple | None) -> str | None:
+    # transformers 5 maps a model_type to {"torchvision": fast, "pil": slow}; prefer the default (torchvision)
+    # backend, which is what AutoProcessor instantiates for real checkpoints.
+    if isinstance(entry, dict):
+        return entry.get("torchvision") or next(iter(entry.values()), None)
+    if isinstance(entry, tuple | list):
+        return next((e for e in entry if e), None)
+    return entry
+
+
+def resolve_processor_classes(model_type: str) -> dict[str, type]:
+    """HF classes for the processor of ``model_type`` and its components, from transformers' auto mappings.
+
+    Returns a dict with ``"processor"`` and, where the processor has them, ``"image_processor"`` and
+    ``"video_processor"``.
+    """
+    from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING_NAMES
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
+    from transformers.models.auto.video_processing_auto import VIDEO_PROCESSOR_MAPPING_NAMES
+
+    processor_name = PROCESSOR_MAPPING_NAMES.get(model_type)
+    processor_cls = _class(processor_name)
+    if processor_cls is None:
+        raise KeyError(f"transformers {transformers.__version__} has no processor class for model_type {model_type!r}")
+    # Variants (e.g. a MoE sibling) often share the processor but lack their own component entries: fall back
+    # to the entries of any model_type that uses the same processor class.
+    siblings = [model_type] + sorted(t for t, name in PROCESSOR_MAPPING_NAMES.items() if name == processor_name)
+    classes: dict[str, type] = {"processor": processor_cls}
+    for attribute, mapping in (("image_processor", IMAGE_PROCESSOR_MAPPING_NAMES),
+                               ("video_processor", VIDEO_PROCESSOR_MAPPING_NAMES)):
+        if attribute not in processor_cls.get_attributes():
+            continue
+        component = next((c for t in siblings if (c := _class(_pick_backend(mapping.get(t))))), None)
+        if component is None:
+            raise KeyError(f"no {attribute} class for model_type {model_type!r}")
+        classes[attribute] = component
+    return classes
+
+
+def _processor_named_tokens(processor_cls: type) -> dict[str, str]:
+    """Named tokens the processor reads from its tokenizer (``image_token``, ``boi_token``...) with strings.
+
+    Heuristic for families without stored data: string defaults of ``__init__`` parameters, the
+    ``hasattr(tokenizer, "x_token") else "<...>"`` idiom, and any other ``tokenizer.x_token`` access (given a
+    placeholder ``<|x|>``). The tiny tokenizer then exposes them as attributes, as real multimodal tokenizers do.
+    """
+    named: dict[str, str] = {}
+    for name, param in inspect.signature(processor_cls.__init__).parameters.items():
+        if name.endswith("_token") and isinstance(param.default, str) and param.default:
+            named[name] = param.default
+    try:
+        source = inspect.getsource(processor_cls.__init__)
+    except (OSError, TypeError):
+        return named
+    for name, default in _HASATTR_DEFAULT.findall(source):
+        named.setdefault(name, default)
+    for default, name in _NOT_HASATTR_DEFAULT.findall(source):
+        named.setdefault(name, default)
+    for name in _TOKENIZER_ATTRIBUTE.findall(source):
+        if name not in _ROLE_TOKENS and not name.startswith("add_"):  # add_bos_token is a flag, not a token
+            named.setdefault(name, f"<|{name.removesuffix('_token')}|>")
+    return named
+
+
+def _config_token_fields(config: PretrainedConfig) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    stack = [config.to_dict()]
+    while stack:
+        node = stack.pop()
+        for key, value in node.items():
+            if isinstance(value, dict):
+                stack.append(value)
+            elif isinstance(key, str) and key.lstrip("_").endswith(_TOKEN_FIELD_SUFFIXES):
+                fields.setdefault(key.lstrip("_"), value)
+    return fields
+
+
+def _generic_spec(config: PretrainedConfig) -> FamilySpec:
+    """ChatML spec for a model_type without stored data: image token from the processor, ChatML roles."""
+    processor_cls = resolve_processor_classes(config.model_type)["processor"]
+    named_tokens = _processor_named_tokens(processor_cls)
+    image_token = named_tokens.setdefault("image_token", "<image>")
+    token_fields: dict[str, str | list[str]] = {
+        "bos_token_id": "<|endoftext|>",
+        "eos_token_id": "<|im_end|>",
+        "pad_token_id": "<|endoftext|>",
+    }
+    extra_tokens: list[str] = []
+    for name, value in sorted(_config_token_fields(config).items()):
+        if name in token_fields:
+            continue
+        base = name.removesuffix("_ids").removesuffix("_id").removesuffix("_index")  # image_token_index -> image_token
+        # Prefer the processor's own string for this role; otherwise give the field distinct placeholder
+        # token(s) so its id is valid and unambiguous in the tiny vocabulary.
+        if isinstance(value, list):
+            tokens = [f"<|{base}_{i}|>" for i in range(len(value))]
+            token_fields[name] = tokens
+            extra_tokens.extend(tokens)
+        else:
+            token = named_tokens.get(base) or f"<|{base}|>"
+            token_fields[name] = token
+            extra_tokens.append(token)
+    # The image slot of the template is filled by `processor_for_config` with the image token the processor
+    # instance actually expects in text (it may differ from `image_token`, e.g. a begin-of-image token).
+    template = (_DATA / "chatml.jinja").read_text()
+    specials = [*_CHATML_TOKENS, *named_tokens.values(), *extra_tokens]
+    return FamilySpec(
+        model_type=config.model_type,
+        chat_template=template,
+        special_tokens=tuple(dict.fromkeys(specials)),
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        token_fields=token_fields,
+        named_tokens=named_tokens,
+        stored=False,
+    )
+
+
+def family_spec(config: PretrainedConfig) -> FamilySpec:
+    """The stored spec for ``config.model_type``, or a generic ChatML one derived from the processor class."""
+    return _stored_spec(config.model_type) or _generic_spec(config)

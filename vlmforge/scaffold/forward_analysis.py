@@ -1,0 +1,344 @@
+"""Static analysis of an attention module's ``forward``: what it does to q and k before the softmax.
+
+The generic :meth:`vlmforge.core.adapter.ModelAdapter.compute_attention_scores` reproduces one recipe:
+project, split heads, optional per-head q/k norm, optional rotary, repeat kv heads, matmul, scale. This
+module reads the attention class's source (the code transformers itself runs, so it is the ground
+truth) and reports which parts of that recipe it uses and anything it does that the recipe cannot
+express, so the scaffolder can answer "which rotary function" with evidence and flag what needs a
+hand edit instead of guessing.
+
+Nothing here executes model code except :func:`evaluate_condition`, which evaluates an ``if`` test that
+only reads attributes of ``self`` (e.g. ``self.use_rope``) on already-built attention modules.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import sys
+import textwrap
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["ForwardAnalysis", "NormCall", "RotaryCall", "analyze_forward", "evaluate_condition"]
+
+# Tensor methods that only reshape / move a tensor; they never change the scores.
+_SHAPE_METHODS = frozenset(
+    {
+        "view",
+        "reshape",
+        "transpose",
+        "contiguous",
+        "to",
+        "unflatten",
+        "flatten",
+        "permute",
+        "float",
+        "type_as",
+    }
+)
+# Calls that feed the kv-cache; they change nothing about the current step's scores.
+_CACHE_METHODS = frozenset({"update"})
+# Builtins a condition on ``self`` may use; anything else makes the condition "runtime dependent".
+_CONDITION_BUILTINS = {"hasattr": hasattr, "getattr": getattr, "isinstance": isinstance, "len": len}
+
+
+@dataclass(frozen=True)
+class RotaryCall:
+    """One call of a rotary-embedding function inside ``forward``.
+
+    Attributes:
+        name: the called global name (``apply_rotary_pos_emb``).
+        function: the function object it resolves to in the attention's module.
+        dotted_path: ``<attention's module>.<name>``, importable.
+        defined_in: the module that defines the function (may differ when it was imported).
+        source: the call's source text.
+        conditions: source of every enclosing ``if`` test, outermost first (empty: unconditional).
+        condition_nodes: the same tests as AST nodes, for :func:`evaluate_condition`.
+        positional_args: number of positional arguments passed.
+        keywords: keyword argument names passed.
+    """
+
+    name: str
+    function: Callable[..., Any]
+    dotted_path: str
+    defined_in: str
+    source: str
+    conditions: tuple[str, ...]
+    condition_nodes: tuple[ast.expr, ...]
+    positional_args: int
+    keywords: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class NormCall:
+    """A norm submodule applied to q or k.
+
+    Attributes:
+        attribute: the norm's attribute name on the attention module (``q_norm``).
+        variable: the local it is applied to (``query_states``).
+        line: source line (relative to ``forward``), to compare with the rotary call.
+        conditions: source of the enclosing ``if`` tests.
+        condition_nodes: the same tests as AST nodes.
+    """
+
+    attribute: str
+    variable: str
+    line: int
+    conditions: tuple[str, ...]
+    condition_nodes: tuple[ast.expr, ...]
+
+
+@dataclass
+class ForwardAnalysis:
+    """What an attention ``forward`` does between the projections and the attention kernel.
+
+    Attributes:
+        class_name / module: the attention class and the module it lives in.
+        source_available: False when the source could not be read (then everything else is empty).
+        rotary_calls: calls of functions whose name mentions ``rotary`` / ``rope``.
+        query_var / key_var: local names holding q / k after their projection.
+        norm_calls: ``self.<attr>(...)`` norm calls in the q / k pipelines, in source order.
+        rotary_line: line of the first rotary call (to check norms come before it).
+        scaling_attribute: ``X`` in a ``scaling=self.X`` keyword of the attention-kernel call.
+        kernel_keywords: keyword names passed to that call (``softcap``, ``sinks``, ``sliding_window``...).
+        unrecognized: source of statements that transform q or k in a way the generic recipe lacks.
+        references: every ``self.<attr>`` read in ``forward``.
+    """
+
+    class_name: str
+    module: str
+    source_available: bool = True
+    rotary_calls: list[RotaryCall] = field(default_factory=list)
+    query_var: str | None = None
+    key_var: str | None = None
+    norm_calls: list[NormCall] = field(default_factory=list)
+    rotary_line: int | None = None
+    scaling_attribute: str | None = None
+    kernel_keywords: dict[str, str] = field(default_factory=dict)
+    unrecognized: list[str] = field(default_factory=list)
+    references: set[str] = field(default_factory=set)
+
+
+def _self_attribute(node: ast.AST) -> str | None:
+    """``self.x`` -> ``"x"``; anything else -> None."""
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self":
+        return node.attr
+    return None
+
+
+def _calls_self_attribute(node: ast.AST, attribute: str) -> bool:
+    return any(isinstance(sub, ast.Call) and _self_attribute(sub.func) == attribute for sub in ast.walk(node))
+
+
+def _names_in(node: ast.AST) -> set[str]:
+    return {sub.id for sub in ast.walk(node) if isinstance(sub, ast.Name)}
+
+
+def _targets(statement: ast.stmt) -> list[str]:
+    """Local names assigned by an (aug)assignment, tuple targets flattened."""
+    if isinstance(statement, ast.Assign):
+        raw = statement.targets
+    elif isinstance(statement, ast.AugAssign | ast.AnnAssign):
+        raw = [statement.target]
+    else:
+        return []
+    names: list[str] = []
+    for target in raw:
+        if isinstance(target, ast.Name):
+            names.append(target.id)
+        elif isinstance(target, ast.Tuple | ast.List):
+            names.extend(elt.id for elt in target.elts if isinstance(elt, ast.Name))
+    return names
+
+
+def _pipeline_calls(value: ast.expr, allowed: Sequence[str]) -> list[str] | None:
+    """The ``self.<attr>`` calls of a pure q/k pipeline expression, or None if it does anything else.
+
+    A pipeline is names, reshape-only method calls and calls of ``self.<attr>`` for ``attr`` in
+    ``allowed`` (the projection and the norms): ``self.q_norm(self.q_proj(x).view(s)).transpose(1, 2)``
+    gives ``["q_norm", "q_proj"]``; ``q * self.scale`` gives None.
+    """
+    if isinstance(value, ast.Name):
+        return []
+    if not isinstance(value, ast.Call):
+        return None
+    attribute = _self_attribute(value.func)
+    if attribute is not None:
+        if attribute not in allowed or len(value.args) != 1:
+            return None
+        inner = _pipeline_calls(value.args[0], allowed)
+        return None if inner is None else [attribute, *inner]
+    if isinstance(value.func, ast.Attribute) and value.func.attr in _SHAPE_METHODS:
+        return _pipeline_calls(value.func.value, allowed)
+    return None
+
+
+def _is_cache_update(value: ast.expr) -> bool:
+    return any(
+        isinstance(sub, ast.Call) and isinstance(sub.func, ast.Attribute) and sub.func.attr in _CACHE_METHODS
+        for sub in ast.walk(value)
+    )
+
+
+def _walk_statements(
+    body: Sequence[ast.stmt], conditions: tuple[ast.expr, ...] = ()
+) -> list[tuple[ast.stmt, tuple[ast.expr, ...]]]:
+    """Flatten a function body into (simple statement, enclosing if-tests) in source order."""
+    flat: list[tuple[ast.stmt, tuple[ast.expr, ...]]] = []
+    for statement in body:
+        if isinstance(statement, ast.If):
+            flat += _walk_statements(statement.body, (*conditions, statement.test))
+            negated = ast.UnaryOp(op=ast.Not(), operand=statement.test)
+            flat += _walk_statements(statement.orelse, (*conditions, negated))
+        elif isinstance(statement, ast.For | ast.While | ast.With | ast.Try):
+            for block in ("body", "orelse", "finalbody"):
+                flat += _walk_statements(getattr(statement, block, []) or [], conditions)
+            for handler in getattr(statement, "handlers", []) or []:
+                flat += _walk_statements(handler.body, conditions)
+        else:
+            flat.append((statement, conditions))
+    return flat
+
+
+def analyze_forward(
+    attention_class: type,
+    *,
+    q_proj: str | None,
+    k_proj: str | None,
+    norm_attributes: Sequence[str] = (),
+) -> ForwardAnalysis:
+    """Read ``attention_class.forward`` and report its q/k pipeline (see :class:`ForwardAnalysis`).
+
+    Args:
+        attention_class: the decoder's attention class.
+        q_proj / k_proj: attribute names of the q and k projections (found from the module tree).
+        norm_attributes: attribute names of norm submodules of the attention (q/k norm candidates).
+    """
+    module_name = attention_class.__module__
+    analysis = ForwardAnalysis(attention_class.__name__, module_name)
+    try:
+        source = textwrap.dedent(inspect.getsource(attention_class.forward))
+    except (OSError, TypeError):
+        analysis.source_available = False
+        return analysis
+    tree = ast.parse(source)
+    function = tree.body[0]
+    assert isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef)
+    module_globals = vars(sys.modules[module_name]) if module_name in sys.modules else {}
+
+    def text(node: ast.AST) -> str:
+        return (ast.get_source_segment(source, node) or ast.unparse(node)).strip()
+
+    analysis.references = {name for sub in ast.walk(function) if (name := _self_attribute(sub))}
+
+    for statement, conditions in _walk_statements(function.body):
+        # --- rotary calls (also inside expressions such as tuple unpacking)
+        for sub in ast.walk(statement):
+            if not (isinstance(sub, ast.Call) and isinstance(sub.func, ast.Name)):
+                continue
+            name = sub.func.id
+            target = module_globals.get(name)
+            if callable(target) and ("rotary" in name.lower() or "rope" in name.lower()):
+                analysis.rotary_calls.append(
+                    RotaryCall(
+                        name=name,
+                        function=target,
+                        dotted_path=f"{module_name}.{name}",
+                        defined_in=getattr(target, "__module__", module_name) or module_name,
+                        source=text(sub),
+                        conditions=tuple(text(c) for c in conditions),
+                        condition_nodes=conditions,
+                        positional_args=len(sub.args),
+                        keywords=tuple(k.arg for k in sub.keywords if k.arg),
+                    )
+                )
+                if analysis.rotary_line is None:
+                    analysis.rotary_line = statement.lineno
+        # --- the attention-kernel call: scaling=self.X and the other keywords it receives
+        for sub in ast.walk(statement):
+            if isinstance(sub, ast.Call):
+                keywords = {k.arg: k for k in sub.keywords if k.arg}
+                if "scaling" in keywords:
+                    analysis.scaling_attribute = _self_attribute(keywords["scaling"].value)
+                    analysis.kernel_keywords = {name: text(k.value) for name, k in keywords.items()}
+        # --- the q / k data flow: projection, reshapes and norms are the recipe; anything else is not
+        targets = _targets(statement)
+        value = getattr(statement, "value", None)
+        if not targets or value is None:
+            continue
+        variable = None
+        for role, projection in (("query", q_proj), ("key", k_proj)):
+            if (
+                projection
+                and _calls_self_attribute(value, projection)
+                and getattr(analysis, f"{role}_var") is None
+            ):
+                setattr(analysis, f"{role}_var", targets[0])
+                variable, allowed = targets[0], (projection, *norm_attributes)
+        if variable is None:
+            written = {v for v in (analysis.query_var, analysis.key_var) if v} & set(targets)
+            if not written:
+                continue
+            variable, allowed = next(iter(written)), tuple(norm_attributes)
+            if any(call.source in text(value) for call in analysis.rotary_calls) or _is_cache_update(value):
+                continue  # the rotary call itself (recorded above) or the kv-cache update
+        calls = _pipeline_calls(value, allowed) if isinstance(statement, ast.Assign) else None
+        if calls is None:
+            analysis.unrecognized.append(text(statement))
+            continue
+        analysis.norm_calls += [
+            NormCall(call, variable, statement.lineno, tuple(text(c) for c in conditions), conditions)
+            for call in calls
+            if call in norm_attributes
+        ]
+    return analysis
+
+
+def evaluate_condition(condition: ast.expr, instance: Any) -> bool | None:
+    """Evaluate an ``if`` test that reads only ``self`` on ``instance``; None when it needs runtime values.
+
+    ``self.use_rope`` or ``hasattr(self, "qk_norm")`` can be answered from the built module; a test on
+    ``position_embeddings`` or ``kwargs`` cannot, and returns None.
+    """
+    names = _names_in(condition) - {"self", *_CONDITION_BUILTINS}
+    if names:
+        return None
+    expression = ast.Expression(body=condition)
+    ast.fix_missing_locations(expression)
+    try:
+        code = compile(expression, "<attention condition>", "eval")
+        return bool(eval(code, {"__builtins__": dict(_CONDITION_BUILTINS)}, {"self": instance}))
+    except Exception:  # an attribute missing on this layer and the like: not decidable statically
+        return None
+
+
+def gated_mlp_roles(mlp_class: type, candidates: Sequence[str]) -> tuple[str | None, str | None, str]:
+    """(gate, up, evidence) for a gated MLP whose projections have unconventional names (``w1`` / ``w3``).
+
+    In ``down(act(gate(x)) * up(x))`` the gate is the projection whose output goes through another call
+    (the activation) and the up projection is the one multiplied directly.
+    """
+    try:
+        source = textwrap.dedent(inspect.getsource(mlp_class.forward))
+    except (OSError, TypeError):
+        return None, None, f"no source for {mlp_class.__name__}.forward"
+    tree = ast.parse(source)
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    wrapped: set[str] = set()
+    multiplied: set[str] = set()
+    for node in ast.walk(tree):
+        name = _self_attribute(node.func) if isinstance(node, ast.Call) else None
+        if name not in candidates:
+            continue
+        parent = parents.get(node)
+        if isinstance(parent, ast.Call) and _self_attribute(parent.func) not in candidates:
+            wrapped.add(name)
+        elif isinstance(parent, ast.BinOp) and isinstance(parent.op, ast.Mult):
+            multiplied.add(name)
+    gates, ups = wrapped - multiplied, multiplied - wrapped
+    if len(gates) == 1 and len(ups) == 1:
+        gate, up = next(iter(gates)), next(iter(ups))
+        return gate, up, f"{mlp_class.__name__}.forward multiplies act(self.{gate}(x)) by self.{up}(x)"
+    return None, None, f"{mlp_class.__name__}.forward does not show which of {sorted(candidates)} is the gate"
