@@ -20,3 +20,6 @@ def tiny_vlm(family: str) -> HookedVLM:
 @pytest.fixture(params=SEED_FAMILIES)
 def seed_vlm(request) -> HookedVLM:
     return tiny_vlm(request.param)
+
+
+pytest_plugins = ["pytester"]

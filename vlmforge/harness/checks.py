@@ -91,17 +91,20 @@ def check_contract_accessors(vlm: HookedVLM) -> CheckResult:
     """Every method and property of the adapter contract exists and resolves."""
     adapter = vlm.adapter
     problems: list[str] = []
-    for name in (*LAYER_ACCESSORS, *MODEL_ACCESSORS, *PROPERTIES, *METHODS):
-        if not hasattr(type(adapter), name):
-            problems.append(f"{name}: missing from {type(adapter).__name__}")
+    def present(name: str) -> bool:
+        member = getattr(type(adapter), name, None)
+        return isinstance(member, property) if name in PROPERTIES else callable(member)
+
+    problems += [f"{name}: missing from {type(adapter).__name__}" for name in
+                 (*LAYER_ACCESSORS, *MODEL_ACCESSORS, *PROPERTIES, *METHODS) if not present(name)]  # fmt: skip
     for name in PROPERTIES:
-        if hasattr(type(adapter), name):
+        if present(name):
             try:
                 getattr(adapter, name)
             except Exception as error:
                 problems.append(f"{name}: {type(error).__name__}: {error}")
     for name in (*LAYER_ACCESSORS, *MODEL_ACCESSORS):
-        if hasattr(type(adapter), name):
+        if present(name):
             try:
                 module = getattr(adapter, name)(0) if name in LAYER_ACCESSORS else getattr(adapter, name)()
                 if not isinstance(module, torch.nn.Module):

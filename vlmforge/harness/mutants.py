@@ -105,7 +105,7 @@ def _flip(capability: str, family: str) -> Mutant:
 MUTANTS: tuple[Mutant, ...] = (
     Mutant("rope_skipped", "qwen2_5_vl", "no rotary embedding applied to q/k",
            with_spec(attention__rotary_function=None), ("attention_vs_eager",)),
-    Mutant("kv_heads_not_repeated", "qwen2_5_vl", "GQA key heads not expanded to the query heads",
+    Mutant("kv_heads_not_repeated", "qwen3_vl", "GQA key heads not expanded to the query heads",
            with_methods(_repeat_kv=_unrepeated_kv), ("attention_vs_eager",)),
     Mutant("kv_heads_misgrouped", "qwen3_vl", "GQA key heads tiled instead of interleaved",
            with_methods(_repeat_kv=_misgrouped_kv), ("attention_vs_eager",)),

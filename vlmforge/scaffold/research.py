@@ -78,6 +78,16 @@ STATUS_HELP = {
     "unknown": "could not be answered; the generated module carries a TODO",
     "hand_edit": "answered, but the generic mechanism cannot express it; needs a hand edit",
 }
+# Places in the generated module a TODO can sit at (copier question names of the family template).
+TEMPLATE_SLOTS = frozenset(
+    {
+        "model_class", "model_types", "language_model", "lm_head", "layers", "final_norm", "attention", "mlp",
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "rotary_function", "q_norm",
+        "k_norm", "scaling", "image_token", "image_in_message", "image_before_text", "continue_final_message",
+        "contiguous_image_tokens", "supports_batching", "strict_residual_stream", "tiny_reference", "processor",
+        "attention_recipe",
+    }
+)  # fmt: skip
 PROBE_TEXT = "Describe this picture in one sentence."
 PROBE_PREFILL = "The picture shows"
 
@@ -192,11 +202,16 @@ class ResearchReport:
         return [a for a in self.answers.values() if a.needs_edit]
 
     def todos(self) -> dict[str, str]:
-        """TODO text per template slot: what is missing and why (several answers may share a slot)."""
+        """TODO text per template slot: what is missing and why (several answers may share a slot).
+
+        Answers with no place in the generated code (processor class, resize strategy) stay in the report
+        only: a TODO must sit where the edit is made.
+        """
         todos: dict[str, list[str]] = {}
         for answer in self.needs_edit:
-            slot = answer.slot or answer.key
-            todos.setdefault(slot, []).append(f"{answer.question} [{answer.status}] {answer.evidence}")
+            slot = answer.slot or (answer.key if answer.key in TEMPLATE_SLOTS else None)
+            if slot is not None:
+                todos.setdefault(slot, []).append(f"{answer.question} [{answer.status}]: {answer.evidence}")
         return {slot: " ".join(texts) for slot, texts in todos.items()}
 
     # ------------------------------------------------------------ spec values
@@ -673,7 +688,8 @@ def _attention_child(layer: nn.Module) -> str | None:
     matches = [
         n
         for n, c in children.items()
-        if "attention" in type(c).__name__.lower() or "attn" in n.lower() or "attention" in n.lower()
+        if not _is_norm(c)
+        and ("attention" in type(c).__name__.lower() or "attn" in n.lower() or "attention" in n.lower())
     ]
     return matches[0] if len(matches) == 1 else None
 
@@ -971,7 +987,7 @@ def _research_blocks(decoder: _Decoder, text_config: PretrainedConfig, report: R
                 else f"; but attention.head_dim = {attn_head_dim}: the adapter's lm_head_dim would be wrong"
             ),
             "found" if consistent else "hand_edit",
-            slot="attention",
+            slot="attention_recipe",
         )
     )
     window = config_value(text_config, "sliding_window")
@@ -1263,7 +1279,7 @@ def _research_attention_extras(analysis: ForwardAnalysis, attn: nn.Module, repor
             else f"{cls}.forward does nothing to q/k beyond the generic recipe "
             f"(kernel keywords: {sorted(analysis.kernel_keywords)})",
             "hand_edit" if problems else "found",
-            slot="attention",
+            slot="attention_recipe",
         )
     )
 
@@ -1397,7 +1413,7 @@ def _research_image_token(
 
 # ---------------------------------------------------------------------------------- processor research
 def _load_processor(
-    resolved: ResolvedSource, trust_remote_code: bool, tiny_processor: Any
+    resolved: ResolvedSource, trust_remote_code: bool, tiny_processor: Any, tiny_error: str | None
 ) -> tuple[Any, str]:
     """The real processor from the checkpoint files if present, else the tiny one; and where it came from."""
     if resolved.files_dir is not None:
@@ -1414,6 +1430,8 @@ def _load_processor(
                     return processor, f"real processor from {resolved.files_dir}"
                 except Exception as error:  # fall back to the tiny processor, but say so
                     return tiny_processor, f"tiny processor (loading the real one failed: {error})"
+    if tiny_processor is None:
+        return None, f"no processor (no processor files with the source; {tiny_error})"
     return tiny_processor, "tiny processor of vlmforge.harness.tiny"
 
 
@@ -1422,7 +1440,7 @@ def _research_processor(
 ) -> None:
     if processor is None:
         report.add(
-            Answer("processor", "Processor / image processor class", None, "unknown: no processor", "unknown")
+            Answer("processor_class", "Processor / image processor class", None, "unknown: no processor", "unknown")
         )
         report.add(
             Answer(
@@ -1437,7 +1455,7 @@ def _research_processor(
     image_processor = getattr(processor, "image_processor", None)
     report.add(
         Answer(
-            "processor",
+            "processor_class",
             "Processor / image processor class",
             f"{type(processor).__name__} / {type(image_processor).__name__ if image_processor else '-'}",
             f"{provenance}; transformers' processor mapping for {config.model_type!r}",
@@ -1529,6 +1547,17 @@ def _research_chat_template(
         "Image before text in the user turn",
         "continue_final_message renders an assistant prefill",
     )
+    if processor is None:
+        reason = f"unknown: {provenance}"
+        for key, question in (
+            ("image_in_message", q_in),
+            ("image_before_text", q_order),
+            ("continue_final_message", q_prefill),
+        ):
+            report.add(Answer(key, question, None, reason, "unknown", slot=key))
+        report.add(Answer("custom_processor", "Family needs a processor subclass", None, reason, "unknown",
+                          slot="processor"))
+        return
     if not template:
         reason = f"unknown: {provenance} has no chat template; prompts must be built by a processor subclass"
         for key, question in (
@@ -1886,7 +1915,7 @@ def research(
     report.timings["tiny model"] = time.perf_counter() - phase
 
     phase = time.perf_counter()
-    processor, provenance = _load_processor(resolved, trust_remote_code, tiny_processor)
+    processor, provenance = _load_processor(resolved, trust_remote_code, tiny_processor, tiny_error)
     stored_template = provenance.startswith("real") or _has_stored_template(config)
     _research_image_token(config, processor, provenance, report)
     _research_processor(config, processor, provenance, report)

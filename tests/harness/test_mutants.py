@@ -1,0 +1,48 @@
+"""The harness is sensitive: every deliberately broken adapter fails in the check meant to catch it."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import tiny_vlm
+from vlmforge.harness.checks import CHECKS
+from vlmforge.harness.mutants import MUTANTS, mutant_vlm, run_checks
+
+
+@pytest.mark.parametrize("mutant", MUTANTS, ids=[m.name for m in MUTANTS])
+def test_mutant_is_caught_by_its_check(mutant):
+    results = run_checks(mutant_vlm(mutant, tiny_vlm(mutant.family)))
+    escaped = [name for name in mutant.caught_by if results[name] == "pass"]
+    assert not escaped, f"{mutant.name} ({mutant.description}) escaped {escaped}"
+
+
+@pytest.mark.parametrize("family", sorted({m.family for m in MUTANTS}))
+def test_unmutated_adapters_pass_every_check(family):
+    """The control: the same checks pass on the real adapter, so failures above are the mutation's."""
+    results = run_checks(tiny_vlm(family))
+    assert all(outcome == "pass" for outcome in results.values()), results
+
+
+def test_failure_messages_name_layer_head_position_and_difference():
+    rope = next(m for m in MUTANTS if m.name == "rope_skipped")
+    vlm = mutant_vlm(rope, tiny_vlm(rope.family))
+    with pytest.raises(AssertionError) as error:
+        CHECKS["attention_vs_eager"].function(vlm)
+    message = str(error.value)
+    for part in ("layer", "head", "query", "key", "max |diff|", "Look at"):
+        assert part in message, message
+
+
+def test_capability_mismatch_says_which_flag_to_set():
+    flip = next(m for m in MUTANTS if m.name == "flip_strict_residual_stream")
+    vlm = mutant_vlm(flip, tiny_vlm(flip.family))
+    with pytest.raises(AssertionError, match=r"Capabilities\(strict_residual_stream=False\)"):
+        CHECKS["capability_strict_residual_stream"].function(vlm)
+
+
+def test_every_required_mutant_kind_is_present():
+    names = {m.name for m in MUTANTS}
+    required = {"rope_skipped", "kv_heads_not_repeated", "wrong_scaling", "qk_norm_skipped", "wrong_image_token_id",
+                "wrong_layer_path", "off_by_one_layer", "mask_ignored", "flip_contiguous_image_tokens",
+                "flip_supports_batching", "flip_strict_residual_stream"}  # fmt: skip
+    assert required <= names

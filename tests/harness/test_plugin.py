@@ -1,0 +1,95 @@
+"""The pytest plugin as a user runs it: options, usage errors, skips, matrix and report files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tests.conftest import tiny_vlm
+from vlmforge import HookedVLM
+from vlmforge.harness.checks import CHECKS
+from vlmforge.harness.mutants import run_checks
+
+SUITE = ["--pyargs", "vlmforge.harness.suite.test_conformance", "-p", "no:cacheprovider"]
+
+
+def test_unknown_model_is_a_usage_error_listing_aliases(pytester: pytest.Pytester):
+    result = pytester.runpytest_subprocess(*SUITE, "--model", "no-such-model")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--model no-such-model: unknown model*llava-7b*tiny/qwen3_vl*"])
+
+
+def test_non_vlm_checkpoint_is_skipped_at_collection(pytester: pytest.Pytester, tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
+    result = pytester.runpytest_subprocess(*SUITE, "--model", str(tmp_path), "-rs")
+    result.stdout.fnmatch_lines(["*SKIPPED*not a supported image+text VLM*'llama'*"])
+    assert result.ret == pytest.ExitCode.OK
+
+
+def test_model_run_writes_matrix_and_report(pytester: pytest.Pytester, tmp_path):
+    report = tmp_path / "conformance"
+    result = pytester.runpytest_subprocess(
+        *SUITE, "--model", "smolvlm-256m", "--tiny", "--conformance-report", str(report), "-k",
+        "contract or capability or attention_vs_eager",
+    )  # fmt: skip
+    result.stdout.fnmatch_lines([
+        "vlmforge models under test: tiny/smolvlm",
+        "*vlmforge conformance matrix*",
+        "capability_contiguous_image_tokens*pass*",
+        "attention_vs_eager *pass 0.0e+00*",
+    ])  # fmt: skip
+    assert result.ret == pytest.ExitCode.OK
+    data = json.loads(report.with_suffix(".json").read_text())
+    assert data["tiny/smolvlm"]["attention_vs_eager"]["outcome"] == "passed"
+    assert "| attention_vs_eager |" in report.with_suffix(".md").read_text()
+
+
+def test_failing_adapter_module_shows_in_matrix_with_difference(pytester: pytest.Pytester, tmp_path):
+    """A broken third-party family loaded with --adapter-module fails in the right check, with numbers."""
+    module = tmp_path / "broken_llava.py"
+    module.write_text(
+        "from vlmforge.adapters.llava import SPEC\n"
+        "from vlmforge.core import AttentionRecipe, ModelAdapter, ModelRegistry\n"
+        "BROKEN = SPEC.replace(name='broken_llava', checkpoints=('me/broken-llava',), aliases={},\n"
+        "                      model_types=('broken_llava',), tiny_reference='llava-hf/llava-1.5-7b-hf',\n"
+        "                      attention=AttentionRecipe(rotary_function=None))\n"
+        "@ModelRegistry.register('broken_llava')\n"
+        "class BrokenLlava(ModelAdapter):\n"
+        "    spec = BROKEN\n"
+    )
+    result = pytester.runpytest_subprocess(
+        *SUITE, "--adapter-module", str(module), "--model", "tiny/broken_llava", "-k", "attention_vs_eager or shapes",
+    )  # fmt: skip
+    result.stdout.fnmatch_lines([
+        "attention_vs_eager *FAIL*e-0*",
+        "FAIL tiny/broken_llava / attention_vs_eager: *layer 0, batch 0, head * query * key *max |diff|*",
+    ])  # fmt: skip
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_works_under_xdist(pytester: pytest.Pytester):
+    result = pytester.runpytest_subprocess(*SUITE, "-n", "2", "--model", "tiny/llava", "-k", "shapes or finite")
+    result.stdout.fnmatch_lines(["*vlmforge conformance matrix*", "contract_shapes *pass*"])
+    assert result.ret == pytest.ExitCode.OK
+
+
+def test_adapter_missing_a_method_fails_only_that_check():
+    base = tiny_vlm("llava")
+    incomplete = type("Incomplete", (type(base.adapter),), {"get_lm_up_proj": None})
+    vlm = HookedVLM(base.model, base.prompt_processor, adapter=incomplete(base.model))
+    results = run_checks(vlm)
+    assert "get_lm_up_proj" in results["contract_accessors"]
+    assert results["attention_vs_eager"] == "pass" and results["capability_supports_batching"] == "pass"
+
+
+def test_nan_model_gets_its_own_clear_failure():
+    from vlmforge.harness.tiny import build_tiny_model
+
+    tiny = build_tiny_model("llava-hf/llava-1.5-7b-hf")
+    with torch.no_grad():
+        tiny.model.lm_head.weight[3] = float("nan")
+    vlm = HookedVLM(tiny.model, tiny.processor)
+    with pytest.raises(AssertionError, match=r"non-finite logits \(NaN/Inf\)"):
+        CHECKS["outputs_finite"].function(vlm)
