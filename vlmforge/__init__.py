@@ -1,11 +1,11 @@
 """vlmforge: get a vision-language model into an interpretability toolkit correctly, in minutes.
 
-    >>> from vlmforge import HookedVLM
-    >>> vlm = HookedVLM.from_pretrained("tiny/llava")          # or "llava-7b", a hub id, a local dir
-    >>> inputs = vlm.prepare_messages("What is shown?", image)
-    >>> with vlm.run_with_cache(["lm.blocks.*.hook_resid_post"]):
-    ...     vlm.forward(inputs)
-    >>> vlm.cache["lm.blocks.0.hook_resid_post"].shape
+>>> from vlmforge import HookedVLM
+>>> vlm = HookedVLM.from_pretrained("tiny/llava")          # or "llava-7b", a hub id, a local dir
+>>> inputs = vlm.prepare_messages("What is shown?", image)
+>>> with vlm.run_with_cache(["lm.blocks.*.hook_resid_post"]):
+...     vlm.forward(inputs)
+>>> vlm.cache["lm.blocks.0.hook_resid_post"].shape
 """
 
 from vlmforge.core import (

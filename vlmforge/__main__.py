@@ -1,7 +1,7 @@
 """``python -m vlmforge``: list the supported models, or run a short demo on one of them.
 
-    python -m vlmforge list
-    python -m vlmforge demo tiny/qwen3_vl
+python -m vlmforge list
+python -m vlmforge demo tiny/qwen3_vl
 """
 
 from __future__ import annotations
@@ -46,22 +46,27 @@ def _demo(name: str, device: str) -> int:
     hooks = ["lm.blocks.*.hook_resid_post", "lm.blocks.0.attn.hook_pattern"]
     with vlm.run_with_cache(hooks):
         vlm.forward(inputs)
-    for key, value in list(vlm.cache.items())[:2] + [("lm.blocks.0.attn.hook_pattern", vlm.cache["lm.blocks.0.attn.hook_pattern"])]:
-        print(f"cache[{key!r}]: {tuple(value.shape)}")
+    for key in ("lm.blocks.0.hook_resid_post", "lm.blocks.0.attn.hook_pattern"):
+        print(f"cache[{key!r}]: {tuple(vlm.cache[key].shape)}")
     pattern = vlm.cache["lm.blocks.0.attn.hook_pattern"][0]
     image_positions = ids == vlm.adapter.get_image_token_id()
     share = pattern[:, -1, image_positions].sum(-1)
-    print("layer 0: attention of the last token on image tokens, per head:", [round(float(s), 3) for s in share])
+    print(
+        "layer 0: attention of the last token on image tokens, per head:", [round(float(s), 3) for s in share]
+    )
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vlmforge", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m vlmforge", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="supported families, checkpoints, aliases and tiny models")
     demo = commands.add_parser("demo", help="load a model, prompt it, generate, cache hooks")
-    demo.add_argument("model", nargs="?", default="tiny/llava", help="alias, hub id, local dir or tiny/<family>")
+    demo.add_argument(
+        "model", nargs="?", default="tiny/llava", help="alias, hub id, local dir or tiny/<family>"
+    )
     demo.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     try:

@@ -31,8 +31,21 @@ def test_out_of_range_layer():
 
 def test_all_vlm_spectra_hook_types_exist():
     expected = {
-        "hook_resid_pre", "hook_resid_post", "attn.hook_in", "attn.hook_q", "attn.hook_k", "attn.hook_v",
-        "attn.hook_scores", "attn.hook_pattern", "attn.hook_z", "attn.hook_head_out", "attn.hook_out",
-        "mlp.hook_in", "mlp.hook_pre", "mlp.hook_pre_linear", "mlp.hook_post", "mlp.hook_out",
-    }  # fmt: skip
+        "hook_resid_pre",
+        "hook_resid_post",
+        "attn.hook_in",
+        "attn.hook_q",
+        "attn.hook_k",
+        "attn.hook_v",
+        "attn.hook_scores",
+        "attn.hook_pattern",
+        "attn.hook_z",
+        "attn.hook_head_out",
+        "attn.hook_out",
+        "mlp.hook_in",
+        "mlp.hook_pre",
+        "mlp.hook_pre_linear",
+        "mlp.hook_post",
+        "mlp.hook_out",
+    }
     assert set(HOOK_TYPES) == expected

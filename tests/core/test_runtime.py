@@ -33,7 +33,7 @@ def test_batch_of_two_equals_singles(seed_vlm):
     logits = seed_vlm.forward_batch(batch).logits
     for row, (text, image) in enumerate(zip(texts, images)):
         single = seed_vlm.forward(seed_vlm.prepare_messages(text, image)).logits[0]
-        diff = (logits[row, -single.shape[0]:] - single).abs().max()
+        diff = (logits[row, -single.shape[0] :] - single).abs().max()
         assert diff <= 1e-4, f"row {row}: max |diff| {diff:.3g}"
 
 
@@ -83,10 +83,12 @@ def test_nested_contexts_keep_both_hooks():
     vlm = tiny_vlm("smolvlm")
     inputs = _inputs(vlm)
     seen: list[str] = []
-    with vlm.run_with_cache("lm.blocks.0.hook_resid_post") as outer:
-        with vlm.run_with_hooks([("lm.blocks.0.mlp.hook_out", lambda x, hook: seen.append(hook.name))]):
-            with vlm.run_with_cache("lm.blocks.1.hook_resid_post") as inner:
-                vlm.forward(inputs)
+    with (
+        vlm.run_with_cache("lm.blocks.0.hook_resid_post") as outer,
+        vlm.run_with_hooks([("lm.blocks.0.mlp.hook_out", lambda x, hook: seen.append(hook.name))]),
+        vlm.run_with_cache("lm.blocks.1.hook_resid_post") as inner,
+    ):
+        vlm.forward(inputs)
     assert set(outer) == {"lm.blocks.0.hook_resid_post"} and set(inner) == {"lm.blocks.1.hook_resid_post"}
     assert seen == ["lm.blocks.0.mlp.hook_out"]
 
@@ -101,7 +103,10 @@ def test_hooks_are_removed_when_the_block_raises():
     def explode(x, hook):
         raise ValueError("inside hook")
 
-    with pytest.raises(ValueError, match="inside hook"), vlm.run_with_hooks([("lm.blocks.0.hook_resid_pre", explode)]):
+    with (
+        pytest.raises(ValueError, match="inside hook"),
+        vlm.run_with_hooks([("lm.blocks.0.hook_resid_pre", explode)]),
+    ):
         vlm.forward(_inputs(vlm))
     assert (len(layer._forward_hooks), len(layer._forward_pre_hooks)) == before
 
@@ -109,17 +114,18 @@ def test_hooks_are_removed_when_the_block_raises():
 def test_recomputed_hooks_cannot_be_patched_and_bad_replacements_are_explained():
     vlm = tiny_vlm("llava")
     inputs = _inputs(vlm)
-    with pytest.raises(InvalidHookError, match="cannot be patched"), vlm.run_with_hooks(
-        [("lm.blocks.0.attn.hook_pattern", lambda p, hook: p * 0)]
+    with (
+        pytest.raises(InvalidHookError, match="cannot be patched"),
+        vlm.run_with_hooks([("lm.blocks.0.attn.hook_pattern", lambda p, hook: p * 0)]),
     ):
         vlm.forward(inputs)
-    with pytest.raises(InvalidHookError, match="shape"), vlm.run_with_hooks(
-        [("lm.blocks.0.attn.hook_q", lambda q, hook: q[..., :1])]
+    with (
+        pytest.raises(InvalidHookError, match="shape"),
+        vlm.run_with_hooks([("lm.blocks.0.attn.hook_q", lambda q, hook: q[..., :1])]),
     ):
         vlm.forward(inputs)
-    with pytest.raises(InvalidHookError, match="valid|one of"):
-        with vlm.run_with_cache("lm.blocks.0.hook_nonsense"):
-            pass
+    with pytest.raises(InvalidHookError, match="one of"), vlm.run_with_cache("lm.blocks.0.hook_nonsense"):
+        pass
 
 
 def test_generate_cache_keeps_the_prompt_pass():
@@ -136,7 +142,9 @@ def test_assistant_prefill_and_append_text():
     for family in SEED_FAMILIES:
         vlm = tiny_vlm(family)
         image = probe_image(56, 56)
-        text = vlm.prompt_processor.render("Describe it.", image, assistant_prefill="It shows", append_text=" a")
+        text = vlm.prompt_processor.render(
+            "Describe it.", image, assistant_prefill="It shows", append_text=" a"
+        )
         assert text.endswith("It shows a"), f"{family}: {text[-60:]!r}"
         plain = vlm.prompt_processor.render("Describe it.", image)
         assert "It shows" not in plain

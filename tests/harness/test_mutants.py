@@ -42,7 +42,17 @@ def test_capability_mismatch_says_which_flag_to_set():
 
 def test_every_required_mutant_kind_is_present():
     names = {m.name for m in MUTANTS}
-    required = {"rope_skipped", "kv_heads_not_repeated", "wrong_scaling", "qk_norm_skipped", "wrong_image_token_id",
-                "wrong_layer_path", "off_by_one_layer", "mask_ignored", "flip_contiguous_image_tokens",
-                "flip_supports_batching", "flip_strict_residual_stream"}  # fmt: skip
+    required = {
+        "rope_skipped",
+        "kv_heads_not_repeated",
+        "wrong_scaling",
+        "qk_norm_skipped",
+        "wrong_image_token_id",
+        "wrong_layer_path",
+        "off_by_one_layer",
+        "mask_ignored",
+        "flip_contiguous_image_tokens",
+        "flip_supports_batching",
+        "flip_strict_residual_stream",
+    }
     assert required <= names

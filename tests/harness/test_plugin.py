@@ -22,7 +22,9 @@ def test_unknown_model_is_a_usage_error_listing_aliases(pytester: pytest.Pyteste
 
 
 def test_non_vlm_checkpoint_is_skipped_at_collection(pytester: pytest.Pytester, tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
+    (tmp_path / "config.json").write_text(
+        json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]})
+    )
     result = pytester.runpytest_subprocess(*SUITE, "--model", str(tmp_path), "-rs")
     result.stdout.fnmatch_lines(["*SKIPPED*not a supported image+text VLM*'llama'*"])
     assert result.ret == pytest.ExitCode.OK
@@ -31,15 +33,23 @@ def test_non_vlm_checkpoint_is_skipped_at_collection(pytester: pytest.Pytester, 
 def test_model_run_writes_matrix_and_report(pytester: pytest.Pytester, tmp_path):
     report = tmp_path / "conformance"
     result = pytester.runpytest_subprocess(
-        *SUITE, "--model", "smolvlm-256m", "--tiny", "--conformance-report", str(report), "-k",
+        *SUITE,
+        "--model",
+        "smolvlm-256m",
+        "--tiny",
+        "--conformance-report",
+        str(report),
+        "-k",
         "contract or capability or attention_vs_eager",
-    )  # fmt: skip
-    result.stdout.fnmatch_lines([
-        "vlmforge models under test: tiny/smolvlm",
-        "*vlmforge conformance matrix*",
-        "capability_contiguous_image_tokens*pass*",
-        "attention_vs_eager *pass 0.0e+00*",
-    ])  # fmt: skip
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "vlmforge models under test: tiny/smolvlm",
+            "*vlmforge conformance matrix*",
+            "capability_contiguous_image_tokens*pass*",
+            "attention_vs_eager *pass 0.0e+00*",
+        ]
+    )
     assert result.ret == pytest.ExitCode.OK
     data = json.loads(report.with_suffix(".json").read_text())
     assert data["tiny/smolvlm"]["attention_vs_eager"]["outcome"] == "passed"
@@ -60,17 +70,27 @@ def test_failing_adapter_module_shows_in_matrix_with_difference(pytester: pytest
         "    spec = BROKEN\n"
     )
     result = pytester.runpytest_subprocess(
-        *SUITE, "--adapter-module", str(module), "--model", "tiny/broken_llava", "-k", "attention_vs_eager or shapes",
-    )  # fmt: skip
-    result.stdout.fnmatch_lines([
-        "attention_vs_eager *FAIL*e-0*",
-        "FAIL tiny/broken_llava / attention_vs_eager: *layer 0, batch 0, head * query * key *max |diff|*",
-    ])  # fmt: skip
+        *SUITE,
+        "--adapter-module",
+        str(module),
+        "--model",
+        "tiny/broken_llava",
+        "-k",
+        "attention_vs_eager or shapes",
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "attention_vs_eager *FAIL*e-0*",
+            "FAIL tiny/broken_llava / attention_vs_eager: *layer 0, batch 0, head * query * key *max |diff|*",
+        ]
+    )
     assert result.ret == pytest.ExitCode.TESTS_FAILED
 
 
 def test_works_under_xdist(pytester: pytest.Pytester):
-    result = pytester.runpytest_subprocess(*SUITE, "-n", "2", "--model", "tiny/llava", "-k", "shapes or finite")
+    result = pytester.runpytest_subprocess(
+        *SUITE, "-n", "2", "--model", "tiny/llava", "-k", "shapes or finite"
+    )
     result.stdout.fnmatch_lines(["*vlmforge conformance matrix*", "contract_shapes *pass*"])
     assert result.ret == pytest.ExitCode.OK
 

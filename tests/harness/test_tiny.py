@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import time
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -90,6 +91,16 @@ OTHER_IMAGE = _image(240, 80, seed=1)
 PROMPT = "What is shown in this image?"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _single_thread() -> Iterator[None]:
+    # Tiny tensors gain nothing from intra-op threads, and on a busy 2-core machine the thread pool's spinning
+    # makes each forward 10-50x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module", params=SOURCES)
 def tiny(request: pytest.FixtureRequest) -> TinyVLM:
     return build_tiny_model(request.param)
@@ -100,9 +111,9 @@ def single_inputs(tiny: TinyVLM) -> dict[str, torch.Tensor]:
     return _inputs(tiny, [PROMPT], [SINGLE_IMAGE])
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # Reference configs
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 
 
 def test_required_reference_checkpoints_are_stored() -> None:
@@ -122,8 +133,8 @@ def test_unknown_checkpoint_lists_stored_ones() -> None:
 def test_reference_configs_carry_structural_facts() -> None:
     qwen72 = load_reference_config("Qwen/Qwen2.5-VL-72B-Instruct")
     text = _text_config(qwen72)
-    assert (text.hidden_size, text.num_hidden_layers, text.num_attention_heads, text.num_key_value_heads) == (
-        8192, 80, 64, 8)
+    geometry = (text.hidden_size, text.num_hidden_layers, text.num_attention_heads, text.num_key_value_heads)
+    assert geometry == (8192, 80, 64, 8)
     assert text.rope_parameters["mrope_section"] == [16, 24, 24]
     assert qwen72.vision_config.fullatt_block_indexes == [7, 15, 23, 31]
     qwen3 = load_reference_config("Qwen/Qwen3-VL-4B-Instruct")
@@ -132,13 +143,13 @@ def test_reference_configs_carry_structural_facts() -> None:
     smol = load_reference_config("HuggingFaceTB/SmolVLM-256M-Instruct")
     assert (smol.scale_factor, smol.image_token_id, smol.vision_config.patch_size) == (4, 49190, 16)
     llava = load_reference_config("llava-hf/llava-1.5-13b-hf")
-    assert (llava.image_token_id, _text_config(llava).hidden_size, llava.vision_config.image_size) == (
-        32000, 5120, 336)
+    facts = (llava.image_token_id, _text_config(llava).hidden_size, llava.vision_config.image_size)
+    assert facts == (32000, 5120, 336)
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # Generic shrinking
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 
 
 def test_tiny_sizes_keep_structure(tiny: TinyVLM) -> None:
@@ -171,7 +182,8 @@ def test_deepstack_taps_existing_vision_layers() -> None:
         tiny_config = shrink_config(resolve_reference(source)[0])
         indexes = tiny_config.vision_config.deepstack_visual_indexes
         assert indexes == [0, 1]
-        assert len(indexes) < _text_config(tiny_config).num_hidden_layers  # some decoder layers stay un-injected
+        # Some decoder layers stay un-injected, so injected and plain layers both exist.
+        assert len(indexes) < _text_config(tiny_config).num_hidden_layers
 
 
 def test_qwen3_vl_4b_keeps_decoupled_head_dim() -> None:
@@ -182,7 +194,8 @@ def test_qwen3_vl_4b_keeps_decoupled_head_dim() -> None:
 
 def test_windowed_vit_keeps_a_windowed_and_a_full_block() -> None:
     vision = shrink_config(load_reference_config("Qwen/Qwen2.5-VL-7B-Instruct")).vision_config
-    assert vision.fullatt_block_indexes == [1]  # block 0 windowed, block 1 full, like 7 of every 8 real blocks
+    # Block 0 windowed, block 1 full attention: the real ViT has 7 windowed blocks per full one.
+    assert vision.fullatt_block_indexes == [1]
     assert vision.window_size == vision.patch_size * vision.spatial_merge_size * 2
 
 
@@ -218,9 +231,9 @@ def test_shrunk_72b_config_builds_fast() -> None:
     assert _text_config(model.config).num_hidden_layers <= 4
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # Tokenizer and chat templates
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 
 
 def test_tokenizer_is_small_deterministic_and_keeps_specials() -> None:
@@ -241,11 +254,12 @@ EXPECTED_PROMPTS = {
     "idefics3": "<|im_start|>User:<image>What is shown in this image?<end_of_utterance>\nAssistant:",
     "qwen2_5_vl": (
         "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
-        "<|vision_start|><|image_pad|><|vision_end|>What is shown in this image?<|im_end|>\n<|im_start|>assistant\n"
+        "<|vision_start|><|image_pad|><|vision_end|>What is shown in this image?<|im_end|>\n"
+        "<|im_start|>assistant\n"
     ),
     "qwen3_vl": (
-        "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>What is shown in this image?<|im_end|>\n"
-        "<|im_start|>assistant\n"
+        "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>"
+        "What is shown in this image?<|im_end|>\n<|im_start|>assistant\n"
     ),
 }
 
@@ -253,7 +267,8 @@ EXPECTED_PROMPTS = {
 @pytest.mark.parametrize("model_type", sorted(EXPECTED_PROMPTS))
 def test_chat_templates_match_real_structure(model_type: str) -> None:
     processor = build_tiny_processor(model_type)
-    assert processor.apply_chat_template(_messages(PROMPT), add_generation_prompt=True) == EXPECTED_PROMPTS[model_type]
+    rendered = processor.apply_chat_template(_messages(PROMPT), add_generation_prompt=True)
+    assert rendered == EXPECTED_PROMPTS[model_type]
 
 
 def test_llava_template_continues_final_message() -> None:
@@ -277,16 +292,16 @@ def test_idefics3_image_tokens_are_split_and_consistent() -> None:
     assert (image_positions.diff() > 1).any()  # groups separated by row/col tags: not contiguous
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # Models
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 
 
 def test_forward_and_image_token_count(tiny: TinyVLM, single_inputs: dict[str, torch.Tensor]) -> None:
     with torch.no_grad():
         output = tiny.model(**single_inputs)
     input_ids = single_inputs["input_ids"]
-    assert output.logits.shape == (*input_ids.shape, tiny.model.config.get_text_config(decoder=True).vocab_size)
+    assert output.logits.shape == (*input_ids.shape, _text_config(tiny.config).vocab_size)
     image_tokens = int((input_ids == tiny.config.image_token_id).sum())
     assert image_tokens > 0
     assert image_tokens == _image_feature_count(tiny, single_inputs)
@@ -337,4 +352,5 @@ def test_other_families_build_from_defaults(model_type: str) -> None:
     inputs = _inputs(tiny, [PROMPT], [SINGLE_IMAGE])
     with torch.no_grad():
         tiny.model(**inputs)
-    assert int((inputs["input_ids"] == tiny.config.image_token_id).sum()) == _image_feature_count(tiny, inputs)
+    image_tokens = int((inputs["input_ids"] == tiny.config.image_token_id).sum())
+    assert image_tokens == _image_feature_count(tiny, inputs)

@@ -4,7 +4,14 @@ M-RoPE is mixed inside the rotary-embedding module (transformers >= 5.18), so th
 the plain rotate-half ``apply_rotary_pos_emb`` to the (cos, sin) the decoder hands each layer.
 """
 
-from vlmforge.core import Capabilities, FamilySpec, ImageTokenSource, ModelAdapter, ModelRegistry, PromptFormat
+from vlmforge.core import (
+    Capabilities,
+    FamilySpec,
+    ImageTokenSource,
+    ModelAdapter,
+    ModelRegistry,
+    PromptFormat,
+)
 from vlmforge.core.spec import AttentionRecipe
 
 SPEC = FamilySpec(
@@ -32,7 +39,9 @@ SPEC = FamilySpec(
     ),
     image_token=ImageTokenSource(config_attribute="image_token_id", token="<|image_pad|>"),
     prompt=PromptFormat(image_in_message=False, image_before_text=True, continue_final_message=True),
-    capabilities=Capabilities(contiguous_image_tokens=True, supports_batching=True, strict_residual_stream=True),
+    capabilities=Capabilities(
+        contiguous_image_tokens=True, supports_batching=True, strict_residual_stream=True
+    ),
 )
 
 

@@ -4,7 +4,14 @@ Deepstack adds visual features from early vision layers into the residual stream
 decoder layers, so ``hook_resid_post[i]`` differs from ``hook_resid_pre[i + 1]`` there.
 """
 
-from vlmforge.core import Capabilities, FamilySpec, ImageTokenSource, ModelAdapter, ModelRegistry, PromptFormat
+from vlmforge.core import (
+    Capabilities,
+    FamilySpec,
+    ImageTokenSource,
+    ModelAdapter,
+    ModelRegistry,
+    PromptFormat,
+)
 from vlmforge.core.spec import AttentionRecipe
 
 SPEC = FamilySpec(
@@ -26,7 +33,9 @@ SPEC = FamilySpec(
     ),
     image_token=ImageTokenSource(config_attribute="image_token_id", token="<|image_pad|>"),
     prompt=PromptFormat(image_in_message=False, image_before_text=True, continue_final_message=True),
-    capabilities=Capabilities(contiguous_image_tokens=True, supports_batching=True, strict_residual_stream=False),
+    capabilities=Capabilities(
+        contiguous_image_tokens=True, supports_batching=True, strict_residual_stream=False
+    ),
     notes="deepstack injects visual features after the first decoder layers",
 )
 

@@ -4,7 +4,14 @@ Images are split into tiles plus a global view; each tile's image tokens are wra
 ``<fake_token_around_image><row_i_col_j>`` markers, so image tokens are *not* contiguous.
 """
 
-from vlmforge.core import Capabilities, FamilySpec, ImageTokenSource, ModelAdapter, ModelRegistry, PromptFormat
+from vlmforge.core import (
+    Capabilities,
+    FamilySpec,
+    ImageTokenSource,
+    ModelAdapter,
+    ModelRegistry,
+    PromptFormat,
+)
 from vlmforge.core.spec import LLAMA_ROTARY, AttentionRecipe
 
 SPEC = FamilySpec(
@@ -25,7 +32,9 @@ SPEC = FamilySpec(
     attention=AttentionRecipe(rotary_function=LLAMA_ROTARY, scaling="scaling"),
     image_token=ImageTokenSource(config_attribute="image_token_id", token="<image>"),
     prompt=PromptFormat(image_in_message=False, image_before_text=True, continue_final_message=True),
-    capabilities=Capabilities(contiguous_image_tokens=False, supports_batching=True, strict_residual_stream=True),
+    capabilities=Capabilities(
+        contiguous_image_tokens=False, supports_batching=True, strict_residual_stream=True
+    ),
 )
 
 

@@ -11,6 +11,7 @@ Shapes used throughout (as in ``modeling_llama.py``):
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from collections.abc import Callable
 from functools import cached_property
@@ -88,10 +89,9 @@ class ModelAdapter:
         # Eager attention is what output_attentions needs and what compute_attention_* reproduces.
         setter = getattr(model, "set_attn_implementation", None)
         if callable(setter):
-            try:
+            # Already eager, or a model without configurable attention: nothing to do.
+            with contextlib.suppress(ValueError, TypeError, NotImplementedError):
                 setter("eager")
-            except (ValueError, TypeError, NotImplementedError):
-                pass  # already eager, or a model without configurable attention
 
     # ----------------------------------------------------------------- identity
     @classmethod

@@ -35,7 +35,9 @@ from typing import Literal
 
 from vlmforge.core.errors import InvalidHookError
 
-Site = Literal["layer", "attn", "mlp", "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+Site = Literal[
+    "layer", "attn", "mlp", "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"
+]
 
 
 @dataclass(frozen=True)

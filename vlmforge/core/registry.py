@@ -195,7 +195,9 @@ class ModelRegistry:
             config = json.loads((path / "config.json").read_text())
             return Resolution(cls._available(cls._by_config(config, name)), "local", str(path), name)
         if path.exists():
-            raise UnknownModelError(f"{name!r} is a path but has no config.json: point at a checkpoint directory")
+            raise UnknownModelError(
+                f"{name!r} is a path but has no config.json: point at a checkpoint directory"
+            )
         cached = cls._cached_config(name)
         if cached is not None:
             return Resolution(cls._available(cls._by_config(cached, name)), "checkpoint", name, name)

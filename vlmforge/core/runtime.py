@@ -165,9 +165,13 @@ class HookedVLM:
 
         Keyword arguments: ``system_prompt``, ``assistant_prefill``, ``append_text``.
         """
-        return self.prompt_processor.prepare_inputs(task, image, device=self.device, dtype=self.dtype, **kwargs)
+        return self.prompt_processor.prepare_inputs(
+            task, image, device=self.device, dtype=self.dtype, **kwargs
+        )
 
-    def prepare_messages_batch(self, tasks: Sequence[str], images: Sequence[ImageInput], **kwargs: Any) -> Any:
+    def prepare_messages_batch(
+        self, tasks: Sequence[str], images: Sequence[ImageInput], **kwargs: Any
+    ) -> Any:
         """Left-padded inputs for N image + task pairs (N >= 1)."""
         return self.prompt_processor.prepare_inputs_batch(
             tasks, images, device=self.device, dtype=self.dtype, **kwargs
@@ -264,7 +268,8 @@ class HookedVLM:
             if not isinstance(result, torch.Tensor) or result.shape != formatted.shape:
                 got = getattr(result, "shape", type(result).__name__)
                 raise InvalidHookError(
-                    f"hook {point.name} returned {got}; return None or a tensor of shape {tuple(formatted.shape)}"
+                    f"hook {point.name} returned {got}; "
+                    f"return None or a tensor of shape {tuple(formatted.shape)}"
                 )
             return result.reshape(raw.shape).to(raw.dtype)
 
@@ -336,4 +341,6 @@ class HookedVLM:
         return module.register_forward_pre_hook(attention_hook, with_kwargs=True)
 
     def __repr__(self) -> str:
-        return f"HookedVLM({self.model_name!r}, family={self.adapter.spec.name!r}, layers={self.lm_num_layers})"
+        return (
+            f"HookedVLM({self.model_name!r}, family={self.adapter.spec.name!r}, layers={self.lm_num_layers})"
+        )

@@ -20,7 +20,6 @@ from vlmforge.core.spec import CAPABILITY_NAMES
 from vlmforge.harness.compare import CheckFailure, assert_close, max_abs_difference
 from vlmforge.harness.measure import (
     Measurement,
-    image_token_runs,
     measure_batching,
     measure_contiguous_image_tokens,
     measure_strict_residual_stream,
@@ -72,18 +71,38 @@ def single_probe(vlm: HookedVLM):
 
 # ------------------------------------------------------------------ contract
 LAYER_ACCESSORS = (
-    "get_lm_layer", "get_lm_attn", "get_lm_o_proj", "get_lm_mlp", "get_lm_q_proj", "get_lm_k_proj",
-    "get_lm_v_proj", "get_lm_gate_proj", "get_lm_up_proj", "get_lm_down_proj",
-)  # fmt: skip
+    "get_lm_layer",
+    "get_lm_attn",
+    "get_lm_o_proj",
+    "get_lm_mlp",
+    "get_lm_q_proj",
+    "get_lm_k_proj",
+    "get_lm_v_proj",
+    "get_lm_gate_proj",
+    "get_lm_up_proj",
+    "get_lm_down_proj",
+)
 MODEL_ACCESSORS = ("get_lm_norm", "get_lm_head")
 PROPERTIES = (
-    "lm_layers", "lm_attn", "lm_o_proj", "lm_mlp", "lm_num_layers", "lm_num_heads", "lm_num_kv_heads",
-    "lm_hidden_dim", "lm_head_dim", "lm_mlp_dim", "has_strict_residual_stream",
-)  # fmt: skip
+    "lm_layers",
+    "lm_attn",
+    "lm_o_proj",
+    "lm_mlp",
+    "lm_num_layers",
+    "lm_num_heads",
+    "lm_num_kv_heads",
+    "lm_hidden_dim",
+    "lm_head_dim",
+    "lm_mlp_dim",
+    "has_strict_residual_stream",
+)
 METHODS = (
-    "compute_attention_scores", "compute_attention_patterns", "compute_per_head_contributions",
-    "get_image_token_id", "format_cache_item",
-)  # fmt: skip
+    "compute_attention_scores",
+    "compute_attention_patterns",
+    "compute_per_head_contributions",
+    "get_image_token_id",
+    "format_cache_item",
+)
 
 
 @check("contract_accessors")
@@ -91,12 +110,16 @@ def check_contract_accessors(vlm: HookedVLM) -> CheckResult:
     """Every method and property of the adapter contract exists and resolves."""
     adapter = vlm.adapter
     problems: list[str] = []
+
     def present(name: str) -> bool:
         member = getattr(type(adapter), name, None)
         return isinstance(member, property) if name in PROPERTIES else callable(member)
 
-    problems += [f"{name}: missing from {type(adapter).__name__}" for name in
-                 (*LAYER_ACCESSORS, *MODEL_ACCESSORS, *PROPERTIES, *METHODS) if not present(name)]  # fmt: skip
+    problems += [
+        f"{name}: missing from {type(adapter).__name__}"
+        for name in (*LAYER_ACCESSORS, *MODEL_ACCESSORS, *PROPERTIES, *METHODS)
+        if not present(name)
+    ]
     for name in PROPERTIES:
         if present(name):
             try:
@@ -112,8 +135,12 @@ def check_contract_accessors(vlm: HookedVLM) -> CheckResult:
             except Exception as error:
                 problems.append(f"{name}: {type(error).__name__}: {error}")
     if problems:
-        raise CheckFailure("adapter contract incomplete: " + "; ".join(problems), hint="the family spec's paths")
-    return CheckResult(detail=f"{len(LAYER_ACCESSORS + MODEL_ACCESSORS + PROPERTIES + METHODS)} members resolve")
+        raise CheckFailure(
+            "adapter contract incomplete: " + "; ".join(problems), hint="the family spec's paths"
+        )
+    return CheckResult(
+        detail=f"{len(LAYER_ACCESSORS + MODEL_ACCESSORS + PROPERTIES + METHODS)} members resolve"
+    )
 
 
 def _in_out(module: torch.nn.Module) -> tuple[int, int]:
@@ -125,7 +152,13 @@ def _in_out(module: torch.nn.Module) -> tuple[int, int]:
 def check_contract_shapes(vlm: HookedVLM) -> CheckResult:
     """Module shapes agree with the declared dimensions (heads, kv heads, head_dim, mlp, layers)."""
     a = vlm.adapter
-    hidden, heads, kv, head_dim, mlp = a.lm_hidden_dim, a.lm_num_heads, a.lm_num_kv_heads, a.lm_head_dim, a.lm_mlp_dim
+    hidden, heads, kv, head_dim, mlp = (
+        a.lm_hidden_dim,
+        a.lm_num_heads,
+        a.lm_num_kv_heads,
+        a.lm_head_dim,
+        a.lm_mlp_dim,
+    )
     problems: list[str] = []
     if a.lm_num_layers != len(a.lm_layers):
         problems.append(f"lm_num_layers={a.lm_num_layers} but the decoder has {len(a.lm_layers)} layers")
@@ -149,9 +182,13 @@ def check_contract_shapes(vlm: HookedVLM) -> CheckResult:
     if head_in != hidden:
         problems.append(f"lm_head input {head_in} != lm_hidden_dim {hidden}")
     if problems:
-        raise CheckFailure("module shapes disagree with declared dims: " + "; ".join(problems[:5]),
-                           hint="lm_head_dim (explicit head_dim in the config?), lm_num_kv_heads, the layer path")
-    return CheckResult(detail=f"H={heads} H_kv={kv} d_h={head_dim} D={hidden} F={mlp} layers={len(a.lm_layers)}")
+        raise CheckFailure(
+            "module shapes disagree with declared dims: " + "; ".join(problems[:5]),
+            hint="lm_head_dim (explicit head_dim in the config?), lm_num_kv_heads, the layer path",
+        )
+    return CheckResult(
+        detail=f"H={heads} H_kv={kv} d_h={head_dim} D={hidden} F={mlp} layers={len(a.lm_layers)}"
+    )
 
 
 @check("hook_shapes")
@@ -160,17 +197,31 @@ def check_hook_shapes(vlm: HookedVLM) -> CheckResult:
     a = vlm.adapter
     inputs = single_probe(vlm)
     batch, length = inputs["input_ids"].shape
-    hidden, heads, kv, head_dim, mlp = a.lm_hidden_dim, a.lm_num_heads, a.lm_num_kv_heads, a.lm_head_dim, a.lm_mlp_dim
+    hidden, heads, kv, head_dim, mlp = (
+        a.lm_hidden_dim,
+        a.lm_num_heads,
+        a.lm_num_kv_heads,
+        a.lm_head_dim,
+        a.lm_mlp_dim,
+    )
     expected = {
-        "hook_resid_pre": (batch, length, hidden), "hook_resid_post": (batch, length, hidden),
-        "attn.hook_in": (batch, length, hidden), "attn.hook_q": (batch, length, heads, head_dim),
-        "attn.hook_k": (batch, length, kv, head_dim), "attn.hook_v": (batch, length, kv, head_dim),
-        "attn.hook_scores": (batch, heads, length, length), "attn.hook_pattern": (batch, heads, length, length),
-        "attn.hook_z": (batch, length, heads, head_dim), "attn.hook_head_out": (batch, length, heads, hidden),
-        "attn.hook_out": (batch, length, hidden), "mlp.hook_in": (batch, length, hidden),
-        "mlp.hook_pre": (batch, length, mlp), "mlp.hook_pre_linear": (batch, length, mlp),
-        "mlp.hook_post": (batch, length, mlp), "mlp.hook_out": (batch, length, hidden),
-    }  # fmt: skip
+        "hook_resid_pre": (batch, length, hidden),
+        "hook_resid_post": (batch, length, hidden),
+        "attn.hook_in": (batch, length, hidden),
+        "attn.hook_q": (batch, length, heads, head_dim),
+        "attn.hook_k": (batch, length, kv, head_dim),
+        "attn.hook_v": (batch, length, kv, head_dim),
+        "attn.hook_scores": (batch, heads, length, length),
+        "attn.hook_pattern": (batch, heads, length, length),
+        "attn.hook_z": (batch, length, heads, head_dim),
+        "attn.hook_head_out": (batch, length, heads, hidden),
+        "attn.hook_out": (batch, length, hidden),
+        "mlp.hook_in": (batch, length, hidden),
+        "mlp.hook_pre": (batch, length, mlp),
+        "mlp.hook_pre_linear": (batch, length, mlp),
+        "mlp.hook_post": (batch, length, mlp),
+        "mlp.hook_out": (batch, length, hidden),
+    }
     assert set(expected) == set(HOOK_TYPES), "hook table and check out of sync"
     with vlm.run_with_cache([f"lm.blocks.*.{hook}" for hook in expected]):
         vlm.forward(inputs)
@@ -181,7 +232,9 @@ def check_hook_shapes(vlm: HookedVLM) -> CheckResult:
         if (name := f"lm.blocks.{layer}.{hook}") not in vlm.cache or tuple(vlm.cache[name].shape) != shape
     ]
     if problems:
-        raise CheckFailure("hook shapes wrong: " + "; ".join(problems[:5]), hint="format_cache_item / module paths")
+        raise CheckFailure(
+            "hook shapes wrong: " + "; ".join(problems[:5]), hint="format_cache_item / module paths"
+        )
     return CheckResult(detail=f"{len(expected)} hook types x {vlm.lm_num_layers} layers")
 
 
@@ -194,8 +247,10 @@ def check_image_token_in_vocab(vlm: HookedVLM) -> CheckResult:
     vocab = len(tokenizer)
     rows = vlm.adapter.language_model.get_input_embeddings().weight.shape[0]
     if not 0 <= token_id < min(vocab, rows):
-        raise CheckFailure(f"image token id {token_id} outside the vocabulary ({vocab} tokens, {rows} embedding rows)",
-                           hint="get_image_token_id() / the spec's image_token source")
+        raise CheckFailure(
+            f"image token id {token_id} outside the vocabulary ({vocab} tokens, {rows} embedding rows)",
+            hint="get_image_token_id() / the spec's image_token source",
+        )
     return CheckResult(detail=f"id {token_id} = {tokenizer.convert_ids_to_tokens(token_id)!r}")
 
 
@@ -207,8 +262,10 @@ def check_image_token_count(vlm: HookedVLM) -> CheckResult:
     ids = inputs["input_ids"]
     is_image = ids == token_id
     if not is_image.any():
-        raise CheckFailure(f"processed inputs contain no image token (id {token_id})",
-                           hint="get_image_token_id() and the processor's image placeholder")
+        raise CheckFailure(
+            f"processed inputs contain no image token (id {token_id})",
+            hint="get_image_token_id() and the processor's image placeholder",
+        )
     merged = language_model_inputs_embeds(vlm, inputs)
     text = vlm.adapter.language_model.get_input_embeddings()(ids)
     replaced = (merged != text).any(dim=-1)
@@ -217,7 +274,8 @@ def check_image_token_count(vlm: HookedVLM) -> CheckResult:
         extra = int((replaced & ~is_image).sum())
         raise CheckFailure(
             f"{int(is_image.sum())} tokens have id {token_id} but the vision tower's "
-            f"{int(replaced.sum())} features replaced other positions ({missing} image-token positions untouched, "
+            f"{int(replaced.sum())} features replaced other positions "
+            f"({missing} image-token positions untouched, "
             f"{extra} non-image positions replaced)",
             hint="get_image_token_id() returns the wrong token",
         )
@@ -229,7 +287,8 @@ def _compare_capability(vlm: HookedVLM, name: str, measurement: Measurement) -> 
     declared = getattr(vlm.adapter.spec.capabilities, name)
     if declared != measurement.value:
         raise CheckFailure(
-            f"capability {name} is declared {declared} but measured {measurement.value} ({measurement.evidence})",
+            f"capability {name} is declared {declared} but measured {measurement.value} "
+            f"({measurement.evidence})",
             max_diff=measurement.max_diff,
             hint=f"set Capabilities({name}={measurement.value}) in the {vlm.adapter.spec.name} family spec",
         )
@@ -264,18 +323,28 @@ def compare_attention_to_eager(vlm: HookedVLM, inputs) -> float:
     """Max-abs difference of recomputed patterns vs eager ``output_attentions`` over all layers and heads."""
     outputs, calls = run_eager_with_attention_inputs(vlm, inputs)
     if outputs.attentions is None or len(outputs.attentions) != len(calls):
-        raise CheckFailure("the model returned no per-layer attentions under eager with output_attentions=True")
+        raise CheckFailure(
+            "the model returned no per-layer attentions under eager with output_attentions=True"
+        )
     tolerance = tolerance_for(vlm.dtype).pattern
     worst = 0.0
     for call, eager in zip(calls, outputs.attentions):
         patterns = vlm.adapter.compute_attention_patterns(
             call.hidden_states, call.layer, call.attention_mask, call.position_embeddings
         )
-        worst = max(worst, assert_close(
-            patterns, eager, tolerance=tolerance, what="recomputed attention pattern vs eager output_attentions",
-            axes=PATTERN_AXES, prefix=f"layer {call.layer}",
-            hint="the rotary function, q/k norms, kv-head grouping, scaling and mask in the attention recipe",
-        ))  # fmt: skip
+        worst = max(
+            worst,
+            assert_close(
+                patterns,
+                eager,
+                tolerance=tolerance,
+                what="recomputed attention pattern vs eager output_attentions",
+                axes=PATTERN_AXES,
+                prefix=f"layer {call.layer}",
+                hint="the rotary function, q/k norms, kv-head grouping, scaling and mask "
+                "in the attention recipe",
+            ),
+        )
     return worst
 
 
@@ -301,20 +370,30 @@ def check_scores_softmax(vlm: HookedVLM) -> CheckResult:
     _, calls = run_eager_with_attention_inputs(vlm, vlm.prepare_messages_batch(prompts, images))
     worst = 0.0
     for call in calls:
-        scores = vlm.adapter.compute_attention_scores(call.hidden_states, call.layer, call.attention_mask,
-                                                      call.position_embeddings)  # fmt: skip
-        patterns = vlm.adapter.compute_attention_patterns(call.hidden_states, call.layer, call.attention_mask,
-                                                          call.position_embeddings)  # fmt: skip
+        scores = vlm.adapter.compute_attention_scores(
+            call.hidden_states, call.layer, call.attention_mask, call.position_embeddings
+        )
+        patterns = vlm.adapter.compute_attention_patterns(
+            call.hidden_states, call.layer, call.attention_mask, call.position_embeddings
+        )
         if call.attention_mask is None:
             window = getattr(vlm.adapter.get_lm_attn(call.layer), "sliding_window", None)
             mask = causal_mask(scores.shape[0], scores.shape[-1], torch.float32, scores.device, window)
         else:
             mask = call.attention_mask[..., : scores.shape[-1]].float()
         expected = torch.softmax(scores.float() + mask, dim=-1)
-        worst = max(worst, assert_close(
-            patterns, expected, tolerance=tolerance_for(vlm.dtype).pattern, what="softmax(scores + mask) vs patterns",
-            axes=PATTERN_AXES, prefix=f"layer {call.layer}", hint="compute_attention_patterns must use the scores",
-        ))  # fmt: skip
+        worst = max(
+            worst,
+            assert_close(
+                patterns,
+                expected,
+                tolerance=tolerance_for(vlm.dtype).pattern,
+                what="softmax(scores + mask) vs patterns",
+                axes=PATTERN_AXES,
+                prefix=f"layer {call.layer}",
+                hint="compute_attention_patterns must use the scores",
+            ),
+        )
     return CheckResult(worst)
 
 
@@ -339,10 +418,18 @@ def check_resid_vs_hidden_states(vlm: HookedVLM) -> CheckResult:
             # transformers reports the final hidden state after the decoder's final norm.
             with torch.no_grad():
                 cached = norm(cached)
-        worst = max(worst, assert_close(
-            cached, expected, tolerance=tolerance, what="hook_resid_post vs output_hidden_states",
-            axes=STATE_AXES, prefix=f"layer {layer}", hint="the language model / layers path (off-by-one?)",
-        ))  # fmt: skip
+        worst = max(
+            worst,
+            assert_close(
+                cached,
+                expected,
+                tolerance=tolerance,
+                what="hook_resid_post vs output_hidden_states",
+                axes=STATE_AXES,
+                prefix=f"layer {layer}",
+                hint="the language model / layers path (off-by-one?)",
+            ),
+        )
     return CheckResult(worst, f"{layers} layers")
 
 
@@ -365,11 +452,18 @@ def check_head_out_sum(vlm: HookedVLM) -> CheckResult:
         total = vlm.cache[f"lm.blocks.{layer}.attn.hook_head_out"].sum(dim=2)
         if bias is not None:
             total = total + bias
-        worst = max(worst, assert_close(
-            total, vlm.cache[f"lm.blocks.{layer}.attn.hook_out"], tolerance=tolerance_for(vlm.dtype).activation,
-            what="sum of attn.hook_head_out vs attn.hook_out", axes=STATE_AXES, prefix=f"layer {layer}",
-            hint="compute_per_head_contributions / lm_num_heads / lm_head_dim",
-        ))  # fmt: skip
+        worst = max(
+            worst,
+            assert_close(
+                total,
+                vlm.cache[f"lm.blocks.{layer}.attn.hook_out"],
+                tolerance=tolerance_for(vlm.dtype).activation,
+                what="sum of attn.hook_head_out vs attn.hook_out",
+                axes=STATE_AXES,
+                prefix=f"layer {layer}",
+                hint="compute_per_head_contributions / lm_num_heads / lm_head_dim",
+            ),
+        )
     return CheckResult(worst)
 
 
@@ -390,16 +484,30 @@ def check_mlp_decomposition(vlm: HookedVLM) -> CheckResult:
         act = getattr(vlm.adapter.get_lm_mlp(layer), "act_fn", None)
         with torch.no_grad():
             if act is not None:
-                worst = max(worst, assert_close(
-                    act(cache["mlp.hook_pre"]) * cache["mlp.hook_pre_linear"], cache["mlp.hook_post"],
-                    tolerance=tolerance, what="act(hook_pre) * hook_pre_linear vs hook_post", axes=STATE_AXES,
-                    prefix=f"layer {layer}", hint="gate_proj / up_proj names in the spec",
-                ))  # fmt: skip
-            worst = max(worst, assert_close(
-                vlm.adapter.get_lm_down_proj(layer)(cache["mlp.hook_post"]), cache["mlp.hook_out"],
-                tolerance=tolerance, what="down_proj(hook_post) vs hook_out", axes=STATE_AXES,
-                prefix=f"layer {layer}", hint="down_proj name in the spec",
-            ))  # fmt: skip
+                worst = max(
+                    worst,
+                    assert_close(
+                        act(cache["mlp.hook_pre"]) * cache["mlp.hook_pre_linear"],
+                        cache["mlp.hook_post"],
+                        tolerance=tolerance,
+                        what="act(hook_pre) * hook_pre_linear vs hook_post",
+                        axes=STATE_AXES,
+                        prefix=f"layer {layer}",
+                        hint="gate_proj / up_proj names in the spec",
+                    ),
+                )
+            worst = max(
+                worst,
+                assert_close(
+                    vlm.adapter.get_lm_down_proj(layer)(cache["mlp.hook_post"]),
+                    cache["mlp.hook_out"],
+                    tolerance=tolerance,
+                    what="down_proj(hook_post) vs hook_out",
+                    axes=STATE_AXES,
+                    prefix=f"layer {layer}",
+                    hint="down_proj name in the spec",
+                ),
+            )
     return CheckResult(worst)
 
 
@@ -412,8 +520,14 @@ def check_logit_lens(vlm: HookedVLM) -> CheckResult:
         logits = vlm.forward(inputs).logits
     with torch.no_grad():
         lens = vlm.adapter.get_lm_head()(vlm.adapter.get_lm_norm()(vlm.cache[last]))
-    worst = assert_close(lens, logits, tolerance=tolerance_for(vlm.dtype).activation, what="logit lens vs logits",
-                         axes=("batch", "position", "vocab"), hint="the final norm / lm_head paths")  # fmt: skip
+    worst = assert_close(
+        lens,
+        logits,
+        tolerance=tolerance_for(vlm.dtype).activation,
+        what="logit lens vs logits",
+        axes=("batch", "position", "vocab"),
+        hint="the final norm / lm_head paths",
+    )
     return CheckResult(worst)
 
 
@@ -426,9 +540,12 @@ def check_cache_non_invasive(vlm: HookedVLM) -> CheckResult:
         cached = vlm.forward(inputs).logits
     if not torch.equal(plain, cached):
         difference = max_abs_difference(cached, plain)
-        raise CheckFailure("caching changed the logits", max_diff=difference.value,
-                           where=difference.describe(("batch", "position", "vocab")),
-                           hint="a hook that modifies its activation in place or returns a value")  # fmt: skip
+        raise CheckFailure(
+            "caching changed the logits",
+            max_diff=difference.value,
+            where=difference.describe(("batch", "position", "vocab")),
+            hint="a hook that modifies its activation in place or returns a value",
+        )
     return CheckResult(0.0, f"{len(HOOK_TYPES)} hook types on {vlm.lm_num_layers} layers")
 
 
@@ -439,8 +556,10 @@ def check_outputs_finite(vlm: HookedVLM) -> CheckResult:
     bad = ~torch.isfinite(logits)
     if bad.any():
         first = tuple(int(i) for i in bad.nonzero()[0])
-        raise CheckFailure(f"{int(bad.sum())} non-finite logits (NaN/Inf), first at (batch, position, vocab) {first}",
-                           hint="dtype overflow (try float32 / bfloat16), broken weights")  # fmt: skip
+        raise CheckFailure(
+            f"{int(bad.sum())} non-finite logits (NaN/Inf), first at (batch, position, vocab) {first}",
+            hint="dtype overflow (try float32 / bfloat16), broken weights",
+        )
     return CheckResult(detail=f"{logits.numel()} finite logits")
 
 
@@ -454,8 +573,10 @@ def check_generation_first_token(vlm: HookedVLM) -> CheckResult:
     length = inputs["input_ids"].shape[1]
     got = int(generated[0, length])
     if got != expected:
-        raise CheckFailure(f"generate() produced token {got}, forward argmax is {expected}",
-                           hint="generation inputs (pixel_values, mm_token_type_ids) dropped by prepare_messages")
+        raise CheckFailure(
+            f"generate() produced token {got}, forward argmax is {expected}",
+            hint="generation inputs (pixel_values, mm_token_type_ids) dropped by prepare_messages",
+        )
     return CheckResult(detail=f"token {got}")
 
 
@@ -464,20 +585,26 @@ def check_generation_batch(vlm: HookedVLM) -> CheckResult:
     """Greedy batch generation of 2 equals generating each item alone (logits within tolerance)."""
     new_tokens = 3
     prompts, images = probe_batch(2)
-    batch = vlm.generate_batch(vlm.prepare_messages_batch(prompts, images), max_new_tokens=new_tokens,
-                               output_logits=True)  # fmt: skip
+    batch = vlm.generate_batch(
+        vlm.prepare_messages_batch(prompts, images), max_new_tokens=new_tokens, output_logits=True
+    )
     tolerance = tolerance_for(vlm.dtype).batch
     worst = 0.0
     for row, (prompt, image) in enumerate(zip(prompts, images)):
-        single = vlm.generate(vlm.prepare_messages(prompt, image), max_new_tokens=new_tokens, output_logits=True)
+        single = vlm.generate(
+            vlm.prepare_messages(prompt, image), max_new_tokens=new_tokens, output_logits=True
+        )
         for step in range(new_tokens):
             single_logits, batch_logits = single.logits[step][0], batch.logits[step][row]
             difference = max_abs_difference(batch_logits, single_logits)
             worst = max(worst, difference.value)
             if difference.value > tolerance:
-                raise CheckFailure("batched generation diverges from single generation", max_diff=difference.value,
-                                   where=f"item {row}, step {step}, vocab {difference.index[0]}",
-                                   hint="padding side / position ids / mask of batched inputs")  # fmt: skip
+                raise CheckFailure(
+                    "batched generation diverges from single generation",
+                    max_diff=difference.value,
+                    where=f"item {row}, step {step}, vocab {difference.index[0]}",
+                    hint="padding side / position ids / mask of batched inputs",
+                )
             if int(batch_logits.argmax()) != int(single_logits.argmax()):
                 top2 = single_logits.float().topk(2).values
                 if float(top2[0] - top2[1]) > 2 * tolerance:

@@ -50,11 +50,16 @@ def max_abs_difference(actual: torch.Tensor, expected: torch.Tensor) -> Differen
     nonfinite = ~torch.isfinite(diff)
     if nonfinite.any():
         flat = int(nonfinite.flatten().nonzero()[0])
-        return Difference(float("inf"), tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), diff.shape)))
+        return Difference(
+            float("inf"), tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), diff.shape))
+        )
     if diff.numel() == 0:
         return Difference(0.0, ())
     flat = int(diff.argmax())
-    return Difference(float(diff.flatten()[flat]), tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), diff.shape)))
+    return Difference(
+        float(diff.flatten()[flat]),
+        tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), diff.shape)),
+    )
 
 
 def assert_close(

@@ -44,7 +44,8 @@ def measure_contiguous_image_tokens(vlm: HookedVLM) -> Measurement:
     if not runs:
         raise CheckFailure(
             f"the processed prompt contains no image token (id {image_token_id})",
-            hint="get_image_token_id() / the spec's image_token source, and the chat template's image placeholder",
+            hint="get_image_token_id() / the spec's image_token source, "
+            "and the chat template's image placeholder",
         )
     total = sum(length for _, length in runs)
     shown = ", ".join(f"{start}+{length}" for start, length in runs[:6]) + (" ..." if len(runs) > 6 else "")
@@ -87,10 +88,14 @@ def measure_strict_residual_stream(vlm: HookedVLM) -> Measurement:
         if not torch.equal(post, pre):
             difference = max_abs_difference(pre, post)
             worst = max(worst, difference.value)
-            broken.append(f"{layer}->{layer + 1} (max |diff| {difference.value:.3g}, position {difference.index[1]})")
+            broken.append(
+                f"{layer}->{layer + 1} (max |diff| {difference.value:.3g}, position {difference.index[1]})"
+            )
     if broken:
         return Measurement(False, "residual modified between layers " + "; ".join(broken), worst)
-    return Measurement(True, f"resid_post[i] == resid_pre[i+1] bit-exactly for all {vlm.lm_num_layers - 1} boundaries")
+    return Measurement(
+        True, f"resid_post[i] == resid_pre[i+1] bit-exactly for all {vlm.lm_num_layers - 1} boundaries"
+    )
 
 
 def measure_capabilities(vlm: HookedVLM) -> dict[str, Measurement]:

@@ -98,39 +98,91 @@ def _flip(capability: str, family: str) -> Mutant:
         declared = getattr(base.spec.capabilities, capability)
         return with_spec(**{f"capabilities__{capability}": not declared})(base)
 
-    return Mutant(f"flip_{capability}", family, f"{capability} declared the wrong way round", mutate,
-                  (f"capability_{capability}",))  # fmt: skip
+    return Mutant(
+        f"flip_{capability}",
+        family,
+        f"{capability} declared the wrong way round",
+        mutate,
+        (f"capability_{capability}",),
+    )
 
 
 MUTANTS: tuple[Mutant, ...] = (
-    Mutant("rope_skipped", "qwen2_5_vl", "no rotary embedding applied to q/k",
-           with_spec(attention__rotary_function=None), ("attention_vs_eager",)),
-    Mutant("kv_heads_not_repeated", "qwen3_vl", "GQA key heads not expanded to the query heads",
-           with_methods(_repeat_kv=_unrepeated_kv), ("attention_vs_eager",)),
-    Mutant("kv_heads_misgrouped", "qwen3_vl", "GQA key heads tiled instead of interleaved",
-           with_methods(_repeat_kv=_misgrouped_kv), ("attention_vs_eager",)),
-    Mutant("wrong_scaling", "llava", "scores scaled by 1/d_h instead of 1/sqrt(d_h)",
-           with_methods(_scaling=_wrong_scaling), ("attention_vs_eager",)),
-    Mutant("qk_norm_skipped", "qwen3_vl", "Qwen3 per-head q/k RMSNorm skipped",
-           with_spec(attention__q_norm=None, attention__k_norm=None), ("attention_vs_eager",)),
-    Mutant("wrong_image_token_id", "llava", "image token id off by one",
-           with_methods(get_image_token_id=_shifted_image_token), ("image_token_count",)),
-    Mutant("wrong_layer_path", "smolvlm", "language model path points at the vision encoder",
-           with_spec(language_model="model.vision_model.encoder"), ("contract_accessors", "contract_shapes")),
-    Mutant("off_by_one_layer", "llava", "layer i resolves to decoder layer i + 1",
-           with_methods(get_lm_layer=_off_by_one_layer), ("attention_vs_eager", "resid_post_vs_hidden_states")),
-    Mutant("mask_ignored", "qwen2_5_vl", "attention mask not added before the softmax",
-           with_methods(compute_attention_patterns=_mask_ignored), ("attention_vs_eager",)),
+    Mutant(
+        "rope_skipped",
+        "qwen2_5_vl",
+        "no rotary embedding applied to q/k",
+        with_spec(attention__rotary_function=None),
+        ("attention_vs_eager",),
+    ),
+    Mutant(
+        "kv_heads_not_repeated",
+        "qwen3_vl",
+        "GQA key heads not expanded to the query heads",
+        with_methods(_repeat_kv=_unrepeated_kv),
+        ("attention_vs_eager",),
+    ),
+    Mutant(
+        "kv_heads_misgrouped",
+        "qwen3_vl",
+        "GQA key heads tiled instead of interleaved",
+        with_methods(_repeat_kv=_misgrouped_kv),
+        ("attention_vs_eager",),
+    ),
+    Mutant(
+        "wrong_scaling",
+        "llava",
+        "scores scaled by 1/d_h instead of 1/sqrt(d_h)",
+        with_methods(_scaling=_wrong_scaling),
+        ("attention_vs_eager",),
+    ),
+    Mutant(
+        "qk_norm_skipped",
+        "qwen3_vl",
+        "Qwen3 per-head q/k RMSNorm skipped",
+        with_spec(attention__q_norm=None, attention__k_norm=None),
+        ("attention_vs_eager",),
+    ),
+    Mutant(
+        "wrong_image_token_id",
+        "llava",
+        "image token id off by one",
+        with_methods(get_image_token_id=_shifted_image_token),
+        ("image_token_count",),
+    ),
+    Mutant(
+        "wrong_layer_path",
+        "smolvlm",
+        "language model path points at the vision encoder",
+        with_spec(language_model="model.vision_model.encoder"),
+        ("contract_accessors", "contract_shapes"),
+    ),
+    Mutant(
+        "off_by_one_layer",
+        "llava",
+        "layer i resolves to decoder layer i + 1",
+        with_methods(get_lm_layer=_off_by_one_layer),
+        ("attention_vs_eager", "resid_post_vs_hidden_states"),
+    ),
+    Mutant(
+        "mask_ignored",
+        "qwen2_5_vl",
+        "attention mask not added before the softmax",
+        with_methods(compute_attention_patterns=_mask_ignored),
+        ("attention_vs_eager",),
+    ),
     _flip("contiguous_image_tokens", "smolvlm"),
     _flip("supports_batching", "llava"),
     _flip("strict_residual_stream", "qwen3_vl"),
-)  # fmt: skip
+)
 
 
 def mutant_vlm(mutant: Mutant, base: HookedVLM) -> HookedVLM:
     """A HookedVLM sharing ``base``'s model and processor, with the mutant adapter."""
     adapter = mutant.mutate(ModelRegistry.adapters()[mutant.family])(base.model)
-    return HookedVLM(base.model, base.prompt_processor, adapter=adapter, model_name=f"{base.model_name}:{mutant.name}")
+    return HookedVLM(
+        base.model, base.prompt_processor, adapter=adapter, model_name=f"{base.model_name}:{mutant.name}"
+    )
 
 
 def run_checks(vlm: HookedVLM) -> dict[str, str]:
@@ -164,8 +216,10 @@ def main() -> int:
         caught = [name for name, outcome in results.items() if outcome != "pass"]
         ok = all(name in caught for name in mutant.caught_by)
         escaped += not ok
-        print(f"{mutant.name:<34}{mutant.family:<12}{'yes' if ok else 'NO':<8}{', '.join(caught)}"
-              f"  ({time.perf_counter() - started:.1f}s)")  # fmt: skip
+        print(
+            f"{mutant.name:<34}{mutant.family:<12}{'yes' if ok else 'NO':<8}{', '.join(caught)}"
+            f"  ({time.perf_counter() - started:.1f}s)"
+        )
     return 1 if escaped else 0
 
 

@@ -39,22 +39,61 @@ class Target:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("vlmforge", "vlmforge conformance harness")
-    group.addoption("--model", action="append", default=[], dest="vlmforge_models", metavar="NAME",
-                    help="model to test: alias, hub id, local checkpoint dir or tiny/<family> (repeatable)")
-    group.addoption("--all-models", action="store_true", dest="vlmforge_all",
-                    help="test every registered family (tiny models unless --real)")
-    group.addoption("--tiny", action="store_true", dest="vlmforge_tiny",
-                   help="load registered families as tiny random models (default for --all-models)")
-    group.addoption("--real", action="store_true", dest="vlmforge_real",
-                   help="load registered families from their real checkpoints (needs the weights)")
-    group.addoption("--model-dtype", default=None, dest="vlmforge_dtype", metavar="DTYPE",
-                    help="dtype for real checkpoints: float32, bfloat16 or float16 (default: bf16 on GPU)")
-    group.addoption("--model-device", default="auto", dest="vlmforge_device", metavar="DEVICE",
-                    help="device for the models under test (default: auto)")
-    group.addoption("--adapter-module", action="append", default=[], dest="vlmforge_adapter_modules",
-                    metavar="PATH", help="extra adapter module to register (file path or dotted name)")
-    group.addoption("--conformance-report", default=None, dest="vlmforge_report", metavar="PATH",
-                    help="write the conformance matrix to PATH.json and PATH.md")  # fmt: skip
+    group.addoption(
+        "--model",
+        action="append",
+        default=[],
+        dest="vlmforge_models",
+        metavar="NAME",
+        help="model to test: alias, hub id, local checkpoint dir or tiny/<family> (repeatable)",
+    )
+    group.addoption(
+        "--all-models",
+        action="store_true",
+        dest="vlmforge_all",
+        help="test every registered family (tiny models unless --real)",
+    )
+    group.addoption(
+        "--tiny",
+        action="store_true",
+        dest="vlmforge_tiny",
+        help="load registered families as tiny random models (default for --all-models)",
+    )
+    group.addoption(
+        "--real",
+        action="store_true",
+        dest="vlmforge_real",
+        help="load registered families from their real checkpoints (needs the weights)",
+    )
+    group.addoption(
+        "--model-dtype",
+        default=None,
+        dest="vlmforge_dtype",
+        metavar="DTYPE",
+        help="dtype for real checkpoints: float32, bfloat16 or float16 (default: bf16 on GPU)",
+    )
+    group.addoption(
+        "--model-device",
+        default="auto",
+        dest="vlmforge_device",
+        metavar="DEVICE",
+        help="device for the models under test (default: auto)",
+    )
+    group.addoption(
+        "--adapter-module",
+        action="append",
+        default=[],
+        dest="vlmforge_adapter_modules",
+        metavar="PATH",
+        help="extra adapter module to register (file path or dotted name)",
+    )
+    group.addoption(
+        "--conformance-report",
+        default=None,
+        dest="vlmforge_report",
+        metavar="PATH",
+        help="write the conformance matrix to PATH.json and PATH.md",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -122,7 +161,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     targets = metafunc.config.stash[TARGETS_KEY]
     params = [
-        pytest.param(t.name, id=t.name, marks=[pytest.mark.skip(reason=t.skip_reason)] if t.skip_reason else [])
+        pytest.param(
+            t.name, id=t.name, marks=[pytest.mark.skip(reason=t.skip_reason)] if t.skip_reason else []
+        )
         for t in targets
     ]
     metafunc.parametrize(MODEL_FIXTURE, params, scope="session")
@@ -143,9 +184,10 @@ class _ModelCache:
                 import torch
 
                 self.loaded[name] = HookedVLM.from_pretrained(
-                    name, device=config.getoption("vlmforge_device"),
+                    name,
+                    device=config.getoption("vlmforge_device"),
                     dtype=getattr(torch, dtype) if dtype else None,
-                )  # fmt: skip
+                )
             except Exception as error:
                 self.loaded[name] = error
         value = self.loaded[name]
@@ -193,13 +235,20 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         return
     message = ""
     if report.failed:
-        message = str(report.longrepr.reprcrash.message) if hasattr(report.longrepr, "reprcrash") else str(report.longrepr)
+        message = (
+            str(report.longrepr.reprcrash.message)
+            if hasattr(report.longrepr, "reprcrash")
+            else str(report.longrepr)
+        )
     elif report.skipped and isinstance(report.longrepr, tuple):
         message = report.longrepr[2]
     matrix = _matrix_for(report)
     if matrix is not None:
-        matrix.record(properties["vlmforge_model"], properties["vlmforge_check"],
-                      Cell(report.outcome, properties.get("max_diff"), message))  # fmt: skip
+        matrix.record(
+            properties["vlmforge_model"],
+            properties["vlmforge_check"],
+            Cell(report.outcome, properties.get("max_diff"), message),
+        )
 
 
 _SESSION_CONFIG: list[pytest.Config] = []
@@ -220,7 +269,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     terminalreporter.section("vlmforge conformance matrix")
     terminalreporter.write_line(matrix.to_text())
     for model, check, cell in matrix.failures():
-        terminalreporter.write_line(f"FAIL {model} / {check}: {cell.message.splitlines()[0] if cell.message else ''}")
+        terminalreporter.write_line(
+            f"FAIL {model} / {check}: {cell.message.splitlines()[0] if cell.message else ''}"
+        )
     path = config.getoption("vlmforge_report")
     if path and not hasattr(config, "workerinput"):
         json_path, md_path = matrix.write(path)

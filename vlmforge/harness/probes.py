@@ -52,7 +52,7 @@ class AttentionCall:
 
 
 def run_eager_with_attention_inputs(vlm: HookedVLM, inputs: Any) -> tuple[Any, list[AttentionCall]]:
-    """Forward with ``output_attentions`` / ``output_hidden_states`` and record each layer's attention inputs."""
+    """Forward with ``output_attentions``/``output_hidden_states``; record each layer's attention inputs."""
     calls: dict[int, AttentionCall] = {}
     handles = []
     for layer, attn in enumerate(vlm.adapter.lm_attn):

@@ -47,7 +47,12 @@ class ConformanceMatrix:
         return seen
 
     def failures(self) -> list[tuple[str, str, Cell]]:
-        return [(m, c, cell) for m, row in self.cells.items() for c, cell in row.items() if cell.outcome == "failed"]
+        return [
+            (m, c, cell)
+            for m, row in self.cells.items()
+            for c, cell in row.items()
+            if cell.outcome == "failed"
+        ]
 
     def to_markdown(self) -> str:
         models = list(self.cells)
@@ -58,8 +63,16 @@ class ConformanceMatrix:
         failures = self.failures()
         if failures:
             lines += ["", "**Failures**", ""]
-            lines += [f"- `{m}` / `{c}`: {cell.message.splitlines()[0] if cell.message else ''}" for m, c, cell in failures]
-        skipped = [(m, c, cell) for m, row in self.cells.items() for c, cell in row.items() if cell.outcome == "skipped"]
+            lines += [
+                f"- `{m}` / `{c}`: {cell.message.splitlines()[0] if cell.message else ''}"
+                for m, c, cell in failures
+            ]
+        skipped = [
+            (m, c, cell)
+            for m, row in self.cells.items()
+            for c, cell in row.items()
+            if cell.outcome == "skipped"
+        ]
         if skipped:
             lines += ["", "**Skipped**", ""]
             lines += [f"- `{m}` / `{c}`: {cell.message}" for m, c, cell in skipped]
@@ -71,13 +84,17 @@ class ConformanceMatrix:
         columns = [max(len(m), 14) for m in models]
         lines = [" " * width + "  " + "  ".join(m.ljust(w) for m, w in zip(models, columns))]
         for check in self.checks:
-            cells = [(self.cells[m][check].short() if check in self.cells[m] else "-").ljust(w)
-                     for m, w in zip(models, columns)]  # fmt: skip
+            cells = [
+                (self.cells[m][check].short() if check in self.cells[m] else "-").ljust(w)
+                for m, w in zip(models, columns)
+            ]
             lines.append(check.ljust(width) + "  " + "  ".join(cells))
         return "\n".join(lines)
 
     def to_json(self) -> dict:
-        return {model: {check: asdict(cell) for check, cell in row.items()} for model, row in self.cells.items()}
+        return {
+            model: {check: asdict(cell) for check, cell in row.items()} for model, row in self.cells.items()
+        }
 
     def write(self, path: str | Path) -> tuple[Path, Path]:
         """Write ``<path>.json`` and ``<path>.md`` (the suffix of ``path`` is replaced)."""

@@ -49,19 +49,34 @@ def _check_patterns(vlm, inputs) -> None:
         patterns = vlm.adapter.compute_attention_patterns(
             call.hidden_states, call.layer, call.attention_mask, call.position_embeddings
         )
-        assert_close(patterns, eager, tolerance=tolerance, what="recomputed pattern vs eager",
-                     axes=("batch", "head", "query", "key"), prefix=f"layer {call.layer}")  # fmt: skip
+        assert_close(
+            patterns,
+            eager,
+            tolerance=tolerance,
+            what="recomputed pattern vs eager",
+            axes=("batch", "head", "query", "key"),
+            prefix=f"layer {call.layer}",
+        )
         length = patterns.shape[-1]
         real_rows = attention_mask.bool()[:, None, :, None].expand_as(patterns)  # padded query rows excluded
         sums = patterns.float().sum(-1, keepdim=True).expand_as(patterns)
-        assert_close(torch.where(real_rows, sums, 1.0), torch.ones_like(sums), tolerance=tolerance * length,
-                     what="pattern row sum", axes=("batch", "head", "query", "key"), prefix=f"layer {call.layer}")
+        assert_close(
+            torch.where(real_rows, sums, 1.0),
+            torch.ones_like(sums),
+            tolerance=tolerance * length,
+            what="pattern row sum",
+            axes=("batch", "head", "query", "key"),
+            prefix=f"layer {call.layer}",
+        )
         future = torch.ones(length, length, dtype=torch.bool, device=patterns.device).triu(1)
         future = future[None, None] & real_rows  # a fully padded query row attends uniformly; skip it
         leaked = patterns.float().masked_select(future).abs().max() if future.any() else torch.tensor(0.0)
         if float(leaked) != 0.0:
-            raise CheckFailure("attention to future tokens is not exactly 0", max_diff=float(leaked),
-                               where=f"layer {call.layer}")  # fmt: skip
+            raise CheckFailure(
+                "attention to future tokens is not exactly 0",
+                max_diff=float(leaked),
+                where=f"layer {call.layer}",
+            )
 
 
 @given(prompt=prompts, width=sides, height=sides, mode=modes)
@@ -84,7 +99,10 @@ def test_property_batch_parity(vlm, items):
     tolerance = tolerance_for(vlm.dtype).batch
     for row, (text, image) in enumerate(zip(texts, images)):
         single = vlm.forward(vlm.prepare_messages(text, image)).logits[0]
-        difference = max_abs_difference(batch_logits[row, -single.shape[0]:], single)
+        difference = max_abs_difference(batch_logits[row, -single.shape[0] :], single)
         if difference.value > tolerance:
-            raise CheckFailure("batched logits differ from the single run", max_diff=difference.value,
-                               where=f"item {row} of {len(items)}, position {difference.index[0]}")  # fmt: skip
+            raise CheckFailure(
+                "batched logits differ from the single run",
+                max_diff=difference.value,
+                where=f"item {row} of {len(items)}, position {difference.index[0]}",
+            )

@@ -1,8 +1,8 @@
 """Per-model_type tokenizer facts (special tokens, roles, chat template) and HF class resolution.
 
-Facts about the *real* tokenizers live in data files (``chat_templates/<model_type>.jinja`` and ``.json``), not
-in code. A model_type without data files gets a generic ChatML spec derived from its processor class and config,
-so new families work without edits here.
+Facts about the *real* tokenizers live in data files (``chat_templates/<model_type>.jinja`` and ``.json``),
+not in code. A model_type without data files gets a generic ChatML spec derived from its processor class and
+config, so new families work without edits here.
 """
 
 from __future__ import annotations
@@ -128,13 +128,16 @@ def resolve_processor_classes(model_type: str) -> dict[str, type]:
     processor_name = PROCESSOR_MAPPING_NAMES.get(model_type)
     processor_cls = _class(processor_name)
     if processor_cls is None:
-        raise KeyError(f"transformers {transformers.__version__} has no processor class for model_type {model_type!r}")
+        version = transformers.__version__
+        raise KeyError(f"transformers {version} has no processor class for model_type {model_type!r}")
     # Variants (e.g. a MoE sibling) often share the processor but lack their own component entries: fall back
     # to the entries of any model_type that uses the same processor class.
-    siblings = [model_type] + sorted(t for t, name in PROCESSOR_MAPPING_NAMES.items() if name == processor_name)
+    siblings = [model_type, *sorted(t for t, n in PROCESSOR_MAPPING_NAMES.items() if n == processor_name)]
     classes: dict[str, type] = {"processor": processor_cls}
-    for attribute, mapping in (("image_processor", IMAGE_PROCESSOR_MAPPING_NAMES),
-                               ("video_processor", VIDEO_PROCESSOR_MAPPING_NAMES)):
+    for attribute, mapping in (
+        ("image_processor", IMAGE_PROCESSOR_MAPPING_NAMES),
+        ("video_processor", VIDEO_PROCESSOR_MAPPING_NAMES),
+    ):
         if attribute not in processor_cls.get_attributes():
             continue
         component = next((c for t in siblings if (c := _class(_pick_backend(mapping.get(t))))), None)
@@ -148,8 +151,8 @@ def _processor_named_tokens(processor_cls: type) -> dict[str, str]:
     """Named tokens the processor reads from its tokenizer (``image_token``, ``boi_token``...) with strings.
 
     Heuristic for families without stored data: string defaults of ``__init__`` parameters, the
-    ``hasattr(tokenizer, "x_token") else "<...>"`` idiom, and any other ``tokenizer.x_token`` access (given a
-    placeholder ``<|x|>``). The tiny tokenizer then exposes them as attributes, as real multimodal tokenizers do.
+    ``hasattr(tokenizer, "x_token") else "<...>"`` idiom, and any other ``tokenizer.x_token`` access (given
+    a placeholder ``<|x|>``). The tiny tokenizer exposes them as attributes, as real multimodal tokenizers do.
     """
     named: dict[str, str] = {}
     for name, param in inspect.signature(processor_cls.__init__).parameters.items():
@@ -186,7 +189,7 @@ def _generic_spec(config: PretrainedConfig) -> FamilySpec:
     """ChatML spec for a model_type without stored data: image token from the processor, ChatML roles."""
     processor_cls = resolve_processor_classes(config.model_type)["processor"]
     named_tokens = _processor_named_tokens(processor_cls)
-    image_token = named_tokens.setdefault("image_token", "<image>")
+    named_tokens.setdefault("image_token", "<image>")
     token_fields: dict[str, str | list[str]] = {
         "bos_token_id": "<|endoftext|>",
         "eos_token_id": "<|im_end|>",
@@ -196,7 +199,8 @@ def _generic_spec(config: PretrainedConfig) -> FamilySpec:
     for name, value in sorted(_config_token_fields(config).items()):
         if name in token_fields:
             continue
-        base = name.removesuffix("_ids").removesuffix("_id").removesuffix("_index")  # image_token_index -> image_token
+        # image_token_index -> image_token, visual_indicator_token_ids -> visual_indicator_token
+        base = name.removesuffix("_ids").removesuffix("_id").removesuffix("_index")
         # Prefer the processor's own string for this role; otherwise give the field distinct placeholder
         # token(s) so its id is valid and unambiguous in the tiny vocabulary.
         if isinstance(value, list):

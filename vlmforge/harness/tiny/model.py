@@ -32,7 +32,7 @@ class TinyVLM:
 
 
 def model_class_for(config: PretrainedConfig) -> type[PreTrainedModel]:
-    """The generation class: the config's ``architectures`` entry, else the image-text-to-text auto mapping."""
+    """The generation class: the config's ``architectures`` entry, else the image-text-to-text mapping."""
     for name in config.architectures or ():
         cls = getattr(transformers, name, None)
         if cls is not None:

@@ -1,9 +1,9 @@
 """Real HF processors, made small enough for tiny models.
 
 How to make a processor small is knowledge about the *processor / image-processor class* (a Qwen2-VL image
-processor is sized in pixels, an Idefics3 one by its longest edge...), so recipes are keyed by class name: every
-family that reuses a class (Qwen2-VL, Qwen2.5-VL and Qwen3-VL all use ``Qwen2VLImageProcessor``) reuses its
-recipe, and a class without a recipe falls back to a generic one driven by its ``size`` convention.
+processor is sized in pixels, an Idefics3 one by its longest edge...), so recipes are keyed by class name:
+every family that reuses a class (Qwen2-VL, Qwen2.5-VL and Qwen3-VL all use ``Qwen2VLImageProcessor``) reuses
+its recipe, and a class without a recipe falls back to a generic one driven by its ``size`` convention.
 """
 
 from __future__ import annotations
@@ -43,8 +43,11 @@ def _dynamic_resolution_images(config: PretrainedConfig) -> dict[str, Any]:
 def _dynamic_resolution_videos(config: PretrainedConfig) -> dict[str, Any]:
     min_pixels, max_pixels, geometry = _dynamic_resolution(config)
     # cap_pixels_per_frame=True is the announced future default; setting it silences the deprecation warning.
-    return {"size": {"shortest_edge": min_pixels, "longest_edge": max_pixels}, "cap_pixels_per_frame": True,
-            **geometry}
+    return {
+        "size": {"shortest_edge": min_pixels, "longest_edge": max_pixels},
+        "cap_pixels_per_frame": True,
+        **geometry,
+    }
 
 
 def _resize_then_center_crop(config: PretrainedConfig) -> dict[str, Any]:
@@ -114,15 +117,18 @@ def _generic_component_kwargs(cls: type, config: PretrainedConfig) -> dict[str, 
             kwargs["size"] = {key: side for key in size}
         if isinstance(getattr(cls, "crop_size", None), dict):
             kwargs["crop_size"] = {"height": side, "width": side}
-    for attribute, source in (("patch_size", "patch_size"), ("merge_size", "spatial_merge_size"),
-                              ("temporal_patch_size", "temporal_patch_size")):
+    for attribute, source in (
+        ("patch_size", "patch_size"),
+        ("merge_size", "spatial_merge_size"),
+        ("temporal_patch_size", "temporal_patch_size"),
+    ):
         if hasattr(cls, attribute) and isinstance(getattr(vision, source, None), int):
             kwargs[attribute] = getattr(vision, source)
     return kwargs
 
 
 def _generic_processor_kwargs(cls: type, config: PretrainedConfig) -> dict[str, Any]:
-    """Processor ``__init__`` arguments that mirror config fields (patch size, feature strategy, seq length)."""
+    """Processor ``__init__`` arguments mirroring config fields (patch size, feature strategy, seq length)."""
     vision = _vision(config)
     sources = {
         "patch_size": getattr(vision, "patch_size", None),
@@ -163,7 +169,8 @@ def processor_for_config(config: PretrainedConfig, tokenizer: PreTrainedTokenize
     template = tokenizer.chat_template
     if isinstance(template, str) and CHATML_IMAGE_PLACEHOLDER in template:
         # Generic template: its image slot becomes the token this processor expands in text.
-        filled = template.replace(CHATML_IMAGE_PLACEHOLDER, getattr(processor, "image_token", None) or "<image>")
+        image_token = getattr(processor, "image_token", None) or "<image>"
+        filled = template.replace(CHATML_IMAGE_PLACEHOLDER, image_token)
         tokenizer.chat_template = filled
         processor.chat_template = filled
     return processor

@@ -29,7 +29,9 @@ def _file_name(checkpoint_id: str) -> str:
 def reference_checkpoints() -> list[str]:
     """Checkpoint ids (``org/name``) whose real config is stored."""
     return sorted(
-        p.name.removesuffix(".json").replace("__", "/", 1) for p in _DATA.iterdir() if p.name.endswith(".json")
+        p.name.removesuffix(".json").replace("__", "/", 1)
+        for p in _DATA.iterdir()
+        if p.name.endswith(".json")
     )
 
 

@@ -63,9 +63,9 @@ _TOKEN_SUFFIXES = ("_token_id", "_token_index", "_token_ids")
 _INDEX_LIST_SUFFIXES = ("_indexes", "_indices")
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # Per-layer lists
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 
 
 def _smallest_period(values: Sequence[Any]) -> int:
@@ -121,9 +121,9 @@ def _remap_hidden_state_index(index: int, old: int, new: int) -> int:
     return remapped if index >= 0 else remapped - (new + 1)
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # Field helpers
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 
 
 def _first_key(node: Mapping[str, Any], keys: Sequence[str]) -> str | None:
@@ -153,8 +153,6 @@ def _split_proportionally(section: Sequence[int], total: int) -> list[int]:
 class _Geometry:
     hidden: int
     head_dim: int
-    old_layers: int | None
-    new_layers: int | None
 
 
 def _width_key(node: Mapping[str, Any]) -> str:
@@ -163,14 +161,16 @@ def _width_key(node: Mapping[str, Any]) -> str:
     return "embed_dim" if isinstance(node.get("embed_dim"), int) else "hidden_size"
 
 
-def _shrink_attention(node: dict[str, Any], hidden_budget: int, base_heads: int, limits: ShrinkLimits) -> _Geometry:
+def _shrink_attention(
+    node: dict[str, Any], hidden_budget: int, base_heads: int, limits: ShrinkLimits
+) -> _Geometry:
     """Rewrite width, heads, KV heads and head_dim; returns the new width and head_dim."""
     width_key = _width_key(node)
     hidden = node.get(width_key)
     heads_key = _first_key(node, _HEAD_KEYS)
     kv_key = _first_key(node, _KV_HEAD_KEYS)
     if not isinstance(hidden, int) or heads_key is None:
-        return _Geometry(hidden=hidden_budget, head_dim=limits.max_head_dim, old_layers=None, new_layers=None)
+        return _Geometry(hidden=hidden_budget, head_dim=limits.max_head_dim)
     heads = node[heads_key]
     kv_heads = node[kv_key] if kv_key else heads
     if heads % kv_heads:
@@ -200,8 +200,10 @@ def _shrink_attention(node: dict[str, Any], hidden_budget: int, base_heads: int,
         node["head_dim"] = new_head_dim
     for key in _FFN_KEYS:
         if isinstance(node.get(key), int) and node[key] > 0:
-            node[key] = min(4 * new_hidden, max(new_hidden // 2, _round_to(new_hidden * node[key] / hidden, 8, 8)))
-    return _Geometry(hidden=new_hidden, head_dim=new_head_dim, old_layers=None, new_layers=None)
+            node[key] = min(
+                4 * new_hidden, max(new_hidden // 2, _round_to(new_hidden * node[key] / hidden, 8, 8))
+            )
+    return _Geometry(hidden=new_hidden, head_dim=new_head_dim)
 
 
 def _shrink_rope(node: dict[str, Any], config_cls: type, head_dim: int) -> None:
@@ -210,7 +212,7 @@ def _shrink_rope(node: dict[str, Any], config_cls: type, head_dim: int) -> None:
     uses_mrope = "mrope_section" in getattr(config_cls, "ignore_keys_at_rope_validation", ())
 
     def visit(params: dict[str, Any]) -> None:
-        if "mrope_section" in params and params["mrope_section"]:
+        if params.get("mrope_section"):
             params["mrope_section"] = _split_proportionally(params["mrope_section"], rotary_half)
         elif uses_mrope and ("rope_type" in params or "rope_theta" in params):
             # The config class declares M-RoPE but the (default) config leaves the section to a hard-coded
@@ -281,9 +283,9 @@ def _shrink_image_geometry(node: dict[str, Any], merge_factor: int) -> None:
         node["window_size"] = patch * node.get("spatial_merge_size", 1) * 2
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # Token ids
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 
 
 def _is_token_field(key: str) -> bool:
@@ -312,9 +314,9 @@ def _apply_token_ids(
             missing.append(f"{path}{key}={value}")
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # Tree walk
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -325,7 +327,9 @@ class _Node:
     parent: _Node | None
 
 
-def _walk(config: PretrainedConfig, data: dict[str, Any], path: tuple[str, ...], parent: _Node | None) -> list[_Node]:
+def _walk(
+    config: PretrainedConfig, data: dict[str, Any], path: tuple[str, ...], parent: _Node | None
+) -> list[_Node]:
     node = _Node(path, config, data, parent)
     nodes = [node]
     for key, value in data.items():
@@ -378,7 +382,9 @@ def shrink_config(
         depth = _shrink_depth(node.data, limits.encoder_layers, limits)
         if depth is not None:
             depths[node.path] = depth
-        decoder_width_keys = (*_DECODER_WIDTH_KEYS, "hidden_size") if _width_key(node.data) != "hidden_size" else _DECODER_WIDTH_KEYS
+        decoder_width_keys = _DECODER_WIDTH_KEYS
+        if _width_key(node.data) != "hidden_size":
+            decoder_width_keys = (*decoder_width_keys, "hidden_size")
         for key in decoder_width_keys:
             if isinstance(node.data.get(key), int):
                 node.data[key] = text_geometry.hidden
@@ -405,7 +411,7 @@ def shrink_config(
                 remapped = [_remap_hidden_state_index(i, old, new) for i in layer]
                 root["vision_feature_layer"] = list(dict.fromkeys(remapped))
             patch, size = vision.get("patch_size"), vision.get("image_size")
-            if isinstance(root.get("image_seq_length"), int) and isinstance(patch, int) and isinstance(size, int):
+            if all(isinstance(v, int) for v in (root.get("image_seq_length"), patch, size)):
                 root["image_seq_length"] = (size // patch) ** 2 // _merge_factor(root) ** 2
 
     missing: list[str] = []

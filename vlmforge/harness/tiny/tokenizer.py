@@ -105,7 +105,9 @@ def build_tiny_tokenizer(
     if add_bos_token and bos_token is not None:
         bos_id = tokenizer.token_to_id(bos_token)
         tokenizer.post_processor = processors.TemplateProcessing(
-            single=f"{bos_token} $A", pair=f"{bos_token} $A {bos_token} $B", special_tokens=[(bos_token, bos_id)]
+            single=f"{bos_token} $A",
+            pair=f"{bos_token} $A {bos_token} $B",
+            special_tokens=[(bos_token, bos_id)],
         )
     else:
         tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
