@@ -17,6 +17,7 @@ from vlmforge.harness.tiny import (
     build_tiny_processor,
     build_tiny_tokenizer,
     load_reference_config,
+    model_class_for,
     reference_checkpoints,
     resample_layer_list,
     resolve_reference,
@@ -122,6 +123,33 @@ def test_required_reference_checkpoints_are_stored() -> None:
         config = load_reference_config(checkpoint)
         assert config.name_or_path == checkpoint
         assert _text_config(config).num_hidden_layers >= 12
+
+
+# Parameter counts published on the checkpoints' model cards, in billions: a whole-config accuracy check.
+PUBLISHED_SIZES_B = {
+    "llava-hf/llava-1.5-7b-hf": 7.06,
+    "llava-hf/llava-1.5-13b-hf": 13.4,
+    "HuggingFaceTB/SmolVLM-256M-Instruct": 0.256,
+    "HuggingFaceTB/SmolVLM-500M-Instruct": 0.507,
+    "HuggingFaceTB/SmolVLM-Instruct": 2.25,
+    "Qwen/Qwen2.5-VL-3B-Instruct": 3.75,
+    "Qwen/Qwen2.5-VL-7B-Instruct": 8.29,
+    "Qwen/Qwen2.5-VL-32B-Instruct": 33.5,
+    "Qwen/Qwen2.5-VL-72B-Instruct": 73.4,
+    "ByteDance-Seed/UI-TARS-1.5-7B": 8.29,
+    "Qwen/Qwen3-VL-2B-Instruct": 2.13,
+    "Qwen/Qwen3-VL-4B-Instruct": 4.44,
+    "Qwen/Qwen3-VL-8B-Instruct": 8.77,
+}
+
+
+@pytest.mark.parametrize("checkpoint", sorted(PUBLISHED_SIZES_B))
+def test_reference_config_has_published_parameter_count(checkpoint: str) -> None:
+    config = load_reference_config(checkpoint)
+    with torch.device("meta"):
+        model = model_class_for(config)._from_config(config)
+    billions = sum(p.numel() for p in model.parameters()) / 1e9
+    assert billions == pytest.approx(PUBLISHED_SIZES_B[checkpoint], rel=0.005)
 
 
 def test_unknown_checkpoint_lists_stored_ones() -> None:

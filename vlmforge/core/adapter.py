@@ -85,6 +85,8 @@ class ModelAdapter:
         if not hasattr(type(self), "spec"):
             raise TypeError(f"{type(self).__name__} must set the class attribute `spec` (a FamilySpec)")
         self.model = model
+        #: The tokenizer, when known (HookedVLM sets it): image-token lookup by string falls back to it.
+        self.tokenizer: Any | None = None
         self._language_model = resolve_attribute(model, self.spec.language_model, what="language model")
         # Eager attention is what output_attentions needs and what compute_attention_* reproduces.
         setter = getattr(model, "set_attn_implementation", None)

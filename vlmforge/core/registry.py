@@ -193,14 +193,14 @@ class ModelRegistry:
         path = Path(name).expanduser()
         if (path / "config.json").is_file():
             config = json.loads((path / "config.json").read_text())
-            return Resolution(cls._available(cls._by_config(config, name)), "local", str(path), name)
+            return Resolution(cls._available(cls.family_for_config(config, name)), "local", str(path), name)
         if path.exists():
             raise UnknownModelError(
                 f"{name!r} is a path but has no config.json: point at a checkpoint directory"
             )
         cached = cls._cached_config(name)
         if cached is not None:
-            return Resolution(cls._available(cls._by_config(cached, name)), "checkpoint", name, name)
+            return Resolution(cls._available(cls.family_for_config(cached, name)), "checkpoint", name, name)
         raise UnknownModelError(
             f"unknown model {name!r}: not a family, alias, checkpoint id, tiny model or local checkpoint "
             f"directory (and no config for it in the local Hugging Face cache). Known: {cls.known_names()}"
@@ -214,7 +214,8 @@ class ModelRegistry:
         return None
 
     @classmethod
-    def _by_config(cls, config: dict, name: str) -> type[ModelAdapter]:
+    def family_for_config(cls, config: dict, name: str) -> type[ModelAdapter]:
+        """The family of a checkpoint config (``model_type`` or ``architectures``), or a clear error."""
         model_type = config.get("model_type")
         architectures = config.get("architectures") or []
         for adapter in cls.adapters().values():

@@ -65,11 +65,12 @@ class HookedVLM:
     ) -> None:
         if adapter is None:
             config = model.config.to_dict()
-            adapter_class = ModelRegistry._by_config(config, model_name or type(model).__name__)
+            adapter_class = ModelRegistry.family_for_config(config, model_name or type(model).__name__)
             adapter = adapter_class(model)
         self.model = model.eval()
         self.adapter = adapter
-        adapter.tokenizer = getattr(processor, "tokenizer", None)  # for token-string image ids
+        if adapter.tokenizer is None:  # lets get_image_token_id fall back to the token string
+            adapter.tokenizer = getattr(processor, "tokenizer", None)
         self.prompt_processor = (
             processor if isinstance(processor, VLMProcessor) else VLMProcessor(processor, adapter.spec)
         )

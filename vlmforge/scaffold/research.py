@@ -211,7 +211,8 @@ class ResearchReport:
         for answer in self.needs_edit:
             slot = answer.slot or (answer.key if answer.key in TEMPLATE_SLOTS else None)
             if slot is not None:
-                todos.setdefault(slot, []).append(f"{answer.question} [{answer.status}]: {answer.evidence}")
+                evidence = answer.evidence.removeprefix("unknown: ")
+                todos.setdefault(slot, []).append(f"{answer.question} [{answer.status}]: {evidence}")
         return {slot: " ".join(texts) for slot, texts in todos.items()}
 
     # ------------------------------------------------------------ spec values
@@ -1351,22 +1352,24 @@ def _research_mlp(mlp: nn.Module, hidden: int | None, report: ResearchReport) ->
 
 # ----------------------------------------------------------------------------------------- image token
 def _research_image_token(
-    config: PretrainedConfig, processor: Any, provenance: str, report: ResearchReport
+    config: PretrainedConfig, processor: Any, provenance: str, trusted: bool, report: ResearchReport
 ) -> None:
+    """Config attribute holding the image token id, and the token string.
+
+    ``trusted`` says whether the processor's tokenizer is the family's real one (a checkpoint's files or
+    stored tokenizer facts); a stand-in tokenizer's token string is only accepted when it is the
+    processor class's own ``image_token`` default, i.e. transformers itself says so.
+    """
     text_config = config.get_text_config(decoder=True)
     attribute, value, evidence = None, None, ""
     for owner, cfg in (("config", config), ("text config", text_config)):
         if _int(config_value(cfg, "image_token_id")) is not None:
             mapped = getattr(cfg, "attribute_map", {}).get("image_token_id")
             attribute, value = "image_token_id", cfg.image_token_id
-            evidence = f"{owner}.image_token_id = {value}" + (
-                f" (attribute_map -> {mapped})" if mapped else ""
-            )
+            evidence = f"{owner}.image_token_id = {value}" + (f" (attribute_map -> {mapped})" if mapped else "")
             break
     if attribute is None:
-        keys = sorted(
-            k for k, v in config.to_dict().items() if _IMAGE_TOKEN_KEY.match(k) and isinstance(v, int)
-        )
+        keys = sorted(k for k, v in config.to_dict().items() if _IMAGE_TOKEN_KEY.match(k) and isinstance(v, int))
         if len(keys) == 1:
             attribute, value = keys[0], getattr(config, keys[0])
             evidence = f"config.{keys[0]} = {value}"
@@ -1374,17 +1377,32 @@ def _research_image_token(
             evidence = f"no image_token_id in the config (candidates: {keys or 'none'})"
     token = getattr(processor, "image_token", None) if processor is not None else None
     token = token if isinstance(token, str) and token else None
-    if token is None and processor is not None:
+    token_status: Status = "found"
+    if processor is None:
+        token_evidence = f"no processor to read the token string from ({provenance})"
+    elif token is None:
         token_evidence = f"{type(processor).__name__} has no image_token attribute"
-    elif token is not None:
+    else:
         token_evidence = f"{type(processor).__name__}.image_token = {token!r} ({provenance})"
         tokenizer = getattr(processor, "tokenizer", None)
         if tokenizer is not None:
-            token_id = tokenizer.convert_tokens_to_ids(token)
-            token_evidence += f", tokenizer id {token_id}"
-    else:
-        token_evidence = "no processor available to read the token string from"
-    status: Status = "found" if attribute else ("default" if token else "unknown")
+            token_evidence += f", tokenizer id {tokenizer.convert_tokens_to_ids(token)}"
+        if not trusted:
+            parameter = inspect.signature(type(processor).__init__).parameters.get("image_token")
+            class_default = parameter.default if parameter is not None else None
+            if token == class_default:
+                token_evidence += f"; it is {type(processor).__name__}'s own default"
+            else:
+                token_evidence = (
+                    f"{type(processor).__name__}.image_token comes from the tokenizer, and only a stand-in "
+                    f"tokenizer is available ({provenance}, giving {token!r}): pass a checkpoint dir"
+                )
+                token, token_status = None, "unknown"
+    if token is None and token_status == "found":
+        token_status = "unknown"
+    if token is None and attribute:
+        # The adapter reads the id from the config first; the token string is only its fallback.
+        token_status, token_evidence = "default", token_evidence + "; not needed, the config attribute suffices"
     report.add(
         Answer(
             "image_token_attribute",
@@ -1395,20 +1413,11 @@ def _research_image_token(
             else f"{evidence}; the adapter will look the token string up instead"
             if token
             else f"unknown: {evidence} and no token string",
-            status,
+            "found" if attribute else ("default" if token else "unknown"),
             slot="image_token",
         )
     )
-    report.add(
-        Answer(
-            "image_token",
-            "Image token string",
-            token,
-            token_evidence,
-            "found" if token else ("default" if attribute else "unknown"),
-            slot="image_token",
-        )
-    )
+    report.add(Answer("image_token", "Image token string", token, token_evidence, token_status, slot="image_token"))
 
 
 # ---------------------------------------------------------------------------------- processor research
@@ -1917,7 +1926,7 @@ def research(
     phase = time.perf_counter()
     processor, provenance = _load_processor(resolved, trust_remote_code, tiny_processor, tiny_error)
     stored_template = provenance.startswith("real") or _has_stored_template(config)
-    _research_image_token(config, processor, provenance, report)
+    _research_image_token(config, processor, provenance, stored_template, report)
     _research_processor(config, processor, provenance, report)
     _research_chat_template(processor, provenance, stored_template, model_cls, report)
     report.answers.setdefault(

@@ -1,4 +1,4 @@
-"""reference -> tiny tokenizer -> token ids -> shrunk config: steps shared by the model and processor builders."""
+"""reference -> tiny tokenizer -> token ids -> shrunk config: shared by the model and processor builders."""
 
 from __future__ import annotations
 

@@ -53,7 +53,7 @@ def load_reference_config(checkpoint_id: str) -> PretrainedConfig:
     """Build the real config of ``checkpoint_id`` from stored facts, exactly as ``from_pretrained`` would.
 
     Raises:
-        UnknownCheckpointError: (a ``KeyError``) no stored config for that id; the message lists the stored ones.
+        UnknownCheckpointError: (a ``KeyError``) no stored config for that id; the message lists stored ids.
     """
     data = reference_entry(checkpoint_id)["config"]
     config = CONFIG_MAPPING[data["model_type"]].from_dict(data)

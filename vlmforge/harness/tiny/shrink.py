@@ -90,10 +90,11 @@ def _compress(values: Sequence[Any], n: int) -> list[Any]:
 
 
 def resample_layer_list(values: Sequence[Any], n: int) -> list[Any]:
-    """Resample a per-layer list (``layer_types``, a full-attention mask...) to ``n`` layers keeping its pattern.
+    """Resample a per-layer list (``layer_types``, a full-attention mask) to ``n`` layers keeping its pattern.
 
-    A list that repeats with a period ``p`` (at least twice) is treated as that period: repeated if ``p <= n``,
-    compressed otherwise. A non-periodic list (e.g. full layers then sliding layers) is compressed whole.
+    A list that repeats with a period ``p`` (at least twice) is treated as that period: repeated if
+    ``p <= n``, compressed otherwise. A non-periodic list (e.g. full layers, then sliding layers) is
+    compressed whole.
     """
     values = list(values)
     if n >= len(values):
