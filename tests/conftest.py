@@ -5,8 +5,13 @@ from __future__ import annotations
 import functools
 
 import pytest
+import torch
 
 from vlmforge.core.runtime import HookedVLM
+
+# Tiny models are dominated by per-op overhead: on a shared 2-core machine torch's default thread
+# pool makes them 10-50x slower, and under `pytest -n 2` two pools oversubscribe the cores.
+torch.set_num_threads(1)
 
 SEED_FAMILIES = ("llava", "smolvlm", "qwen2_5_vl", "qwen3_vl")
 

@@ -120,10 +120,14 @@ def render_family(
     answer_files = sorted((root / ADAPTERS_RELDIR).glob(".copier-answers.*.yml"))
     if len(answer_files) != 1:
         shutil.rmtree(root, ignore_errors=True)
-        raise GenerationError(f"the template {template} did not write exactly one answers file into {ADAPTERS_RELDIR}")
+        raise GenerationError(
+            f"the template {template} did not write exactly one answers file into {ADAPTERS_RELDIR}"
+        )
     recorded = yaml.safe_load(answer_files[0].read_text()) or {}
     name = str(recorded.get("name", answers.get("name")))
-    files = sorted((p.relative_to(root) for p in root.rglob("*") if p.is_file()), key=lambda p: p.suffix != ".py")
+    files = sorted(
+        (p.relative_to(root) for p in root.rglob("*") if p.is_file()), key=lambda p: p.suffix != ".py"
+    )
     return RenderedFamily(root=root, name=name, files=tuple(files), answers=recorded)
 
 
@@ -196,7 +200,9 @@ def _declared_families(adapters_dir: Path) -> dict[Path, tuple[str | None, tuple
                 found[path] = (
                     name.value if isinstance(name, ast.Constant) else None,
                     tuple(
-                        e.value for e in getattr(types, "elts", []) if isinstance(e, ast.Constant) and isinstance(e.value, str)
+                        e.value
+                        for e in getattr(types, "elts", [])
+                        if isinstance(e, ast.Constant) and isinstance(e.value, str)
                     ),
                 )
     return found

@@ -62,6 +62,7 @@ __all__ = [
     "ResolvedSource",
     "Status",
     "default_family_name",
+    "offline",
     "research",
     "resolve_source",
 ]
@@ -389,7 +390,7 @@ def default_adapter_class(name: str, model_class: str, model_type: str) -> str:
 
 # ------------------------------------------------------------------------------------------- resolution
 @contextlib.contextmanager
-def _offline() -> Iterator[None]:
+def offline() -> Iterator[None]:
     """Force transformers / huggingface_hub offline for the block (belt and braces with local_files_only)."""
     saved = {key: os.environ.get(key) for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -421,30 +422,43 @@ def _is_hub_id(source: str) -> bool:
 
 
 def _load_local_config(directory: Path, trust_remote_code: bool) -> PretrainedConfig:
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
     try:
-        return AutoConfig.from_pretrained(
-            directory, local_files_only=True, trust_remote_code=trust_remote_code
-        )
-    except ValueError as error:
-        if "trust_remote_code" in str(error) or "auto_map" in str(error):
+        return AutoConfig.from_pretrained(directory, local_files_only=True, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raw = _config_json(directory)
+        model_type = raw.get("model_type") if raw is not None else None
+        if raw is not None and raw.get("auto_map") and not trust_remote_code:
             raise ScaffoldError(
                 f"{directory} needs custom code from the checkpoint (its config.json has an auto_map). "
                 "vlmforge never runs remote code unless you pass --trust-remote-code; read that code first."
             ) from error
-        raise _unknown_model_type_error(str(directory), _config_model_type(directory), error) from error
+        if raw is None or not model_type:
+            raise ScaffoldError(
+                f"{directory / 'config.json'} is not a readable JSON config with a model_type; point at a "
+                "Hugging Face checkpoint directory"
+            ) from error
+        if model_type not in CONFIG_MAPPING:
+            raise _unknown_model_type_error(str(directory), model_type, error) from error
+        raise ScaffoldError(
+            f"transformers {transformers.__version__} cannot load {directory / 'config.json'} "
+            f"({type(error).__name__}: {error}); check the file"
+        ) from error
 
 
-def _config_model_type(directory: Path) -> str | None:
+def _config_json(directory: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((directory / "config.json").read_text()).get("model_type")
+        data = json.loads((directory / "config.json").read_text())
     except (OSError, ValueError):
         return None
+    return data if isinstance(data, dict) else None
 
 
 def _unknown_model_type_error(source: str, model_type: str | None, error: Exception) -> ScaffoldError:
     return ScaffoldError(
         f"{source!r} has model_type {model_type!r}, which the installed transformers "
-        f"{transformers.__version__} does not know ({error}). Install a transformers release that "
+        f"{transformers.__version__} does not know ({type(error).__name__}). Install a transformers release that "
         "has this architecture (check its model documentation for the first version), or pass "
         "--trust-remote-code if the checkpoint ships its own modelling code."
     )
@@ -471,7 +485,7 @@ def resolve_source(source: str, *, trust_remote_code: bool = False) -> ResolvedS
                 f"{source!r} is a directory without a config.json. Point at a checkpoint directory (the "
                 "folder with config.json and, ideally, the tokenizer / processor files)."
             )
-        with _offline(), _quiet():
+        with offline(), _quiet():
             config = _load_local_config(path, trust_remote_code)
         return ResolvedSource(
             source, "local_dir", config, None, path.resolve(), f"local checkpoint directory {path.resolve()}"
@@ -542,7 +556,7 @@ def _cached_hub_config(hub_id: str, trust_remote_code: bool) -> tuple[Pretrained
         return None
     if not isinstance(cached, str) or not Path(cached).is_file():
         return None
-    with _offline(), _quiet():
+    with offline(), _quiet():
         config = _load_local_config(Path(cached).parent, trust_remote_code)
     return config, Path(cached).parent
 
@@ -1366,10 +1380,14 @@ def _research_image_token(
         if _int(config_value(cfg, "image_token_id")) is not None:
             mapped = getattr(cfg, "attribute_map", {}).get("image_token_id")
             attribute, value = "image_token_id", cfg.image_token_id
-            evidence = f"{owner}.image_token_id = {value}" + (f" (attribute_map -> {mapped})" if mapped else "")
+            evidence = f"{owner}.image_token_id = {value}" + (
+                f" (attribute_map -> {mapped})" if mapped else ""
+            )
             break
     if attribute is None:
-        keys = sorted(k for k, v in config.to_dict().items() if _IMAGE_TOKEN_KEY.match(k) and isinstance(v, int))
+        keys = sorted(
+            k for k, v in config.to_dict().items() if _IMAGE_TOKEN_KEY.match(k) and isinstance(v, int)
+        )
         if len(keys) == 1:
             attribute, value = keys[0], getattr(config, keys[0])
             evidence = f"config.{keys[0]} = {value}"
@@ -1402,7 +1420,10 @@ def _research_image_token(
         token_status = "unknown"
     if token is None and attribute:
         # The adapter reads the id from the config first; the token string is only its fallback.
-        token_status, token_evidence = "default", token_evidence + "; not needed, the config attribute suffices"
+        token_status, token_evidence = (
+            "default",
+            token_evidence + "; not needed, the config attribute suffices",
+        )
     report.add(
         Answer(
             "image_token_attribute",
@@ -1417,7 +1438,9 @@ def _research_image_token(
             slot="image_token",
         )
     )
-    report.add(Answer("image_token", "Image token string", token, token_evidence, token_status, slot="image_token"))
+    report.add(
+        Answer("image_token", "Image token string", token, token_evidence, token_status, slot="image_token")
+    )
 
 
 # ---------------------------------------------------------------------------------- processor research
@@ -1431,7 +1454,7 @@ def _load_processor(
             for name in ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json")
         )
         if has_files:
-            with _offline(), _quiet():
+            with offline(), _quiet():
                 try:
                     processor = transformers.AutoProcessor.from_pretrained(
                         resolved.files_dir, local_files_only=True, trust_remote_code=trust_remote_code
@@ -1449,7 +1472,13 @@ def _research_processor(
 ) -> None:
     if processor is None:
         report.add(
-            Answer("processor_class", "Processor / image processor class", None, "unknown: no processor", "unknown")
+            Answer(
+                "processor_class",
+                "Processor / image processor class",
+                None,
+                "unknown: no processor",
+                "unknown",
+            )
         )
         report.add(
             Answer(
@@ -1564,8 +1593,16 @@ def _research_chat_template(
             ("continue_final_message", q_prefill),
         ):
             report.add(Answer(key, question, None, reason, "unknown", slot=key))
-        report.add(Answer("custom_processor", "Family needs a processor subclass", None, reason, "unknown",
-                          slot="processor"))
+        report.add(
+            Answer(
+                "custom_processor",
+                "Family needs a processor subclass",
+                None,
+                reason,
+                "unknown",
+                slot="processor",
+            )
+        )
         return
     if not template:
         reason = f"unknown: {provenance} has no chat template; prompts must be built by a processor subclass"

@@ -197,10 +197,12 @@ def _generic_spec(config: PretrainedConfig) -> FamilySpec:
     }
     extra_tokens: list[str] = []
     for name, value in sorted(_config_token_fields(config).items()):
-        if name in token_fields:
-            continue
         # image_token_index -> image_token, visual_indicator_token_ids -> visual_indicator_token
         base = name.removesuffix("_ids").removesuffix("_id").removesuffix("_index")
+        # An unset field stays unset unless the processor names a token for it (a default config may leave
+        # image_token_index=None while real checkpoints and the processor use one).
+        if name in token_fields or (value is None and base not in named_tokens):
+            continue
         # Prefer the processor's own string for this role; otherwise give the field distinct placeholder
         # token(s) so its id is valid and unambiguous in the tiny vocabulary.
         if isinstance(value, list):

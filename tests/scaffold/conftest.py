@@ -1,0 +1,52 @@
+"""Shared fixtures of the scaffolder tests: research results are computed once per session.
+
+Research of one seed family builds a tiny random model and measures it (a few seconds on 2 CPU
+cores), so tests that only need *a* report share them instead of recomputing.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import sys
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from vlmforge.core.spec import FamilySpec
+from vlmforge.scaffold.generate import _isolated_registry
+from vlmforge.scaffold.research import ResearchReport, research
+
+
+@functools.cache
+def _research(source: str, measure: bool = True) -> ResearchReport:
+    return research(source, measure=measure)
+
+
+@pytest.fixture(scope="session")
+def researched() -> Callable[..., ResearchReport]:
+    """``researched(source, measure=True)``: a memoized :func:`vlmforge.scaffold.research.research`."""
+    return _research
+
+
+def _load_spec(path: Path) -> FamilySpec:
+    """The SPEC of a generated module, imported under a throwaway name without touching the registry."""
+    name = f"_scaffold_test_{uuid.uuid4().hex}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        with _isolated_registry():
+            spec.loader.exec_module(module)
+    finally:
+        sys.modules.pop(name, None)
+    return module.SPEC
+
+
+@pytest.fixture(scope="session")
+def load_spec() -> Callable[[Path], FamilySpec]:
+    """``load_spec(path)``: the SPEC of a generated module (see :func:`_load_spec`)."""
+    return _load_spec

@@ -1,0 +1,167 @@
+"""The family copier template: validators, TODO placement, lint cleanliness and the `copier update` flow."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import copier
+import pytest
+
+from vlmforge.scaffold.cli import main
+from vlmforge.scaffold.generate import TEMPLATE_DIR, GenerationError, answers_relpath, render_family
+
+GIT = shutil.which("git")
+
+
+def _git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def git_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    # copier commits in scratch repositories during `update`; give git an identity that needs no config.
+    for key, value in {
+        "GIT_AUTHOR_NAME": "vlmforge tests",
+        "GIT_AUTHOR_EMAIL": "tests@vlmforge.invalid",
+        "GIT_COMMITTER_NAME": "vlmforge tests",
+        "GIT_COMMITTER_EMAIL": "tests@vlmforge.invalid",
+    }.items():
+        monkeypatch.setenv(key, value)
+
+
+@pytest.mark.skipif(GIT is None, reason="copier update needs git")
+def test_copier_update_keeps_hand_edits_and_applies_template_change(
+    tmp_path: Path, git_identity: None, researched, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # v1 of the template, in its own git repository (copier update needs a versioned template).
+    template = tmp_path / "template"
+    shutil.copytree(TEMPLATE_DIR, template)
+    _git(template, "init", "-q")
+    _git(template, "add", "-A")
+    _git(template, "commit", "-q", "-m", "template v1")
+    _git(template, "tag", "v1")
+
+    project = tmp_path / "project"
+    project.mkdir()
+    _git(project, "init", "-q")
+    monkeypatch.setattr("vlmforge.scaffold.cli.research", lambda source, **_: researched(source))
+    assert main(["llava", "--name", "my_llava", "--dest", str(project), "--template", str(template)]) == 0
+    module = project / "vlmforge" / "adapters" / "my_llava.py"
+    answers = project / answers_relpath("my_llava")
+    assert "_commit: v1" in answers.read_text()
+    _git(project, "add", "-A")
+    _git(project, "commit", "-q", "-m", "generated")
+
+    # A hand edit in the generated module...
+    hand_edit = "    # hand edit: kept across template updates\n"
+    module.write_text(module.read_text().replace("    spec = SPEC\n", "    spec = SPEC\n" + hand_edit))
+    _git(project, "commit", "-q", "-am", "hand edit")
+
+    # ...and a template improvement released as v2.
+    module_template = template / "template" / "vlmforge" / "adapters" / "{{ name }}.py.jinja"
+    marker = "Template v2: adapters get this line."
+    text = module_template.read_text()
+    module_template.write_text(text.replace("(hand edits are merged).\n", f"(hand edits are merged).\n{marker}\n", 1))
+    _git(template, "commit", "-q", "-am", "template v2")
+    _git(template, "tag", "v2")
+
+    copier.run_update(
+        str(project), answers_file=str(answers_relpath("my_llava")), defaults=True, overwrite=True, quiet=True
+    )
+    updated = module.read_text()
+    assert hand_edit in updated, updated
+    assert marker in updated, updated
+    assert "_commit: v2" in answers.read_text()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"name": "Bad-Name"}, "lowercase Python identifier"),
+        ({"name": "class"}, "keyword"),
+        ({"language_model": "model..text"}, "dotted path"),
+        ({"aliases": {"short": "other/ckpt"}}, "not among the checkpoints"),
+        ({"checkpoints": ["not a hub id"]}, "org/name"),
+        ({"rotary_function": "apply_rotary_pos_emb"}, "importable dotted path"),
+        ({"checkpoints": [], "tiny_reference": ""}, "tiny_reference"),
+    ],
+)
+def test_template_validators_reject_bad_answers(change: dict, message: str, researched) -> None:
+    answers = researched("llava").copier_answers("llava_copy", checkpoints=["llava-hf/llava-1.5-7b-hf"])
+    answers.update(change)
+    with pytest.raises(GenerationError, match=message):
+        render_family(answers)
+
+
+def test_unanswered_questions_become_todos_at_their_line(researched) -> None:
+    # transformers' default gemma3 config has no stored chat template, so research cannot settle the
+    # prompt conventions; without measurement the capability flags are open too.
+    report = researched("gemma3", False)
+    rendered = render_family(report.copier_answers("gemma3"))
+    try:
+        lines = rendered.module.read_text().splitlines()
+    finally:
+        rendered.cleanup()
+    todo_owners = []
+    for index, line in enumerate(lines):
+        if "# TODO(vlmforge):" in line:
+            following = next(t for t in lines[index + 1 :] if not t.lstrip().startswith("#"))
+            todo_owners.append(following.strip().split("=")[0])
+    assert set(todo_owners) >= {
+        "image_in_message",
+        "continue_final_message",
+        "contiguous_image_tokens",
+        "supports_batching",
+        "strict_residual_stream",
+    }, todo_owners
+
+
+def test_custom_processor_is_rendered_only_when_needed(researched, load_spec, tmp_path: Path) -> None:
+    answers = researched("llava").copier_answers("llava_custom", checkpoints=["llava-hf/llava-1.5-7b-hf"])
+    answers["custom_processor"] = True
+    answers["todos"] = {"processor": "the chat template renders no image placeholder"}
+    rendered = render_family(answers)
+    try:
+        text = rendered.module.read_text()
+        shutil.copy(rendered.module, tmp_path / "llava_custom.py")
+    finally:
+        rendered.cleanup()
+    assert "class LlavaCustomProcessor(VLMProcessor):" in text
+    assert "# TODO(vlmforge): the chat template renders no image placeholder" in text
+    assert load_spec(tmp_path / "llava_custom.py").name == "llava_custom"
+    plain = render_family(researched("llava").copier_answers("llava_plain", checkpoints=["a/b"]))
+    try:
+        assert "Processor" not in plain.module.read_text().split("SPEC = ")[0].split("import")[-1]
+        assert "VLMProcessor" not in plain.module.read_text()
+    finally:
+        plain.cleanup()
+
+
+@pytest.mark.skipif(shutil.which("ruff") is None and not shutil.which(sys.executable), reason="needs ruff")
+def test_generated_modules_are_ruff_clean(researched, tmp_path: Path) -> None:
+    ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
+    if not Path(ruff).exists():
+        pytest.skip("ruff is not installed")
+    many = [f"org/checkpoint-{i}" for i in range(6)]
+    cases = {
+        "qwen3_vl_gen": researched("qwen3_vl").copier_answers("qwen3_vl_gen", checkpoints=many,
+                                                              aliases={f"alias-{i}": c for i, c in enumerate(many)}),
+        "gemma3_gen": researched("gemma3", False).copier_answers("gemma3_gen", notes='quote " and \\ backslash'),
+    }
+    cases["custom_gen"] = {**cases["qwen3_vl_gen"], "name": "custom_gen", "custom_processor": True,
+                           "todos": {"processor": "x " * 80}}
+    for name, answers in cases.items():
+        rendered = render_family(answers)
+        try:
+            shutil.copy(rendered.module, tmp_path / f"{name}.py")
+        finally:
+            rendered.cleanup()
+    result = subprocess.run(
+        [ruff, "check", "--no-cache", "--line-length", "110", "--select", "E,F,W,I,UP,B,SIM,RUF", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
