@@ -34,8 +34,9 @@ def _interleaved_medians(first, second, repeats: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (tiny models: 1 is fastest)")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    torch.set_num_threads(args.threads)
     print(f"{'family':<12}{'build s':>9}{'forward ms':>12}{'cached ms':>11}{'ratio':>8}{'module lines':>14}")
     for name, adapter in sorted(ModelRegistry.adapters().items()):
         started = time.perf_counter()

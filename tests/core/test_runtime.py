@@ -184,6 +184,12 @@ def test_bad_input_is_explained(call, message):
         call(tiny_vlm("llava"))
 
 
+def test_image_the_processor_rejects_is_explained_with_its_size():
+    vlm = tiny_vlm("qwen2_5_vl")
+    with pytest.raises(InputError, match=r"Qwen2_5_VLProcessor rejected the input \(image sizes 2000x4\)"):
+        vlm.prepare_messages("Describe.", probe_image(2000, 4))
+
+
 def test_constructor_from_built_model_resolves_the_adapter():
     built = tiny_vlm("qwen3_vl")
     vlm = HookedVLM(built.model, built.processor)

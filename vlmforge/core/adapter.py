@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from vlmforge.core.errors import ContractError
+from vlmforge.core.processing import VLMProcessor
 from vlmforge.core.spec import FamilySpec
 
 
@@ -80,6 +81,9 @@ class ModelAdapter:
     """
 
     spec: ClassVar[FamilySpec]
+    #: The prompt processor this family uses. The generic one reads ``spec.prompt``; a family whose
+    #: prompting truly differs names its own subclass here (nothing chooses processors by name).
+    processor_class: ClassVar[type[VLMProcessor]] = VLMProcessor
 
     def __init__(self, model: nn.Module) -> None:
         if not hasattr(type(self), "spec"):

@@ -72,7 +72,9 @@ class HookedVLM:
         if adapter.tokenizer is None:  # lets get_image_token_id fall back to the token string
             adapter.tokenizer = getattr(processor, "tokenizer", None)
         self.prompt_processor = (
-            processor if isinstance(processor, VLMProcessor) else VLMProcessor(processor, adapter.spec)
+            processor
+            if isinstance(processor, VLMProcessor)
+            else adapter.processor_class(processor, adapter.spec)
         )
         self.model_name = model_name or getattr(model.config, "_name_or_path", "") or adapter.spec.name
         self.cache: dict[str, torch.Tensor] = {}
