@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from vlmforge.harness.tiny.reference import reference_entry
 from vlmforge.scaffold import cli, generate
@@ -45,16 +46,31 @@ def test_dry_run_prints_research_and_files_and_writes_nothing(
     assert "# Research report: `llava`" in out
     assert "model.model.language_model.layers is a ModuleList of" in out
     assert f"--- would write {tmp_path / 'vlmforge/adapters/llava.py'}" in out
-    assert "@ModelRegistry.register(\"llava\")" in out
+    assert '@ModelRegistry.register("llava")' in out
     assert list(tmp_path.iterdir()) == []
 
 
 def test_writes_module_answers_and_report(tmp_path: Path, capsys, fast_research: None, load_spec) -> None:
-    report = tmp_path / "research.md"
+    report, answers_data = tmp_path / "research.md", tmp_path / "answers.yml"
     dest = tmp_path / "project"
     dest.mkdir()
-    argv = ["llava-hf/llava-1.5-7b-hf", "--name", "llava15", "--dest", str(dest), "--report", str(report),
-            "--checkpoint", "llava-hf/llava-1.5-13b-hf", "--alias", "l7", "--alias", "l13=llava-hf/llava-1.5-13b-hf"]
+    argv = [
+        "llava-hf/llava-1.5-7b-hf",
+        "--name",
+        "llava15",
+        "--dest",
+        str(dest),
+        "--report",
+        str(report),
+        "--answers",
+        str(answers_data),
+        "--checkpoint",
+        "llava-hf/llava-1.5-13b-hf",
+        "--alias",
+        "l7",
+        "--alias",
+        "l13=llava-hf/llava-1.5-13b-hf",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "wrote " + str(dest / "vlmforge/adapters/llava15.py") in out
@@ -63,6 +79,8 @@ def test_writes_module_answers_and_report(tmp_path: Path, capsys, fast_research:
     assert dict(spec.aliases) == {"l7": "llava-hf/llava-1.5-7b-hf", "l13": "llava-hf/llava-1.5-13b-hf"}
     assert spec.tiny_reference is None  # the first checkpoint is a stored reference: it is the tiny reference
     assert "| HF model class | `LlavaForConditionalGeneration` |" in report.read_text()
+    data = yaml.safe_load(answers_data.read_text())
+    assert data["name"] == "llava15" and data["language_model"] == "model.language_model"
     answers = (dest / "vlmforge/adapters/.copier-answers.llava15.yml").read_text()
     assert "name: llava15" in answers and "_src_path:" in answers
 
@@ -88,7 +106,7 @@ def test_force_overwrites_an_existing_family(tmp_path: Path, capsys, fast_resear
     module.parent.mkdir(parents=True)
     module.write_text("# an older llava module\n")
     assert main(["llava", "--dest", str(tmp_path), "--force"]) == 0
-    assert "@ModelRegistry.register(\"llava\")" in module.read_text()
+    assert '@ModelRegistry.register("llava")' in module.read_text()
 
 
 def test_default_dest_is_this_project() -> None:
@@ -103,7 +121,9 @@ def test_verify_runs_the_conformance_suite_and_maps_failure(
     def fake_run(command, **kwargs):
         calls.append(command)
         report = Path(command[command.index("--conformance-report") + 1])
-        report.with_suffix(".md").write_text("| check | tiny/llava |\n|---|---|\n| contract_accessors | FAIL |\n")
+        report.with_suffix(".md").write_text(
+            "| check | tiny/llava |\n|---|---|\n| contract_accessors | FAIL |\n"
+        )
         return subprocess.CompletedProcess(command, 1, "", "")
 
     monkeypatch.setattr(cli.subprocess, "run", fake_run)
@@ -148,7 +168,9 @@ def test_bad_input_is_a_clear_error_with_exit_2(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_unknown_model_type_in_a_checkpoint_dir_names_the_transformers_version(tmp_path: Path, capsys) -> None:
+def test_unknown_model_type_in_a_checkpoint_dir_names_the_transformers_version(
+    tmp_path: Path, capsys
+) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "brand_new_vlm"}))
     assert main([str(tmp_path), "--dry-run"]) == EXIT_BAD_INPUT
     message = _error(capsys)
@@ -223,6 +245,7 @@ def test_read_only_dest_is_a_clear_error(
     (dest / "vlmforge/adapters").chmod(0o555)
     try:
         if os.access(dest / "vlmforge/adapters", os.W_OK):  # root ignores permissions: simulate EACCES
+
             def denied(*args, **kwargs):
                 raise PermissionError(13, "Permission denied")
 

@@ -64,7 +64,9 @@ def test_copier_update_keeps_hand_edits_and_applies_template_change(
     module_template = template / "template" / "vlmforge" / "adapters" / "{{ name }}.py.jinja"
     marker = "Template v2: adapters get this line."
     text = module_template.read_text()
-    module_template.write_text(text.replace("(hand edits are merged).\n", f"(hand edits are merged).\n{marker}\n", 1))
+    module_template.write_text(
+        text.replace("(hand edits are merged).\n", f"(hand edits are merged).\n{marker}\n", 1)
+    )
     _git(template, "commit", "-q", "-am", "template v2")
     _git(template, "tag", "v2")
 
@@ -140,19 +142,27 @@ def test_custom_processor_is_rendered_only_when_needed(researched, load_spec, tm
         plain.cleanup()
 
 
-@pytest.mark.skipif(shutil.which("ruff") is None and not shutil.which(sys.executable), reason="needs ruff")
+RUFF = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+
+
+@pytest.mark.skipif(RUFF is None, reason="ruff is not installed")
 def test_generated_modules_are_ruff_clean(researched, tmp_path: Path) -> None:
-    ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
-    if not Path(ruff).exists():
-        pytest.skip("ruff is not installed")
+    ruff = str(RUFF)
     many = [f"org/checkpoint-{i}" for i in range(6)]
     cases = {
-        "qwen3_vl_gen": researched("qwen3_vl").copier_answers("qwen3_vl_gen", checkpoints=many,
-                                                              aliases={f"alias-{i}": c for i, c in enumerate(many)}),
-        "gemma3_gen": researched("gemma3", False).copier_answers("gemma3_gen", notes='quote " and \\ backslash'),
+        "qwen3_vl_gen": researched("qwen3_vl").copier_answers(
+            "qwen3_vl_gen", checkpoints=many, aliases={f"alias-{i}": c for i, c in enumerate(many)}
+        ),
+        "gemma3_gen": researched("gemma3", False).copier_answers(
+            "gemma3_gen", notes='quote " and \\ backslash'
+        ),
     }
-    cases["custom_gen"] = {**cases["qwen3_vl_gen"], "name": "custom_gen", "custom_processor": True,
-                           "todos": {"processor": "x " * 80}}
+    cases["custom_gen"] = {
+        **cases["qwen3_vl_gen"],
+        "name": "custom_gen",
+        "custom_processor": True,
+        "todos": {"processor": "x " * 80},
+    }
     for name, answers in cases.items():
         rendered = render_family(answers)
         try:
@@ -160,8 +170,47 @@ def test_generated_modules_are_ruff_clean(researched, tmp_path: Path) -> None:
         finally:
             rendered.cleanup()
     result = subprocess.run(
-        [ruff, "check", "--no-cache", "--line-length", "110", "--select", "E,F,W,I,UP,B,SIM,RUF", str(tmp_path)],
+        [
+            ruff,
+            "check",
+            "--no-cache",
+            "--line-length",
+            "110",
+            "--select",
+            "E,F,W,I,UP,B,SIM,RUF",
+            str(tmp_path),
+        ],
         capture_output=True,
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_processor_todo_without_a_subclass_sits_above_the_spec(researched) -> None:
+    answers = researched("llava").copier_answers("llava_noproc", checkpoints=["llava-hf/llava-1.5-7b-hf"])
+    answers["todos"] = {"processor": "no processor could be built: check the prompt format by hand"}
+    rendered = render_family(answers)
+    try:
+        text = rendered.module.read_text()
+    finally:
+        rendered.cleanup()
+    assert (
+        "# TODO(vlmforge): no processor could be built: check the prompt format by hand\nSPEC = FamilySpec("
+        in text
+    )
+
+
+def test_interactive_mode_offers_research_answers_as_defaults(
+    monkeypatch: pytest.MonkeyPatch, researched
+) -> None:
+    seen: dict = {}
+
+    def fake_run_copy(src, dst, **kwargs):
+        seen.update(kwargs)
+        raise KeyboardInterrupt  # the user aborts the questionnaire
+
+    monkeypatch.setattr(copier, "run_copy", fake_run_copy)
+    answers = researched("llava").copier_answers("llava", checkpoints=["llava-hf/llava-1.5-7b-hf"])
+    with pytest.raises(KeyboardInterrupt):
+        render_family(answers, interactive=True)
+    assert seen["user_defaults"] == answers and seen["defaults"] is False and "data" not in seen

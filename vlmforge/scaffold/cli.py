@@ -26,7 +26,6 @@ from pathlib import Path
 from vlmforge.scaffold.errors import EXIT_BAD_INPUT, EXIT_VERIFY_FAILED, ScaffoldError
 from vlmforge.scaffold.generate import (
     TEMPLATE_DIR,
-    RenderedFamily,
     answers_relpath,
     existing_family_conflicts,
     install,
@@ -70,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dest", type=Path, default=None, help="project to write into (default: this vlmforge checkout)"
     )
     parser.add_argument(
-        "--dry-run", action="store_true", help="print the research and the files; write nothing"
+        "--dry-run", action="store_true", help="print the research and the files; write nothing into --dest"
     )
     parser.add_argument("--force", action="store_true", help="overwrite an existing family module")
     parser.add_argument(
@@ -88,9 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--report", type=Path, metavar="PATH", help="write the research report (Markdown) to PATH"
     )
     parser.add_argument(
+        "--answers",
+        type=Path,
+        metavar="PATH",
+        help="also write the research answers as YAML (for `copier copy --data-file PATH`)",
+    )
+    parser.add_argument(
         "--template",
         default=str(TEMPLATE_DIR),
-        help="copier template source (default: the packaged one; a git repo/URL of it enables `copier update`)",
+        help="copier template source (default: the packaged one; a git repo/URL of it enables "
+        "`copier update`)",
     )
     parser.add_argument("--vcs-ref", default=None, help="git ref of a git --template (default: latest tag)")
     return parser
@@ -99,8 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _check_name(name: str) -> str:
     if not _NAME.match(name) or keyword.iskeyword(name):
         raise ScaffoldError(
-            f"--name {name!r} is not a valid family id: use a lowercase Python identifier (letters a-z, digits, "
-            "underscores, not starting with a digit, not a keyword), e.g. --name my_vlm. It becomes the module "
+            f"--name {name!r} is not a valid family id: use a lowercase Python identifier (letters a-z, "
+            "digits, underscores, not starting with a digit, not a keyword), e.g. --name my_vlm. It becomes "
+            "the module "
             "file name and the tiny model name tiny/<name>."
         )
     return name
@@ -167,12 +174,7 @@ def _print_summary(report: ResearchReport) -> None:
         f"{len(report.answers)} questions, {len(open_items)} need a hand edit."
     )
     for answer in open_items:
-        print(f"  - {answer.question} [{answer.status}]: {answer.evidence[:200]}")
-
-
-def _print_files(rendered: RenderedFamily, dest: Path, verb: str) -> None:
-    for rel in rendered.files:
-        print(f"{verb} {dest / rel}")
+        print(f"  - {answer.question} [{answer.status}]: {answer.evidence.removeprefix('unknown: ')[:200]}")
 
 
 def run_verify(name: str, module: Path, *, timeout: float = 1800.0) -> int:
@@ -229,15 +231,26 @@ def _run(args: argparse.Namespace) -> int:
                 f"cannot write the report to {args.report}: {error.strerror or error}"
             ) from error
 
-    if not args.force and not args.dry_run:
-        conflicts = existing_family_conflicts(dest, name, tuple(report.value("model_types", ())))
-        if conflicts:
-            raise ScaffoldError(
-                "; ".join(conflicts)
-                + f". Refusing to write family {name!r} without --force (or pick another "
-                "--name)."
-            )
+    conflicts = (
+        [] if args.force else existing_family_conflicts(dest, name, tuple(report.value("model_types", ())))
+    )
+    if conflicts and args.dry_run:
+        print("note: a real run would refuse without --force: " + "; ".join(conflicts))
+    elif conflicts:
+        raise ScaffoldError(
+            "; ".join(conflicts)
+            + f". Refusing to write family {name!r} without --force (or pick another --name)."
+        )
     answers = report.copier_answers(name, checkpoints=checkpoints, aliases=aliases, notes=_notes(report))
+    if args.answers is not None:
+        try:
+            report.write_copier_answers(
+                args.answers, name, checkpoints=checkpoints, aliases=aliases, notes=_notes(report)
+            )
+        except OSError as error:
+            raise ScaffoldError(
+                f"cannot write the answers to {args.answers}: {error.strerror or error}"
+            ) from error
     rendered = render_family(
         answers, template=args.template, interactive=args.interactive, vcs_ref=args.vcs_ref
     )
@@ -255,7 +268,7 @@ def _run(args: argparse.Namespace) -> int:
         rendered.cleanup()
     for path in written:
         print(f"wrote {path}")
-    todo_count = sum(path.read_text().count("TODO(vlmforge)") for path in written if path.suffix == ".py")
+    todo_count = sum(path.read_text().count("# TODO(vlmforge):") for path in written if path.suffix == ".py")
     print(
         f"Next: resolve the {todo_count} TODO(vlmforge) comment(s), then "
         f"`pytest --pyargs vlmforge.harness.suite --model tiny/{rendered.name}`. "

@@ -157,7 +157,8 @@ def validate_module(path: Path, name: str) -> FamilySpec:
         ast.parse(source, filename=str(path))
     except SyntaxError as error:
         raise GenerationError(
-            f"the generated module does not parse ({error.msg}, line {error.lineno}: {error.text!r}); this is a "
+            f"the generated module does not parse ({error.msg}, line {error.lineno}: {error.text!r}); "
+            "this is a "
             "template bug, nothing was written"
         ) from error
     module_name = f"_vlmforge_scaffold_check_{name}_{uuid.uuid4().hex}"
@@ -171,7 +172,8 @@ def validate_module(path: Path, name: str) -> FamilySpec:
                 spec.loader.exec_module(module)
             except Exception as error:
                 raise GenerationError(
-                    f"the generated module does not import ({type(error).__name__}: {error}); nothing was written"
+                    f"the generated module does not import ({type(error).__name__}: {error}); "
+                    "nothing was written"
                 ) from error
             registered = ModelRegistry._adapters.get(name)
     finally:

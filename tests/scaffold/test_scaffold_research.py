@@ -1,0 +1,226 @@
+"""Automated research: the general mechanism on many architectures, evidence, and meta-device cost."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from vlmforge.scaffold.errors import ScaffoldError
+from vlmforge.scaffold.forward_analysis import analyze_forward, evaluate_condition, gated_mlp_roles
+from vlmforge.scaffold.generate import TEMPLATE_DIR
+from vlmforge.scaffold.research import TEMPLATE_SLOTS, default_adapter_class, default_family_name, research
+
+LLAMA_ROTARY = "transformers.models.llama.modeling_llama.apply_rotary_pos_emb"
+
+
+def test_copier_answers_match_the_template_questions(researched) -> None:
+    questions = {
+        k for k in yaml.safe_load((TEMPLATE_DIR / "copier.yml").read_text()) if not k.startswith("_")
+    }
+    answers = researched("llava").copier_answers("llava")
+    assert set(answers) == questions
+    # Every TODO slot is a place the template can render a TODO at.
+    template = (TEMPLATE_DIR / "template/vlmforge/adapters/{{ name }}.py.jinja").read_text()
+    for slot in TEMPLATE_SLOTS:
+        assert f'"{slot}"' in template, slot
+
+
+# Other image-text-to-text model_types transformers ships: what research answers without help.
+@pytest.mark.parametrize(
+    ("model_type", "expected"),
+    [
+        ("llava_next", {"language_model": "model.language_model", "rotary_function": LLAMA_ROTARY}),
+        (
+            "mistral3",
+            {
+                "rotary_function": "transformers.models.mistral.modeling_mistral.apply_rotary_pos_emb",
+                "image_token_attribute": "image_token_id",
+                "image_token": "[IMG]",
+            },
+        ),
+        ("idefics2", {"language_model": "model.text_model", "image_token_attribute": "image_token_id"}),
+        ("paligemma", {"rotary_function": "transformers.models.gemma.modeling_gemma.apply_rotary_pos_emb"}),
+        (
+            "qwen2_vl",
+            {
+                "rotary_function": "transformers.models.qwen2_vl.modeling_qwen2_vl.apply_rotary_pos_emb",
+                "image_token": "<|image_pad|>",
+            },
+        ),
+        ("internvl", {"rotary_function": "transformers.models.qwen2.modeling_qwen2.apply_rotary_pos_emb"}),
+        (
+            "gemma3",
+            {
+                "q_norm": "q_norm",
+                "k_norm": "k_norm",
+                "scaling": "scaling",
+                "rotary_function": "transformers.models.gemma3.modeling_gemma3.apply_rotary_pos_emb",
+            },
+        ),
+        ("lfm2_vl", {"gate_proj": "w1", "up_proj": "w3", "down_proj": "w2", "q_norm": "q_layernorm"}),
+    ],
+)
+def test_research_answers_other_vlms(model_type: str, expected: dict[str, str], researched) -> None:
+    report = researched(model_type, False)
+    structural = {
+        k: a for k, a in report.answers.items()
+        if a.needs_edit and k not in {"image_in_message", "continue_final_message", "contiguous_image_tokens",
+                                      "supports_batching", "strict_residual_stream", "image_resizing"}
+    }  # fmt: skip
+    assert not structural, {k: a.evidence for k, a in structural.items()}
+    for key, value in expected.items():
+        assert report.value(key) == value, (key, report[key].evidence)
+
+
+@pytest.mark.parametrize(
+    ("model_type", "key", "evidence"),
+    [
+        ("fuyu", "q_proj", "fused query_key_value"),
+        ("glm4v", "up_proj", "fuses gate and up"),
+        ("mllama", "layers", "not uniform"),
+        ("cohere2_vision", "rotary_function", "applied only where `self.sliding_window is not None`"),
+        ("llama4", "rotary_function", "differs from the adapter's rotary(q, k, cos, sin)"),
+        ("llama4", "q_norm", "after RoPE"),
+        ("llama4", "attention_extras", "unrecognized q/k transformation"),
+        ("qwen3_5", "attention", "hybrid decoder"),
+        ("qwen3_5", "q_proj", "gated"),
+        ("blip-2", "attention_extras", "self.q_proj(hidden_states) * self.scaling"),
+        ("aria", "gate_proj", "mixture of experts"),
+    ],
+)
+def test_what_the_generic_mechanism_cannot_express_is_flagged(
+    model_type: str, key: str, evidence: str, researched
+) -> None:
+    answer = researched(model_type, False)[key]
+    assert answer.status == "hand_edit", answer
+    assert evidence in answer.evidence, answer.evidence
+    assert (
+        key in researched(model_type, False).todos() or answer.slot in researched(model_type, False).todos()
+    )
+
+
+def test_default_config_that_transformers_cannot_build_is_reported() -> None:
+    with pytest.raises(ScaffoldError, match=r"cannot build AyaVisionForConditionalGeneration"):
+        research("aya_vision", measure=False)
+
+
+def test_report_markdown_has_evidence_and_open_items(researched) -> None:
+    text = researched("gemma3", False).to_markdown()
+    assert "| question | answer | status | evidence |" in text
+    assert "Gemma3Attention.forward applies self.q_norm" in text
+    assert "## Needs a hand edit" in text and "generic ChatML" in text
+
+
+def test_names() -> None:
+    assert default_family_name("blip-2") == "blip_2"
+    assert default_family_name("qwen2_5_vl") == "qwen2_5_vl"
+    assert (
+        default_adapter_class("qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration", "qwen2_5_vl")
+        == "Qwen2_5_VLAdapter"
+    )
+    assert (
+        default_adapter_class("smolvlm", "Idefics3ForConditionalGeneration", "idefics3") == "SmolvlmAdapter"
+    )
+
+
+def test_72b_config_is_researched_on_the_meta_device() -> None:
+    # In a fresh interpreter so the peak RSS belongs to this research alone (fp32 weights would be ~290 GB).
+    script = textwrap.dedent(
+        """
+        import json, resource, time
+        from vlmforge.scaffold.research import research
+        start = time.perf_counter()
+        report = research("Qwen/Qwen2.5-VL-72B-Instruct", measure=False)
+        print(json.dumps({
+            "seconds": time.perf_counter() - start,
+            "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "evidence": report["language_model"].evidence,
+        }))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True
+    )
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (
+        "model.model.language_model.layers is a ModuleList of 80 Qwen2_5_VLDecoderLayer"
+        in measured["evidence"]
+    )
+    assert measured["peak_mib"] < 3 * 1024, measured
+    assert measured["seconds"] < 120, measured
+
+
+# ------------------------------------------------------------------ forward analysis on synthetic modules
+def apply_rotary_pos_emb(q, k, cos, sin):  # the name research looks for; resolved from this module's globals
+    return q * cos + sin, k * cos + sin
+
+
+class _Attention(nn.Module):
+    def __init__(self, use_rope: bool = True) -> None:
+        super().__init__()
+        self.q_proj, self.k_proj = nn.Linear(8, 8), nn.Linear(8, 8)
+        self.q_norm, self.k_norm = nn.LayerNorm(4), nn.LayerNorm(4)
+        self.use_rope, self.scaling = use_rope, 0.5
+
+    def forward(self, hidden_states, position_embeddings, attention_fn):
+        query_states = self.q_norm(self.q_proj(hidden_states).view(1, -1, 2, 4)).transpose(1, 2)
+        key_states = self.k_proj(hidden_states).view(1, -1, 2, 4).transpose(1, 2)
+        if self.use_rope:
+            cos, sin = position_embeddings
+            query_states, key_states = apply_rotary_pos_emb(query_states, key_states, cos, sin)
+        key_states = self.k_norm(key_states)
+        query_states = query_states * 2.0
+        return attention_fn(self, query_states, key_states, scaling=self.scaling, softcap=None)
+
+
+def test_forward_analysis_reads_the_q_k_pipeline() -> None:
+    analysis = analyze_forward(
+        _Attention, q_proj="q_proj", k_proj="k_proj", norm_attributes=["q_norm", "k_norm"]
+    )
+    (call,) = analysis.rotary_calls
+    assert call.dotted_path == f"{__name__}.apply_rotary_pos_emb"
+    assert call.conditions == ("self.use_rope",)
+    assert evaluate_condition(call.condition_nodes[0], _Attention(use_rope=False)) is False
+    norms = {(n.attribute, n.variable) for n in analysis.norm_calls}
+    assert norms == {("q_norm", "query_states"), ("k_norm", "key_states")}
+    k_norm = next(n for n in analysis.norm_calls if n.attribute == "k_norm")
+    assert analysis.rotary_line is not None and k_norm.line > analysis.rotary_line  # k is normed after RoPE
+    assert analysis.unrecognized == ["query_states = query_states * 2.0"]
+    assert analysis.scaling_attribute == "scaling"
+    assert analysis.kernel_keywords["softcap"] == "None"
+
+
+def test_conditions_on_runtime_values_are_undecidable() -> None:
+    import ast
+
+    assert (
+        evaluate_condition(ast.parse("position_embeddings is not None", mode="eval").body, object()) is None
+    )
+    assert evaluate_condition(ast.parse("hasattr(self, 'q_norm')", mode="eval").body, _Attention()) is True
+
+
+class _SwiGLU(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w1, self.w2, self.w3 = nn.Linear(4, 8), nn.Linear(8, 4), nn.Linear(4, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(torch.nn.functional.silu(self.w1(x)) * self.w3(x))
+
+
+def test_gate_and_up_are_told_apart_from_the_mlp_source() -> None:
+    gate, up, evidence = gated_mlp_roles(_SwiGLU, ["w1", "w3"])
+    assert (gate, up) == ("w1", "w3"), evidence
+
+
+def test_a_local_dir_without_config_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ScaffoldError, match=r"without a config\.json"):
+        research(str(tmp_path))
