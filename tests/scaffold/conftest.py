@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from vlmforge.core.registry import ModelRegistry
 from vlmforge.core.spec import FamilySpec
-from vlmforge.scaffold.generate import _isolated_registry
 from vlmforge.scaffold.research import ResearchReport, research
 
 
@@ -39,7 +39,7 @@ def _load_spec(path: Path) -> FamilySpec:
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
-        with _isolated_registry():
+        with ModelRegistry.isolated():
             spec.loader.exec_module(module)
     finally:
         sys.modules.pop(name, None)

@@ -9,9 +9,11 @@ is missing from the installed transformers, and even that shows in :meth:`ModelR
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import pkgutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -81,6 +83,21 @@ class ModelRegistry:
     @classmethod
     def unregister(cls, name: str) -> None:
         cls._adapters.pop(name, None)
+
+    @classmethod
+    @contextlib.contextmanager
+    def isolated(cls) -> Iterator[dict[str, type[ModelAdapter]]]:
+        """A scratch registry for the block: registrations inside it vanish afterwards.
+
+        Used to import a candidate family module (e.g. a freshly scaffolded one) without replacing
+        an installed family of the same name or leaving a throwaway class registered.
+        """
+        saved, discovered = cls._adapters, cls._discovered
+        cls._adapters, cls._discovered = {}, True
+        try:
+            yield cls._adapters
+        finally:
+            cls._adapters, cls._discovered = saved, discovered
 
     # --------------------------------------------------------------- discovery
     @classmethod

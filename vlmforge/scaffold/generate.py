@@ -16,7 +16,7 @@ import shutil
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,21 +131,6 @@ def render_family(
     return RenderedFamily(root=root, name=name, files=tuple(files), answers=recorded)
 
 
-@contextlib.contextmanager
-def _isolated_registry() -> Iterator[None]:
-    """Let a module register a family without touching the process-wide registry.
-
-    The generated module calls ``@ModelRegistry.register`` at import; the check must neither replace
-    an installed family of the same name nor leave the throwaway class registered.
-    """
-    saved, discovered = ModelRegistry._adapters, ModelRegistry._discovered
-    ModelRegistry._adapters = {}
-    try:
-        yield
-    finally:
-        ModelRegistry._adapters, ModelRegistry._discovered = saved, discovered
-
-
 def validate_module(path: Path, name: str) -> FamilySpec:
     """Check that a generated module parses, imports and registers family ``name``; return its spec.
 
@@ -167,7 +152,7 @@ def validate_module(path: Path, name: str) -> FamilySpec:
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     try:
-        with _isolated_registry():
+        with ModelRegistry.isolated() as registry:
             try:
                 spec.loader.exec_module(module)
             except Exception as error:
@@ -175,7 +160,7 @@ def validate_module(path: Path, name: str) -> FamilySpec:
                     f"the generated module does not import ({type(error).__name__}: {error}); "
                     "nothing was written"
                 ) from error
-            registered = ModelRegistry._adapters.get(name)
+            registered = registry.get(name)
     finally:
         sys.modules.pop(module_name, None)
     family_spec = getattr(module, "SPEC", None)

@@ -480,10 +480,10 @@ def _documented_order(model_class: type | None, image_token: str | None) -> tupl
 
 def has_stored_template(config: PretrainedConfig) -> bool:
     """Whether the tiny processor's chat template is a stored copy of the family's real one."""
-    from vlmforge.harness.tiny import family_spec
+    from vlmforge.harness.tiny import tokenizer_recipe
 
     with contextlib.suppress(Exception):
-        return bool(family_spec(config).stored)
+        return bool(tokenizer_recipe(config).stored)
     return False
 
 

@@ -4,24 +4,23 @@ Nothing here touches the network: reference configs and chat templates are store
 trained in-process on a built-in corpus, weights are random under a seed.
 """
 
-from .family import FamilySpec, family_spec, resolve_processor_classes, stored_families
 from .model import TinyVLM, build_tiny_model, model_class_for
 from .pipeline import TinyRecipe, resolve_reference, tiny_recipe
 from .processor import build_tiny_processor, processor_for_config
+from .recipes import TokenizerRecipe, resolve_processor_classes, stored_families, tokenizer_recipe
 from .reference import UnknownCheckpointError, load_reference_config, reference_checkpoints
 from .shrink import ShrinkLimits, resample_layer_list, shrink_config
 from .tokenizer import build_tiny_tokenizer
 
 __all__ = [
-    "FamilySpec",
     "ShrinkLimits",
     "TinyRecipe",
     "TinyVLM",
+    "TokenizerRecipe",
     "UnknownCheckpointError",
     "build_tiny_model",
     "build_tiny_processor",
     "build_tiny_tokenizer",
-    "family_spec",
     "load_reference_config",
     "model_class_for",
     "processor_for_config",
@@ -32,4 +31,5 @@ __all__ = [
     "shrink_config",
     "stored_families",
     "tiny_recipe",
+    "tokenizer_recipe",
 ]

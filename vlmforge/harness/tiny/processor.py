@@ -14,8 +14,8 @@ from typing import Any
 
 from transformers import PretrainedConfig, PreTrainedTokenizerFast, ProcessorMixin
 
-from .family import CHATML_IMAGE_PLACEHOLDER, resolve_processor_classes
 from .pipeline import tiny_recipe
+from .recipes import CHATML_IMAGE_PLACEHOLDER, resolve_processor_classes
 
 __all__ = ["build_tiny_processor", "processor_for_config"]
 

@@ -20,10 +20,10 @@ from transformers import PretrainedConfig
 
 __all__ = [
     "CHATML_IMAGE_PLACEHOLDER",
-    "FamilySpec",
-    "family_spec",
+    "TokenizerRecipe",
     "resolve_processor_classes",
     "stored_families",
+    "tokenizer_recipe",
 ]
 
 _DATA = resources.files(__package__) / "chat_templates"
@@ -40,7 +40,7 @@ _TOKENIZER_ATTRIBUTE = re.compile(r"tokenizer\.(\w+_token)(?:_id)?\b")
 
 
 @dataclass(frozen=True)
-class FamilySpec:
+class TokenizerRecipe:
     """What a tiny tokenizer/processor for one model_type needs: special tokens, their roles, a chat template.
 
     ``token_fields`` maps config token-id field names (``image_token_id``, ``bos_token_id``...) to token
@@ -81,12 +81,12 @@ def stored_families() -> list[str]:
 
 
 @cache
-def _stored_spec(model_type: str) -> FamilySpec | None:
+def _stored_recipe(model_type: str) -> TokenizerRecipe | None:
     data_file, template_file = _DATA / f"{model_type}.json", _DATA / f"{model_type}.jinja"
     if not data_file.is_file():
         return None
     data = json.loads(data_file.read_text())
-    return FamilySpec(
+    return TokenizerRecipe(
         model_type=model_type,
         chat_template=template_file.read_text(),
         special_tokens=tuple(data["special_tokens"]),
@@ -185,7 +185,7 @@ def _config_token_fields(config: PretrainedConfig) -> dict[str, Any]:
     return fields
 
 
-def _generic_spec(config: PretrainedConfig) -> FamilySpec:
+def _generic_recipe(config: PretrainedConfig) -> TokenizerRecipe:
     """ChatML spec for a model_type without stored data: image token from the processor, ChatML roles."""
     processor_cls = resolve_processor_classes(config.model_type)["processor"]
     named_tokens = _processor_named_tokens(processor_cls)
@@ -217,7 +217,7 @@ def _generic_spec(config: PretrainedConfig) -> FamilySpec:
     # instance actually expects in text (it may differ from `image_token`, e.g. a begin-of-image token).
     template = (_DATA / "chatml.jinja").read_text()
     specials = [*_CHATML_TOKENS, *named_tokens.values(), *extra_tokens]
-    return FamilySpec(
+    return TokenizerRecipe(
         model_type=config.model_type,
         chat_template=template,
         special_tokens=tuple(dict.fromkeys(specials)),
@@ -229,6 +229,6 @@ def _generic_spec(config: PretrainedConfig) -> FamilySpec:
     )
 
 
-def family_spec(config: PretrainedConfig) -> FamilySpec:
+def tokenizer_recipe(config: PretrainedConfig) -> TokenizerRecipe:
     """The stored spec for ``config.model_type``, or a generic ChatML one derived from the processor class."""
-    return _stored_spec(config.model_type) or _generic_spec(config)
+    return _stored_recipe(config.model_type) or _generic_recipe(config)
