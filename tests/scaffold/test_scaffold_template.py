@@ -214,3 +214,44 @@ def test_interactive_mode_offers_research_answers_as_defaults(
     with pytest.raises(KeyboardInterrupt):
         render_family(answers, interactive=True)
     assert seen["user_defaults"] == answers and seen["defaults"] is False and "data" not in seen
+
+
+@pytest.mark.skipif(GIT is None, reason="copier update needs git")
+def test_scaffolding_from_this_checkout_records_a_versioned_template_for_copier_update(
+    tmp_path: Path,
+) -> None:
+    """From a git checkout the answers file names the checkout and a commit, so `copier update` can run."""
+    import subprocess
+
+    import copier
+    import yaml
+
+    from vlmforge.scaffold import generate
+    from vlmforge.scaffold.cli import main
+
+    # A clean clone stands in for a user's checkout (this one may carry uncommitted edits).
+    checkout = tmp_path / "vlmforge-checkout"
+    subprocess.run(["git", "clone", "-q", str(Path(generate.__file__).parents[2]), str(checkout)], check=True)
+    assert generate.default_template(checkout) == (str(checkout), "HEAD")
+    (checkout / "vlmforge/templates/family/copier.yml").write_text("# uncommitted edit\n", "utf-8")
+    assert generate.default_template(checkout) == (str(generate.TEMPLATE_DIR), None), "dirty: use the package"
+    subprocess.run(["git", "-C", str(checkout), "checkout", "-q", "--", "."], check=True)
+
+    dest = tmp_path / "project"
+    subprocess.run(["git", "init", "-q", str(dest)], check=True)
+    assert main(["llava", "--name", "llava_copy", "--dest", str(dest), "--template", str(checkout),
+                 "--vcs-ref", "HEAD"]) == 0  # fmt: skip
+    tmp_path = dest
+    answers_file = tmp_path / "vlmforge/adapters/.copier-answers.llava_copy.yml"
+    answers = yaml.safe_load(answers_file.read_text())
+    assert answers["_src_path"] == str(checkout) and answers["_commit"]
+    module = tmp_path / "vlmforge/adapters/llava_copy.py"
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "scaffold"], check=True)
+    module.write_text(module.read_text() + "\n# hand edit: keep me\n")
+    subprocess.run([*git, "commit", "-qam", "hand edit"], check=True)
+    copier.run_update(str(tmp_path), answers_file=str(answers_file.relative_to(tmp_path)), defaults=True,
+                      overwrite=True, quiet=True, vcs_ref="HEAD")  # fmt: skip
+    assert "# hand edit: keep me" in module.read_text()
+    assert 'name="llava_copy"' in module.read_text()

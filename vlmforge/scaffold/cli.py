@@ -27,6 +27,7 @@ from vlmforge.scaffold.errors import EXIT_BAD_INPUT, EXIT_VERIFY_FAILED, Scaffol
 from vlmforge.scaffold.generate import (
     TEMPLATE_DIR,
     answers_relpath,
+    default_template,
     existing_family_conflicts,
     install,
     render_family,
@@ -94,12 +95,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--template",
-        default=str(TEMPLATE_DIR),
-        help="copier template source (default: the packaged one; a git repo/URL of it enables "
-        "`copier update`)",
+        default=None,
+        help="copier template source (default: this vlmforge git checkout, versioned so that "
+        f"`copier update` works; from an installed wheel: {TEMPLATE_DIR})",
     )
     parser.add_argument("--vcs-ref", default=None, help="git ref of a git --template (default: latest tag)")
     return parser
+
+
+def _template_source(args: argparse.Namespace) -> dict[str, str | None]:
+    if args.template is None:
+        template, ref = default_template()
+        return {"template": template, "vcs_ref": args.vcs_ref or ref}
+    return {"template": args.template, "vcs_ref": args.vcs_ref}
 
 
 def _check_name(name: str) -> str:
@@ -251,9 +259,7 @@ def _run(args: argparse.Namespace) -> int:
             raise ScaffoldError(
                 f"cannot write the answers to {args.answers}: {error.strerror or error}"
             ) from error
-    rendered = render_family(
-        answers, template=args.template, interactive=args.interactive, vcs_ref=args.vcs_ref
-    )
+    rendered = render_family(answers, interactive=args.interactive, **_template_source(args))
     try:
         validate_module(rendered.module, rendered.name)
         if args.dry_run:

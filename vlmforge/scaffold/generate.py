@@ -13,6 +13,7 @@ import contextlib
 import importlib.util
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import uuid
@@ -32,6 +33,7 @@ __all__ = [
     "GenerationError",
     "RenderedFamily",
     "answers_relpath",
+    "default_template",
     "existing_family_conflicts",
     "install",
     "module_relpath",
@@ -41,6 +43,29 @@ __all__ = [
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "templates" / "family"
 ADAPTERS_RELDIR = Path("vlmforge") / "adapters"
+# A vlmforge git checkout is itself a template source (its root copier.yml points at TEMPLATE_DIR).
+_CHECKOUT_ROOT = TEMPLATE_DIR.parents[2]
+
+
+def default_template(checkout: Path = _CHECKOUT_ROOT) -> tuple[str, str | None]:
+    """The template source and git ref to scaffold from.
+
+    From a git checkout of vlmforge whose template is committed, the checkout root at HEAD (a
+    versioned template: the answers file records ``_src_path`` and ``_commit``, so ``copier update``
+    works later). Otherwise (an installed wheel, or uncommitted template edits, which copier would
+    pin to a throwaway commit that ``copier update`` cannot find) the packaged template directory.
+    """
+    if not ((checkout / ".git").exists() and (checkout / "copier.yml").is_file() and shutil.which("git")):
+        return str(TEMPLATE_DIR), None
+    status = subprocess.run(
+        ["git", "-C", str(checkout), "status", "--porcelain", "--", "copier.yml", "vlmforge/templates"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if status.returncode != 0 or status.stdout.strip():
+        return str(TEMPLATE_DIR), None
+    return str(checkout), "HEAD"
 
 
 class GenerationError(ScaffoldError):
