@@ -7,7 +7,6 @@ cores), so tests that only need *a* report share them instead of recomputing.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import sys
 import uuid
 from collections.abc import Callable
@@ -34,13 +33,9 @@ def researched() -> Callable[..., ResearchReport]:
 def _load_spec(path: Path) -> FamilySpec:
     """The SPEC of a generated module, imported under a throwaway name without touching the registry."""
     name = f"_scaffold_test_{uuid.uuid4().hex}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
     try:
         with ModelRegistry.isolated():
-            spec.loader.exec_module(module)
+            module = ModelRegistry.import_adapter_file(path, name)
     finally:
         sys.modules.pop(name, None)
     return module.SPEC

@@ -117,8 +117,11 @@ def test_verify_runs_the_conformance_suite_and_maps_failure(
     tmp_path: Path, capsys, fast_research: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = []
+    real_run = subprocess.run
 
     def fake_run(command, **kwargs):
+        if command[0] == "git":  # the template-source check, not the conformance run
+            return real_run(command, **kwargs)
         calls.append(command)
         report = Path(command[command.index("--conformance-report") + 1])
         report.with_suffix(".md").write_text(

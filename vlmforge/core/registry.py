@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import json
 import pkgutil
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
+from types import ModuleType
 from typing import ClassVar, Literal
 
 import transformers
@@ -122,6 +125,30 @@ class ModelRegistry:
                 f"adapter module {module_name!r} failed to import ({cls_name}: {error}). "
                 "Fix or remove that module; vlmforge does not skip broken adapters."
             ) from error
+
+    @staticmethod
+    def import_adapter_file(path: str | Path, module_name: str | None = None) -> ModuleType:
+        """Import an adapter module from a ``.py`` file (its family registers itself on import).
+
+        The module stays in ``sys.modules`` under ``module_name`` (default: a name derived from the
+        file) so its classes pickle and re-import; failures raise :class:`AdapterDiscoveryError`.
+        """
+        path = Path(path)
+        if path.suffix != ".py" or not path.is_file():
+            raise AdapterDiscoveryError(f"adapter module {str(path)!r}: no such .py file")
+        module_name = module_name or f"vlmforge_extra_adapters.{path.stem}"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as error:
+            sys.modules.pop(module_name, None)
+            raise AdapterDiscoveryError(
+                f"adapter module {str(path)!r} failed to import ({type(error).__name__}: {error})"
+            ) from error
+        return module
 
     @classmethod
     def adapters(cls) -> dict[str, type[ModelAdapter]]:

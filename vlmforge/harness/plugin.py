@@ -11,15 +11,12 @@ Without ``--model`` the suite runs on the tiny model of every registered family.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from vlmforge.core.errors import UnknownModelError, UnsupportedArchitectureError
+from vlmforge.core.errors import AdapterDiscoveryError, UnknownModelError, UnsupportedArchitectureError
 from vlmforge.core.registry import TINY_PREFIX, ModelRegistry
 from vlmforge.harness.compare import CheckFailure
 from vlmforge.harness.report import Cell, ConformanceMatrix
@@ -106,18 +103,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def load_adapter_module(module: str) -> None:
     """Import an adapter module by file path or dotted name so it registers its family."""
-    path = Path(module)
-    if path.suffix == ".py":
-        if not path.is_file():
-            raise pytest.UsageError(f"--adapter-module {module}: no such file")
-        name = f"vlmforge_extra_adapters.{path.stem}"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        loaded = importlib.util.module_from_spec(spec)
-        sys.modules[name] = loaded
-        spec.loader.exec_module(loaded)
-    else:
-        ModelRegistry.import_adapter_module(module)
+    try:
+        if module.endswith(".py"):
+            ModelRegistry.import_adapter_file(module)
+        else:
+            ModelRegistry.import_adapter_module(module)
+    except AdapterDiscoveryError as error:
+        raise pytest.UsageError(f"--adapter-module {module}: {error}") from None
 
 
 def select_targets(config: pytest.Config) -> list[Target]:

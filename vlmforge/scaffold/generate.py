@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -24,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from vlmforge.core.errors import AdapterDiscoveryError
 from vlmforge.core.registry import ModelRegistry
 from vlmforge.core.spec import FamilySpec
 from vlmforge.scaffold.errors import ScaffoldError
@@ -50,15 +50,16 @@ _CHECKOUT_ROOT = TEMPLATE_DIR.parents[2]
 def default_template(checkout: Path = _CHECKOUT_ROOT) -> tuple[str, str | None]:
     """The template source and git ref to scaffold from.
 
-    From a git checkout of vlmforge whose template is committed, the checkout root at HEAD (a
+    From a clean git checkout of vlmforge, the checkout root at HEAD (a
     versioned template: the answers file records ``_src_path`` and ``_commit``, so ``copier update``
-    works later). Otherwise (an installed wheel, or uncommitted template edits, which copier would
-    pin to a throwaway commit that ``copier update`` cannot find) the packaged template directory.
+    works later). Otherwise (an installed wheel, or a checkout with uncommitted changes, which copier
+    would pin to a throwaway commit that ``copier update`` cannot find) the packaged template.
     """
     if not ((checkout / ".git").exists() and (checkout / "copier.yml").is_file() and shutil.which("git")):
         return str(TEMPLATE_DIR), None
+    # copier snapshots *any* uncommitted change of the repository into a throwaway commit.
     status = subprocess.run(
-        ["git", "-C", str(checkout), "status", "--porcelain", "--", "copier.yml", "vlmforge/templates"],
+        ["git", "-C", str(checkout), "status", "--porcelain"],
         capture_output=True,
         text=True,
         check=False,
@@ -168,22 +169,16 @@ def validate_module(path: Path, name: str) -> FamilySpec:
     except SyntaxError as error:
         raise GenerationError(
             f"the generated module does not parse ({error.msg}, line {error.lineno}: {error.text!r}); "
-            "this is a "
-            "template bug, nothing was written"
+            "this is a template bug, nothing was written"
         ) from error
     module_name = f"_vlmforge_scaffold_check_{name}_{uuid.uuid4().hex}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
     try:
         with ModelRegistry.isolated() as registry:
             try:
-                spec.loader.exec_module(module)
-            except Exception as error:
+                module = ModelRegistry.import_adapter_file(path, module_name)
+            except AdapterDiscoveryError as error:
                 raise GenerationError(
-                    f"the generated module does not import ({type(error).__name__}: {error}); "
-                    "nothing was written"
+                    f"the generated module does not import ({error.__cause__!r}); nothing was written"
                 ) from error
             registered = registry.get(name)
     finally:
