@@ -212,3 +212,10 @@ def test_from_pretrained_loads_a_local_checkpoint_directory(tmp_path):
     assert loaded.adapter.spec.name == "qwen2_5_vl" and loaded.model_name == str(tmp_path)
     inputs = _inputs(built)
     assert torch.equal(loaded.forward(inputs).logits, built.forward(inputs).logits)
+
+
+def test_missing_checkpoint_files_say_how_to_work_offline():
+    from vlmforge.core import CheckpointLoadError
+
+    with pytest.raises(CheckpointLoadError, match=r"local checkpoint directory.*'tiny/llava'"):
+        HookedVLM.from_pretrained("llava-7b", device="cpu", local_files_only=True)

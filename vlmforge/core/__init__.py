@@ -3,6 +3,7 @@
 from vlmforge.core.adapter import ModelAdapter
 from vlmforge.core.errors import (
     AdapterDiscoveryError,
+    CheckpointLoadError,
     ContractError,
     InputError,
     InvalidHookError,
@@ -30,6 +31,7 @@ __all__ = [
     "AdapterDiscoveryError",
     "AttentionRecipe",
     "Capabilities",
+    "CheckpointLoadError",
     "ContractError",
     "FamilySpec",
     "HookPoint",

@@ -18,6 +18,10 @@ class UnsupportedArchitectureError(VLMForgeError):
     """A checkpoint whose architecture has no registered family."""
 
 
+class CheckpointLoadError(VLMForgeError, OSError):
+    """A supported checkpoint whose files cannot be found or read (offline, not cached, bad path)."""
+
+
 class AdapterDiscoveryError(VLMForgeError, ImportError):
     """An adapter module failed to import (a real bug, never swallowed)."""
 

@@ -15,7 +15,7 @@ import transformers
 from torch import nn
 
 from vlmforge.core.adapter import ModelAdapter
-from vlmforge.core.errors import InvalidHookError, UnsupportedArchitectureError
+from vlmforge.core.errors import CheckpointLoadError, InvalidHookError
 from vlmforge.core.hooks import HookPoint, expand_hook_names
 from vlmforge.core.processing import ImageInput, VLMProcessor
 from vlmforge.core.registry import ModelRegistry, Resolution
@@ -99,7 +99,8 @@ class HookedVLM:
             dtype: defaults to bfloat16 on CUDA and float32 elsewhere (tiny models: float32).
             seed: seed of the tiny model's random weights.
             trust_remote_code: passed to transformers; off by default.
-            model_kwargs: forwarded to the model class's ``from_pretrained``.
+            model_kwargs: forwarded to the model class's ``from_pretrained`` (``local_files_only``,
+                ``revision`` and ``cache_dir`` also to the processor's).
         """
         resolution = ModelRegistry.resolve(name_or_path)
         target = resolve_device(device)
@@ -129,15 +130,19 @@ class HookedVLM:
         if dtype is None:
             dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         model_kwargs.setdefault("attn_implementation", "eager")
+        # Hub-access options apply to the processor files as much as to the weights.
+        shared = {
+            k: model_kwargs[k] for k in ("local_files_only", "revision", "cache_dir") if k in model_kwargs
+        }
         try:
             model = model_class.from_pretrained(
                 resolution.location, dtype=dtype, trust_remote_code=trust_remote_code, **model_kwargs
             )
             processor = transformers.AutoProcessor.from_pretrained(
-                resolution.location, trust_remote_code=trust_remote_code
+                resolution.location, trust_remote_code=trust_remote_code, **shared
             )
         except OSError as error:
-            raise UnsupportedArchitectureError(
+            raise CheckpointLoadError(
                 f"could not load {resolution.location!r} ({error}). Without network access, point at a "
                 "local checkpoint directory or pre-populate the Hugging Face cache; for an offline "
                 f"demo use 'tiny/{spec.name}'."
