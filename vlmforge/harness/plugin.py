@@ -22,7 +22,7 @@ from vlmforge.harness.compare import CheckFailure
 from vlmforge.harness.report import Cell, ConformanceMatrix
 
 MODEL_FIXTURE = "conformance_model"
-MATRIX_KEY = pytest.StashKey[ConformanceMatrix]()
+SESSION_KEY = pytest.StashKey["ConformanceSession"]()
 TARGETS_KEY = pytest.StashKey[list["Target"]]()
 
 
@@ -97,8 +97,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "requires_capability(name): skip unless the adapter declares it")
     for module in config.getoption("vlmforge_adapter_modules"):
         load_adapter_module(module)
-    config.stash[MATRIX_KEY] = ConformanceMatrix()
     config.stash[TARGETS_KEY] = select_targets(config)
+    session = ConformanceSession(config)
+    config.stash[SESSION_KEY] = session
+    config.pluginmanager.register(session, "vlmforge-conformance-session")
 
 
 def load_adapter_module(module: str) -> None:
@@ -161,113 +163,90 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize(MODEL_FIXTURE, params, scope="session")
 
 
-class _ModelCache:
-    """Session-wide: load each model once; remember a load failure so every test reports it."""
+class ConformanceSession:
+    """Per-session state, registered as a plugin object: loaded models and the conformance matrix."""
 
-    def __init__(self) -> None:
-        self.loaded: dict[str, Any] = {}
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.matrix = ConformanceMatrix()
+        self._models: dict[str, Any] = {}
 
-    def get(self, name: str, config: pytest.Config) -> Any:
-        if name not in self.loaded:
+    def model(self, name: str) -> Any:
+        """The HookedVLM for ``name``, loaded once; a load failure fails every test that needs it."""
+        if name not in self._models:
+            import torch
+
             from vlmforge.core.runtime import HookedVLM
 
-            dtype = config.getoption("vlmforge_dtype")
+            dtype = self.config.getoption("vlmforge_dtype")
             try:
-                import torch
-
-                self.loaded[name] = HookedVLM.from_pretrained(
+                self._models[name] = HookedVLM.from_pretrained(
                     name,
-                    device=config.getoption("vlmforge_device"),
+                    device=self.config.getoption("vlmforge_device"),
                     dtype=getattr(torch, dtype) if dtype else None,
                 )
             except Exception as error:
-                self.loaded[name] = error
-        value = self.loaded[name]
+                self._models[name] = error
+        value = self._models[name]
         if isinstance(value, Exception):
             pytest.fail(f"could not load {name}: {type(value).__name__}: {value}", pytrace=False)
         return value
 
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        markers = list(item.iter_markers("requires_capability"))
+        if not markers or not hasattr(item, "callspec") or MODEL_FIXTURE not in item.callspec.params:
+            return
+        model = self.model(item.callspec.params[MODEL_FIXTURE])
+        for marker in markers:
+            capability = marker.args[0]
+            if not getattr(model.adapter.spec.capabilities, capability):
+                pytest.skip(f"{model.model_name} declares {capability}=False")
 
-_CACHE = _ModelCache()
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo) -> Any:
+        outcome = yield
+        report = outcome.get_result()
+        if call.excinfo is not None and isinstance(call.excinfo.value, CheckFailure):
+            report.user_properties.append(("max_diff", call.excinfo.value.max_diff))
+        if hasattr(item, "callspec") and MODEL_FIXTURE in item.callspec.params:
+            report.user_properties.append(("vlmforge_model", item.callspec.params[MODEL_FIXTURE]))
+            report.user_properties.append(("vlmforge_check", item.originalname.removeprefix("test_")))
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        # Under xdist this runs in the controller too, with user_properties carried over.
+        properties = dict(report.user_properties)
+        if "vlmforge_model" not in properties:
+            return
+        if report.when != "call" and not (report.failed or report.skipped):
+            return
+        message = ""
+        if report.failed:
+            crash = getattr(report.longrepr, "reprcrash", None)
+            message = str(crash.message) if crash is not None else str(report.longrepr)
+        elif report.skipped and isinstance(report.longrepr, tuple):
+            message = report.longrepr[2]
+        cell = Cell(report.outcome, properties.get("max_diff"), message)
+        self.matrix.record(properties["vlmforge_model"], properties["vlmforge_check"], cell)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        matrix = self.matrix
+        if not matrix.cells:
+            return
+        terminalreporter.section("vlmforge conformance matrix")
+        terminalreporter.write_line(matrix.to_text())
+        for model, check, cell in matrix.failures():
+            first_line = cell.message.splitlines()[0] if cell.message else ""
+            terminalreporter.write_line(f"FAIL {model} / {check}: {first_line}")
+        path = self.config.getoption("vlmforge_report")
+        if path and not hasattr(self.config, "workerinput"):
+            json_path, md_path = matrix.write(path)
+            terminalreporter.write_line(f"conformance report: {json_path} and {md_path}")
 
 
 @pytest.fixture(scope="session")
 def vlm(conformance_model: str, pytestconfig: pytest.Config) -> Any:
     """The :class:`vlmforge.HookedVLM` under test (loaded once per session)."""
-    return _CACHE.get(conformance_model, pytestconfig)
-
-
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    markers = list(item.iter_markers("requires_capability"))
-    if not markers or not hasattr(item, "callspec") or MODEL_FIXTURE not in item.callspec.params:
-        return
-    model = _CACHE.get(item.callspec.params[MODEL_FIXTURE], item.config)
-    for marker in markers:
-        capability = marker.args[0]
-        if not getattr(model.adapter.spec.capabilities, capability):
-            pytest.skip(f"{model.model_name} declares {capability}=False")
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
-    outcome = yield
-    report = outcome.get_result()
-    if call.excinfo is not None and isinstance(call.excinfo.value, CheckFailure):
-        report.user_properties.append(("max_diff", call.excinfo.value.max_diff))
-    if hasattr(item, "callspec") and MODEL_FIXTURE in item.callspec.params:
-        report.user_properties.append(("vlmforge_model", item.callspec.params[MODEL_FIXTURE]))
-        report.user_properties.append(("vlmforge_check", item.originalname.removeprefix("test_")))
-
-
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    properties = dict(report.user_properties)
-    if "vlmforge_model" not in properties:
-        return
-    if report.when != "call" and not (report.failed or report.skipped):
-        return
-    message = ""
-    if report.failed:
-        message = (
-            str(report.longrepr.reprcrash.message)
-            if hasattr(report.longrepr, "reprcrash")
-            else str(report.longrepr)
-        )
-    elif report.skipped and isinstance(report.longrepr, tuple):
-        message = report.longrepr[2]
-    matrix = _matrix_for(report)
-    if matrix is not None:
-        matrix.record(
-            properties["vlmforge_model"],
-            properties["vlmforge_check"],
-            Cell(report.outcome, properties.get("max_diff"), message),
-        )
-
-
-_SESSION_CONFIG: list[pytest.Config] = []
-
-
-def pytest_sessionstart(session: pytest.Session) -> None:
-    _SESSION_CONFIG[:] = [session.config]
-
-
-def _matrix_for(_report: pytest.TestReport) -> ConformanceMatrix | None:
-    return _SESSION_CONFIG[0].stash.get(MATRIX_KEY, None) if _SESSION_CONFIG else None
-
-
-def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    matrix = config.stash.get(MATRIX_KEY, None)
-    if matrix is None or not matrix.cells:
-        return
-    terminalreporter.section("vlmforge conformance matrix")
-    terminalreporter.write_line(matrix.to_text())
-    for model, check, cell in matrix.failures():
-        terminalreporter.write_line(
-            f"FAIL {model} / {check}: {cell.message.splitlines()[0] if cell.message else ''}"
-        )
-    path = config.getoption("vlmforge_report")
-    if path and not hasattr(config, "workerinput"):
-        json_path, md_path = matrix.write(path)
-        terminalreporter.write_line(f"conformance report: {json_path} and {md_path}")
+    return pytestconfig.stash[SESSION_KEY].model(conformance_model)
 
 
 def _register_hypothesis_profiles() -> None:
