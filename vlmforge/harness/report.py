@@ -32,11 +32,8 @@ class ConformanceMatrix:
 
     def record(self, model: str, check: str, cell: Cell) -> None:
         row = self.cells.setdefault(model, {})
-        previous = row.get(check)
-        # A test can report several phases (setup/call/teardown): a failure anywhere wins.
-        if previous is None or previous.outcome == "passed" or cell.outcome == "failed":
-            if previous is not None and previous.outcome == "failed":
-                return
+        # A test reports several phases (setup/call/teardown): once one failed, that is the result.
+        if check not in row or row[check].outcome != "failed":
             row[check] = cell
 
     @property
