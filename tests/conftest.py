@@ -17,9 +17,9 @@ SEED_FAMILIES = ("llava", "smolvlm", "qwen2_5_vl", "qwen3_vl")
 
 
 @functools.cache
-def tiny_vlm(family: str) -> HookedVLM:
+def tiny_vlm(family: str, dtype: torch.dtype = torch.float32) -> HookedVLM:
     """A tiny random HookedVLM of ``family`` (cached for the session; do not mutate its model)."""
-    return HookedVLM.from_pretrained(f"tiny/{family}", device="cpu")
+    return HookedVLM.from_pretrained(f"tiny/{family}", device="cpu", dtype=dtype)
 
 
 @pytest.fixture(params=SEED_FAMILIES)

@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from tests.conftest import tiny_vlm
 from vlmforge.harness.checks import CHECKS
 from vlmforge.harness.mutants import MUTANTS, mutant_vlm, run_checks
 
+# The dtype-aware tolerances must keep the harness sensitive in half precision too, where real
+# checkpoints run; in each dtype the unmutated adapters are the control.
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("mutant", MUTANTS, ids=[m.name for m in MUTANTS])
-def test_mutant_is_caught_by_its_check(mutant):
-    results = run_checks(mutant_vlm(mutant, tiny_vlm(mutant.family)))
+def test_mutant_is_caught_by_its_check(mutant, dtype):
+    results = run_checks(mutant_vlm(mutant, tiny_vlm(mutant.family, dtype)))
     escaped = [name for name in mutant.caught_by if results[name] == "pass"]
-    assert not escaped, f"{mutant.name} ({mutant.description}) escaped {escaped}"
+    assert not escaped, f"{mutant.name} ({mutant.description}) escaped {escaped} in {dtype}"
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("family", sorted({m.family for m in MUTANTS}))
-def test_unmutated_adapters_pass_every_check(family):
+def test_unmutated_adapters_pass_every_check(family, dtype):
     """The control: the same checks pass on the real adapter, so failures above are the mutation's."""
-    results = run_checks(tiny_vlm(family))
+    results = run_checks(tiny_vlm(family, dtype))
     assert all(outcome == "pass" for outcome in results.values()), results
 
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from vlmforge.harness.tolerances import scaled
+
 
 class CheckFailure(AssertionError):
     """A conformance check failed; carries the measured difference and where it occurred.
@@ -71,8 +73,15 @@ def assert_close(
     axes: Sequence[str],
     prefix: str = "",
     hint: str = "",
+    relative: bool = False,
 ) -> float:
-    """Fail unless max |actual - expected| <= tolerance; return the difference."""
+    """Fail unless max |actual - expected| <= tolerance; return the difference.
+
+    With ``relative=True`` the tolerance is scaled by ``max(1, max |expected|)`` (see
+    :func:`vlmforge.harness.tolerances.scaled`).
+    """
+    if relative:
+        tolerance = scaled(tolerance, expected)
     difference = max_abs_difference(actual, expected)
     if difference.value > tolerance:
         where = ", ".join(part for part in (prefix, difference.describe(axes)) if part)

@@ -13,7 +13,7 @@ import torch
 from vlmforge.core.runtime import HookedVLM
 from vlmforge.harness.compare import CheckFailure, max_abs_difference
 from vlmforge.harness.probes import PROBE_PROMPTS, probe_batch, probe_image
-from vlmforge.harness.tolerances import tolerance_for
+from vlmforge.harness.tolerances import scaled, tolerance_for
 
 
 @dataclass(frozen=True)
@@ -60,18 +60,19 @@ def measure_batching(vlm: HookedVLM, count: int = 2) -> Measurement:
     prompts, images = probe_batch(count)
     batch = vlm.prepare_messages_batch(prompts, images)
     batch_logits = vlm.forward(batch).logits
-    tolerance = tolerance_for(vlm.dtype).batch
-    worst, where = 0.0, ""
+    relative = tolerance_for(vlm.dtype).batch
+    worst, where, parity = 0.0, "", True
     for row, (prompt, image) in enumerate(zip(prompts, images)):
         single_logits = vlm.forward(vlm.prepare_messages(prompt, image)).logits[0]
         length = single_logits.shape[0]
         difference = max_abs_difference(batch_logits[row, -length:], single_logits)
+        parity &= difference.value <= scaled(relative, single_logits)
         if difference.value >= worst:
             worst = difference.value
             where = f"item {row}, position {difference.index[0]} of {length}, vocab {difference.index[1]}"
     sizes = ", ".join(f"{im.width}x{im.height}" for im in images)
     evidence = f"batch of {count} (images {sizes}) vs singles: max |logit diff| {worst:.3g} at {where}"
-    return Measurement(worst <= tolerance, evidence, worst)
+    return Measurement(parity, evidence, worst)
 
 
 def measure_strict_residual_stream(vlm: HookedVLM) -> Measurement:
