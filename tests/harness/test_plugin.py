@@ -113,3 +113,18 @@ def test_nan_model_gets_its_own_clear_failure():
     vlm = HookedVLM(tiny.model, tiny.processor)
     with pytest.raises(AssertionError, match=r"non-finite logits \(NaN/Inf\)"):
         CHECKS["outputs_finite"].function(vlm)
+
+
+def test_suite_runs_on_a_local_checkpoint_directory(pytester: pytest.Pytester, tmp_path):
+    """The real-checkpoint path (from_pretrained on a directory), offline: a saved tiny Qwen3-VL."""
+    built = tiny_vlm("qwen3_vl")
+    checkpoint = tmp_path / "my-qwen3-vl-finetune"
+    built.model.save_pretrained(checkpoint)
+    built.processor.save_pretrained(checkpoint)
+    result = pytester.runpytest_subprocess(
+        *SUITE, "--model", str(checkpoint), "-k", "capability or attention_vs_eager or logit_lens"
+    )
+    result.stdout.fnmatch_lines(
+        [f"vlmforge models under test: {checkpoint}", "capability_strict_residual_stream *pass*"]
+    )
+    assert result.ret == pytest.ExitCode.OK
