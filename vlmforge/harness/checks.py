@@ -8,7 +8,7 @@ never assume tiny dimensions, so the same code runs on real checkpoints in bf16.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -59,8 +59,10 @@ def check(name: str) -> Callable[[Callable[[HookedVLM], CheckResult]], Callable[
     """Register a check function under ``name`` (its docstring's first line is the summary)."""
 
     def decorator(function: Callable[[HookedVLM], CheckResult]) -> Callable[[HookedVLM], CheckResult]:
-        CHECKS[name] = Check(name, function, (function.__doc__ or "").strip().splitlines()[0])
-        return function
+        # Checks only read the model: no autograd graph, whatever modules they call directly.
+        checked = torch.no_grad()(function)
+        CHECKS[name] = Check(name, checked, (function.__doc__ or "").strip().splitlines()[0])
+        return checked
 
     return decorator
 
@@ -327,6 +329,37 @@ def real_query_rows(inputs) -> torch.Tensor:
     return mask.bool()[:, None, :, None]
 
 
+def compare_layers(
+    vlm: HookedVLM,
+    pairs: Iterable[tuple[int, torch.Tensor, torch.Tensor]],
+    *,
+    kind: str,
+    what: str,
+    hint: str,
+) -> float:
+    """Compare ``(layer, actual, expected)`` pairs by max-abs difference; return the worst difference.
+
+    ``kind`` picks the tolerance ("pattern": absolute, on [B, H, L, L]; "activation": relative to
+    the reference, on [B, L, D]). Fails at the first layer over tolerance, naming it.
+    """
+    tolerance = getattr(tolerance_for(vlm.dtype), kind)
+    axes = PATTERN_AXES if kind == "pattern" else STATE_AXES
+    differences = [
+        assert_close(
+            actual,
+            expected,
+            tolerance=tolerance,
+            relative=kind != "pattern",
+            what=what,
+            axes=axes,
+            prefix=f"layer {layer}",
+            hint=hint,
+        )
+        for layer, actual, expected in pairs
+    ]
+    return max(differences, default=0.0)
+
+
 def compare_attention_to_eager(vlm: HookedVLM, inputs) -> tuple[float, list[torch.Tensor]]:
     """Recomputed patterns vs eager ``output_attentions``, every layer and head, by max-abs difference.
 
@@ -339,24 +372,23 @@ def compare_attention_to_eager(vlm: HookedVLM, inputs) -> tuple[float, list[torc
         raise CheckFailure(
             "the model returned no per-layer attentions under eager with output_attentions=True"
         )
-    tolerance = tolerance_for(vlm.dtype).pattern
-    real_queries = real_query_rows(inputs)
-    worst, recomputed = 0.0, []
-    for call, eager in zip(calls, outputs.attentions):
-        patterns = vlm.adapter.compute_attention_patterns(
+    padding = ~real_query_rows(inputs)
+    recomputed = [
+        vlm.adapter.compute_attention_patterns(
             call.hidden_states, call.layer, call.attention_mask, call.position_embeddings
         )
-        recomputed.append(patterns)
-        difference = assert_close(
-            patterns.masked_fill(~real_queries, 0),
-            eager.masked_fill(~real_queries, 0),
-            tolerance=tolerance,
-            what="recomputed attention pattern vs eager output_attentions",
-            axes=PATTERN_AXES,
-            prefix=f"layer {call.layer}",
-            hint="the rotary function, q/k norms, kv-head grouping, scaling and mask in the attention recipe",
-        )
-        worst = max(worst, difference)
+        for call in calls
+    ]
+    worst = compare_layers(
+        vlm,
+        (
+            (call.layer, patterns.masked_fill(padding, 0), eager.masked_fill(padding, 0))
+            for call, patterns, eager in zip(calls, recomputed, outputs.attentions)
+        ),
+        kind="pattern",
+        what="recomputed attention pattern vs eager output_attentions",
+        hint="the rotary function, q/k norms, kv-head grouping, scaling and mask in the attention recipe",
+    )
     return worst, recomputed
 
 
@@ -380,163 +412,129 @@ def check_scores_softmax(vlm: HookedVLM) -> CheckResult:
     """softmax(compute_attention_scores + mask) == compute_attention_patterns."""
     prompts, images = probe_batch(2)
     _, calls = run_eager_with_attention_inputs(vlm, vlm.prepare_messages_batch(prompts, images))
-    worst = 0.0
-    for call in calls:
-        scores = vlm.adapter.compute_attention_scores(
-            call.hidden_states, call.layer, call.attention_mask, call.position_embeddings
-        )
-        patterns = vlm.adapter.compute_attention_patterns(
-            call.hidden_states, call.layer, call.attention_mask, call.position_embeddings
-        )
-        if call.attention_mask is None:
-            window = getattr(vlm.adapter.get_lm_attn(call.layer), "sliding_window", None)
-            mask = causal_mask(scores.shape[0], scores.shape[-1], torch.float32, scores.device, window)
-        else:
-            mask = call.attention_mask[..., : scores.shape[-1]].float()
-        # Rounded to the model dtype as eager rounds its weights, so the comparison is exact.
-        expected = torch.softmax(scores.float() + mask, dim=-1).to(patterns.dtype)
-        worst = max(
-            worst,
-            assert_close(
-                patterns,
-                expected,
-                tolerance=tolerance_for(vlm.dtype).pattern,
-                what="softmax(scores + mask) vs patterns",
-                axes=PATTERN_AXES,
-                prefix=f"layer {call.layer}",
-                hint="compute_attention_patterns must use the scores",
-            ),
-        )
+
+    def pairs() -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        for call in calls:
+            args = (call.hidden_states, call.layer, call.attention_mask, call.position_embeddings)
+            scores = vlm.adapter.compute_attention_scores(*args)
+            patterns = vlm.adapter.compute_attention_patterns(*args)
+            if call.attention_mask is None:
+                window = getattr(vlm.adapter.get_lm_attn(call.layer), "sliding_window", None)
+                mask = causal_mask(scores.shape[0], scores.shape[-1], torch.float32, scores.device, window)
+            else:
+                mask = call.attention_mask[..., : scores.shape[-1]].float()
+            # Rounded to the model dtype as eager rounds its weights, so the comparison is exact.
+            yield call.layer, patterns, torch.softmax(scores.float() + mask, dim=-1).to(patterns.dtype)
+
+    worst = compare_layers(
+        vlm,
+        pairs(),
+        kind="pattern",
+        what="softmax(scores + mask) vs patterns",
+        hint="compute_attention_patterns must use the scores",
+    )
     return CheckResult(worst)
 
 
 # ----------------------------------------------------------- cache vs model
+def cached_per_layer(vlm: HookedVLM, hook_types: Sequence[str]) -> list[dict[str, torch.Tensor]]:
+    """Forward the single probe caching ``hook_types``; one {hook type: activation} dict per layer."""
+    with vlm.run_with_cache([f"lm.blocks.*.{hook}" for hook in hook_types]):
+        vlm.forward(single_probe(vlm))
+    return [
+        {hook: vlm.cache[f"lm.blocks.{layer}.{hook}"] for hook in hook_types}
+        for layer in range(vlm.lm_num_layers)
+    ]
+
+
 @check("resid_post_vs_hidden_states")
 def check_resid_vs_hidden_states(vlm: HookedVLM) -> CheckResult:
     """``hook_resid_post[i]`` equals ``output_hidden_states[i + 1]`` (the final norm for the last layer)."""
-    inputs = single_probe(vlm)
     with vlm.run_with_cache("lm.blocks.*.hook_resid_post"):
-        outputs = vlm.forward(inputs, output_hidden_states=True)
-    hidden_states = _decoder_hidden_states(outputs)
+        hidden_states = vlm.forward(single_probe(vlm), output_hidden_states=True).hidden_states
     layers = vlm.lm_num_layers
-    if len(hidden_states) != layers + 1:
-        raise CheckFailure(f"output_hidden_states has {len(hidden_states)} entries for {layers} layers")
-    tolerance = tolerance_for(vlm.dtype).activation
-    norm = vlm.adapter.get_lm_norm()
-    worst = 0.0
-    for layer in range(layers):
-        cached = vlm.cache[f"lm.blocks.{layer}.hook_resid_post"]
-        expected = hidden_states[layer + 1]
-        if layer == layers - 1 and max_abs_difference(cached, expected).value > scaled(tolerance, expected):
-            # transformers 5 reports the last entry after the decoder's final norm (all seed families).
-            with torch.no_grad():
-                cached = norm(cached)
-        worst = max(
-            worst,
-            assert_close(
-                cached,
-                expected,
-                tolerance=tolerance,
-                relative=True,
-                what="hook_resid_post vs output_hidden_states",
-                axes=STATE_AXES,
-                prefix=f"layer {layer}",
-                hint="the language model / layers path (off-by-one?)",
-            ),
-        )
+    if hidden_states is None or len(hidden_states) != layers + 1:
+        count = "no" if hidden_states is None else len(hidden_states)
+        raise CheckFailure(f"output_hidden_states returned {count} entries for {layers} layers")
+    cached = [vlm.cache[f"lm.blocks.{layer}.hook_resid_post"] for layer in range(layers)]
+    last, reported_last = cached[-1], hidden_states[-1]
+    if max_abs_difference(last, reported_last).value > scaled(
+        tolerance_for(vlm.dtype).activation, reported_last
+    ):
+        # transformers 5 reports the last entry after the decoder's final norm (all seed families).
+        cached[-1] = vlm.adapter.get_lm_norm()(last)
+    worst = compare_layers(
+        vlm,
+        ((layer, cached[layer], hidden_states[layer + 1]) for layer in range(layers)),
+        kind="activation",
+        what="hook_resid_post vs output_hidden_states",
+        hint="the language model / layers path (off-by-one?)",
+    )
     return CheckResult(worst, f"{layers} layers")
-
-
-def _decoder_hidden_states(outputs) -> tuple[torch.Tensor, ...]:
-    hidden_states = getattr(outputs, "hidden_states", None)
-    if hidden_states is None:
-        raise CheckFailure("the model returned no hidden_states with output_hidden_states=True")
-    return hidden_states
 
 
 @check("head_out_sum")
 def check_head_out_sum(vlm: HookedVLM) -> CheckResult:
     """Per-head outputs summed over heads (+ o_proj bias) equal ``attn.hook_out``."""
-    inputs = single_probe(vlm)
-    with vlm.run_with_cache(["lm.blocks.*.attn.hook_head_out", "lm.blocks.*.attn.hook_out"]):
-        vlm.forward(inputs)
-    worst = 0.0
-    for layer in range(vlm.lm_num_layers):
-        bias = vlm.adapter.get_lm_o_proj(layer).bias
-        total = vlm.cache[f"lm.blocks.{layer}.attn.hook_head_out"].sum(dim=2)
-        if bias is not None:
-            total = total + bias
-        worst = max(
-            worst,
-            assert_close(
-                total,
-                vlm.cache[f"lm.blocks.{layer}.attn.hook_out"],
-                tolerance=tolerance_for(vlm.dtype).activation,
-                relative=True,
-                what="sum of attn.hook_head_out vs attn.hook_out",
-                axes=STATE_AXES,
-                prefix=f"layer {layer}",
-                hint="compute_per_head_contributions / lm_num_heads / lm_head_dim",
-            ),
-        )
+    per_layer = cached_per_layer(vlm, ("attn.hook_head_out", "attn.hook_out"))
+
+    def pairs() -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        for layer, cache in enumerate(per_layer):
+            bias = vlm.adapter.get_lm_o_proj(layer).bias
+            total = cache["attn.hook_head_out"].sum(dim=2)
+            yield layer, total if bias is None else total + bias, cache["attn.hook_out"]
+
+    worst = compare_layers(
+        vlm,
+        pairs(),
+        kind="activation",
+        what="sum of attn.hook_head_out vs attn.hook_out",
+        hint="compute_per_head_contributions / lm_num_heads / lm_head_dim",
+    )
     return CheckResult(worst)
 
 
 @check("mlp_decomposition")
 def check_mlp_decomposition(vlm: HookedVLM) -> CheckResult:
     """act(hook_pre) * hook_pre_linear == hook_post and down_proj(hook_post) == hook_out."""
-    spec = vlm.adapter.spec.modules
-    if spec.gate_proj is None or spec.up_proj is None or spec.down_proj is None:
+    modules = vlm.adapter.spec.modules
+    if modules.gate_proj is None or modules.up_proj is None or modules.down_proj is None:
         return CheckResult(detail="not a gated MLP: decomposition not applicable")
-    inputs = single_probe(vlm)
-    hooks = ("mlp.hook_pre", "mlp.hook_pre_linear", "mlp.hook_post", "mlp.hook_out")
-    with vlm.run_with_cache([f"lm.blocks.*.{hook}" for hook in hooks]):
-        vlm.forward(inputs)
-    tolerance = tolerance_for(vlm.dtype).activation
-    worst = 0.0
-    for layer in range(vlm.lm_num_layers):
-        cache = {hook: vlm.cache[f"lm.blocks.{layer}.{hook}"] for hook in hooks}
-        act = getattr(vlm.adapter.get_lm_mlp(layer), "act_fn", None)
-        with torch.no_grad():
-            if act is not None:
-                worst = max(
-                    worst,
-                    assert_close(
-                        act(cache["mlp.hook_pre"]) * cache["mlp.hook_pre_linear"],
-                        cache["mlp.hook_post"],
-                        tolerance=tolerance,
-                        relative=True,
-                        what="act(hook_pre) * hook_pre_linear vs hook_post",
-                        axes=STATE_AXES,
-                        prefix=f"layer {layer}",
-                        hint="gate_proj / up_proj names in the spec",
-                    ),
-                )
-            worst = max(
-                worst,
-                assert_close(
-                    vlm.adapter.get_lm_down_proj(layer)(cache["mlp.hook_post"]),
-                    cache["mlp.hook_out"],
-                    tolerance=tolerance,
-                    relative=True,
-                    what="down_proj(hook_post) vs hook_out",
-                    axes=STATE_AXES,
-                    prefix=f"layer {layer}",
-                    hint="down_proj name in the spec",
-                ),
-            )
-    return CheckResult(worst)
+    per_layer = cached_per_layer(
+        vlm, ("mlp.hook_pre", "mlp.hook_pre_linear", "mlp.hook_post", "mlp.hook_out")
+    )
+    activations = [getattr(vlm.adapter.get_lm_mlp(layer), "act_fn", None) for layer in range(len(per_layer))]
+    gated = compare_layers(
+        vlm,
+        (
+            (layer, act(cache["mlp.hook_pre"]) * cache["mlp.hook_pre_linear"], cache["mlp.hook_post"])
+            for layer, (cache, act) in enumerate(zip(per_layer, activations))
+            if act is not None
+        ),
+        kind="activation",
+        what="act(hook_pre) * hook_pre_linear vs hook_post",
+        hint="gate_proj / up_proj names in the spec",
+    )
+    down = compare_layers(
+        vlm,
+        (
+            (layer, vlm.adapter.get_lm_down_proj(layer)(cache["mlp.hook_post"]), cache["mlp.hook_out"])
+            for layer, cache in enumerate(per_layer)
+        ),
+        kind="activation",
+        what="down_proj(hook_post) vs hook_out",
+        hint="down_proj name in the spec",
+    )
+    return CheckResult(max(gated, down))
 
 
 @check("logit_lens")
 def check_logit_lens(vlm: HookedVLM) -> CheckResult:
     """lm_head(final_norm(last hook_resid_post)) equals the model's logits."""
-    inputs = single_probe(vlm)
     last = f"lm.blocks.{vlm.lm_num_layers - 1}.hook_resid_post"
     with vlm.run_with_cache(last):
-        logits = vlm.forward(inputs).logits
-    with torch.no_grad():
-        lens = vlm.adapter.get_lm_head()(vlm.adapter.get_lm_norm()(vlm.cache[last]))
+        logits = vlm.forward(single_probe(vlm)).logits
+    lens = vlm.adapter.get_lm_head()(vlm.adapter.get_lm_norm()(vlm.cache[last]))
     worst = assert_close(
         lens,
         logits,
