@@ -168,7 +168,11 @@ class ConformanceSession:
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self.matrix = ConformanceMatrix()
+        from vlmforge.harness.checks import CHECKS
+
+        self.matrix = ConformanceMatrix(
+            check_order=list(CHECKS), model_order=[t.name for t in config.stash[TARGETS_KEY]]
+        )
         self._models: dict[str, Any] = {}
 
     def model(self, name: str) -> Any:

@@ -26,9 +26,15 @@ class Cell:
 
 @dataclass
 class ConformanceMatrix:
-    """Results keyed by model then check, in first-seen order."""
+    """Results keyed by model then check.
+
+    Rows and columns follow ``check_order`` / ``model_order`` when given (reports from parallel
+    workers arrive in any order), then first-seen order.
+    """
 
     cells: dict[str, dict[str, Cell]] = field(default_factory=dict)
+    check_order: list[str] = field(default_factory=list)
+    model_order: list[str] = field(default_factory=list)
 
     def record(self, model: str, check: str, cell: Cell) -> None:
         row = self.cells.setdefault(model, {})
@@ -41,7 +47,11 @@ class ConformanceMatrix:
         seen: list[str] = []
         for row in self.cells.values():
             seen += [check for check in row if check not in seen]
-        return seen
+        return _ordered(seen, self.check_order)
+
+    @property
+    def models(self) -> list[str]:
+        return _ordered(list(self.cells), self.model_order)
 
     def failures(self) -> list[tuple[str, str, Cell]]:
         return [
@@ -52,7 +62,7 @@ class ConformanceMatrix:
         ]
 
     def to_markdown(self) -> str:
-        models = list(self.cells)
+        models = self.models
         lines = ["| check | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
         for check in self.checks:
             row = [self.cells[m][check].short() if check in self.cells[m] else "" for m in models]
@@ -76,7 +86,7 @@ class ConformanceMatrix:
         return "\n".join(lines) + "\n"
 
     def to_text(self) -> str:
-        models = list(self.cells)
+        models = self.models
         width = max([len(c) for c in self.checks] + [5])
         columns = [max(len(m), 14) for m in models]
         lines = [" " * width + "  " + "  ".join(m.ljust(w) for m, w in zip(models, columns))]
@@ -101,3 +111,9 @@ class ConformanceMatrix:
         json_path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
         md_path.write_text("# vlmforge conformance\n\n" + self.to_markdown())
         return json_path, md_path
+
+
+def _ordered(names: list[str], order: list[str]) -> list[str]:
+    """``names`` sorted by their position in ``order``; names not in it keep their order, last."""
+    rank = {name: i for i, name in enumerate(order)}
+    return sorted(names, key=lambda name: (rank.get(name, len(rank)), names.index(name)))
