@@ -99,15 +99,6 @@ class ModelAdapter:
             with contextlib.suppress(ValueError, TypeError, NotImplementedError):
                 setter("eager")
 
-    # ----------------------------------------------------------------- identity
-    @classmethod
-    def family(cls) -> str:
-        return cls.spec.name
-
-    @classmethod
-    def supported_models(cls) -> tuple[str, ...]:
-        return cls.spec.checkpoints
-
     @property
     def language_model(self) -> nn.Module:
         """The decoder that owns ``layers`` and the final norm."""
@@ -122,14 +113,6 @@ class ModelAdapter:
     @property
     def has_strict_residual_stream(self) -> bool:
         return self.spec.capabilities.strict_residual_stream
-
-    @property
-    def has_contiguous_image_tokens(self) -> bool:
-        return self.spec.capabilities.contiguous_image_tokens
-
-    @property
-    def supports_batching(self) -> bool:
-        return self.spec.capabilities.supports_batching
 
     # ----------------------------------------------------------- module access
     @property

@@ -223,7 +223,7 @@ class HookedVLM:
         self.cache = store
         with self._hooks([(point, remember) for point in points], reader=True):
             yield store
-        self.cache = store
+        self.cache = store  # an inner block may have replaced it; the exiting block's cache wins
 
     @contextlib.contextmanager
     def run_with_hooks(self, hooks: Sequence[tuple[str, HookFunction]]) -> Iterator[None]:

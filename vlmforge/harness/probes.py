@@ -92,10 +92,3 @@ def language_model_inputs_embeds(vlm: HookedVLM, inputs: Any) -> torch.Tensor:
     if not captured:
         raise RuntimeError("the language model was not called with inputs_embeds")
     return captured[0]
-
-
-def row_tokens(inputs: Any, row: int) -> torch.Tensor:
-    """``input_ids`` of one row without left padding."""
-    ids = inputs["input_ids"][row]
-    mask = inputs.get("attention_mask")
-    return ids if mask is None else ids[mask[row].bool()]

@@ -12,7 +12,7 @@ import inspect
 import re
 import textwrap
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,32 +92,34 @@ def _is_linear(module: nn.Module) -> bool:
     )
 
 
-def _attention_child(layer: nn.Module) -> str | None:
-    """The token-mixing child of a block: conventional names, else an ``*attn*`` / ``*Attention*`` child."""
+def _named_child(
+    layer: nn.Module, conventional: Sequence[str], looks_right: Callable[[str, nn.Module], bool]
+) -> str | None:
+    """A block's child by conventional name, else the single child ``looks_right`` accepts."""
     children = dict(layer.named_children())
-    for name in _ATTENTION_NAMES:
+    for name in conventional:
         if name in children:
             return name
-    matches = [
-        n
-        for n, c in children.items()
-        if not _is_norm(c)
-        and ("attention" in type(c).__name__.lower() or "attn" in n.lower() or "attention" in n.lower())
-    ]
+    matches = [name for name, child in children.items() if looks_right(name, child)]
     return matches[0] if len(matches) == 1 else None
+
+
+def _attention_child(layer: nn.Module) -> str | None:
+    """The token-mixing child of a block: conventional names, else an ``*attn*`` / ``*Attention*`` child."""
+    return _named_child(
+        layer,
+        _ATTENTION_NAMES,
+        lambda n, c: (
+            not _is_norm(c)
+            and ("attention" in type(c).__name__.lower() or "attn" in n.lower() or "attention" in n.lower())
+        ),
+    )
 
 
 def _mlp_child(layer: nn.Module) -> str | None:
-    children = dict(layer.named_children())
-    for name in _MLP_NAMES:
-        if name in children:
-            return name
-    matches = [
-        n
-        for n, c in children.items()
-        if any(tag in type(c).__name__.lower() for tag in ("mlp", "feedforward", "moe", "experts"))
-    ]
-    return matches[0] if len(matches) == 1 else None
+    """The channel-mixing child of a block: conventional names, else a ``*MLP*`` / ``*MoE*`` child."""
+    tags = ("mlp", "feedforward", "moe", "experts")
+    return _named_child(layer, _MLP_NAMES, lambda n, c: any(tag in type(c).__name__.lower() for tag in tags))
 
 
 @dataclass(frozen=True)
