@@ -8,6 +8,8 @@
 >>> vlm.cache["lm.blocks.0.hook_resid_post"].shape
 """
 
+# Registers the offline tiny-model builder behind HookedVLM.from_pretrained("tiny/<family>").
+from vlmforge import tiny as _tiny  # noqa: F401  (imported for its registration)
 from vlmforge.core import (
     FamilySpec,
     HookedVLM,

@@ -11,11 +11,12 @@ import sys
 import time
 
 from vlmforge.core.errors import VLMForgeError
+from vlmforge.core.registry import ModelRegistry
+from vlmforge.core.runtime import HookedVLM
+from vlmforge.harness.probes import probe_image
 
 
 def _list() -> int:
-    from vlmforge.core.registry import ModelRegistry
-
     for row in ModelRegistry.listing():
         state = "available" if row["available"] else f"UNAVAILABLE ({row['why_unavailable']})"
         flags = ", ".join(f"{k}={v}" for k, v in row["capabilities"].items())
@@ -28,9 +29,6 @@ def _list() -> int:
 
 
 def _demo(name: str, device: str) -> int:
-    from vlmforge.core.runtime import HookedVLM
-    from vlmforge.harness.probes import probe_image
-
     started = time.perf_counter()
     vlm = HookedVLM.from_pretrained(name, device=device)
     print(f"loaded {vlm!r} in {time.perf_counter() - started:.2f}s on {vlm.device} ({vlm.dtype})")

@@ -105,7 +105,7 @@ def test_adapter_missing_a_method_fails_only_that_check():
 
 
 def test_nan_model_gets_its_own_clear_failure():
-    from vlmforge.harness.tiny import build_tiny_model
+    from vlmforge.tiny import build_tiny_model
 
     tiny = build_tiny_model("llava-hf/llava-1.5-7b-hf")
     with torch.no_grad():

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vlmforge.harness.tiny.reference import reference_entry
 from vlmforge.scaffold import cli, generate
 from vlmforge.scaffold.cli import default_dest, main
 from vlmforge.scaffold.errors import EXIT_BAD_INPUT, EXIT_VERIFY_FAILED
 from vlmforge.scaffold.generate import TEMPLATE_DIR
+from vlmforge.tiny.reference import reference_entry
 
 REPO_ADAPTERS = Path(__file__).resolve().parents[2] / "vlmforge" / "adapters"
 
@@ -95,7 +95,7 @@ def test_local_checkpoint_dir_gets_a_rebuildable_tiny_reference(tmp_path: Path, 
     spec = load_spec(dest / "vlmforge/adapters/my_llava.py")
     assert spec.checkpoints == ()
     # build_tiny_model takes stored ids, model_types and configs; a directory falls back to its model_type.
-    from vlmforge.harness.tiny import build_tiny_model
+    from vlmforge.tiny import build_tiny_model
 
     assert spec.tiny_reference in (str(checkpoint.resolve()), "llava")
     assert type(build_tiny_model(spec.tiny_reference).model).__name__ == spec.model_class

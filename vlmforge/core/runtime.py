@@ -21,6 +21,21 @@ from vlmforge.core.processing import ImageInput, VLMProcessor
 from vlmforge.core.registry import ModelRegistry, Resolution
 
 HookFunction = Callable[[torch.Tensor, HookPoint], torch.Tensor | None]
+#: Builds ``(model, hf_processor)`` from a resolution's location, a seed and a dtype.
+ModelBuilder = Callable[..., tuple[nn.Module, Any]]
+
+#: Builders for model sources that core cannot load itself, keyed by ``Resolution.source``.
+#: ``vlmforge.tiny`` registers ``"tiny"`` when imported (``import vlmforge`` imports it), so core
+#: never imports the layers above it.
+MODEL_BUILDERS: dict[str, ModelBuilder] = {}
+
+
+def register_model_builder(source: str, builder: ModelBuilder) -> None:
+    """Let ``HookedVLM.from_pretrained`` build resolutions of ``source`` with ``builder``.
+
+    ``builder(location, *, seed, dtype)`` returns ``(model, hf_processor)``.
+    """
+    MODEL_BUILDERS[source] = builder
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -104,11 +119,12 @@ class HookedVLM:
         """
         resolution = ModelRegistry.resolve(name_or_path)
         target = resolve_device(device)
-        if resolution.source == "tiny":
-            from vlmforge.harness.tiny import build_tiny_model
-
-            tiny = build_tiny_model(resolution.location, seed=seed, dtype=dtype or torch.float32)
-            model, hf_processor = tiny.model.to(target), tiny.processor
+        builder = MODEL_BUILDERS.get(resolution.source)
+        if builder is not None:
+            model, hf_processor = builder(resolution.location, seed=seed, dtype=dtype or torch.float32)
+            model = model.to(target)
+        elif resolution.source == "tiny":
+            raise CheckpointLoadError(f"{name_or_path}: tiny models need `import vlmforge.tiny` first")
         else:
             model, hf_processor = cls._load_checkpoint(
                 resolution, target, dtype, trust_remote_code=trust_remote_code, **model_kwargs

@@ -18,6 +18,8 @@ import torch
 from vlmforge.core.adapter import ModelAdapter
 from vlmforge.core.registry import ModelRegistry
 from vlmforge.core.runtime import HookedVLM
+from vlmforge.harness.checks import CHECKS
+from vlmforge.tiny import build_tiny_model
 
 
 @dataclass(frozen=True)
@@ -187,8 +189,6 @@ def mutant_vlm(mutant: Mutant, base: HookedVLM) -> HookedVLM:
 
 def run_checks(vlm: HookedVLM) -> dict[str, str]:
     """Run every check; map check name -> "pass" or the failure's first line."""
-    from vlmforge.harness.checks import CHECKS
-
     results: dict[str, str] = {}
     for name, check in CHECKS.items():
         try:
@@ -201,8 +201,6 @@ def run_checks(vlm: HookedVLM) -> dict[str, str]:
 
 def main() -> int:
     """Print the kill table: every mutant, the checks that caught it, and whether the expected ones did."""
-    from vlmforge.harness.tiny import build_tiny_model
-
     bases: dict[str, HookedVLM] = {}
     escaped = 0
     print(f"{'mutant':<34}{'family':<12}{'expected':<8}caught by")

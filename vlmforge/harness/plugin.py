@@ -15,9 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import torch
 
 from vlmforge.core.errors import AdapterDiscoveryError, UnknownModelError, UnsupportedArchitectureError
 from vlmforge.core.registry import TINY_PREFIX, ModelRegistry
+from vlmforge.core.runtime import HookedVLM
+from vlmforge.harness.checks import CHECKS
 from vlmforge.harness.compare import CheckFailure
 from vlmforge.harness.report import Cell, ConformanceMatrix
 
@@ -168,8 +171,6 @@ class ConformanceSession:
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        from vlmforge.harness.checks import CHECKS
-
         self.matrix = ConformanceMatrix(
             check_order=list(CHECKS), model_order=[t.name for t in config.stash[TARGETS_KEY]]
         )
@@ -178,10 +179,6 @@ class ConformanceSession:
     def model(self, name: str) -> Any:
         """The HookedVLM for ``name``, loaded once; a load failure fails every test that needs it."""
         if name not in self._models:
-            import torch
-
-            from vlmforge.core.runtime import HookedVLM
-
             dtype = self.config.getoption("vlmforge_dtype")
             try:
                 self._models[name] = HookedVLM.from_pretrained(

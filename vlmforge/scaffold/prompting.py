@@ -18,6 +18,7 @@ from transformers import PretrainedConfig
 from vlmforge.scaffold.report import Answer, ResearchReport, ResolvedSource, Status
 from vlmforge.scaffold.sources import offline, quiet
 from vlmforge.scaffold.structure import as_int, config_value
+from vlmforge.tiny import tokenizer_recipe
 
 __all__ = ["PROBE_PREFILL", "PROBE_TEXT", "has_stored_template", "load_processor", "research_prompting"]
 
@@ -145,7 +146,7 @@ def load_processor(
                     return tiny_processor, f"tiny processor (loading the real one failed: {error})"
     if tiny_processor is None:
         return None, f"no processor (no processor files with the source; {tiny_error})"
-    return tiny_processor, "tiny processor of vlmforge.harness.tiny"
+    return tiny_processor, "tiny processor of vlmforge.tiny"
 
 
 def _research_processor(
@@ -480,8 +481,6 @@ def _documented_order(model_class: type | None, image_token: str | None) -> tupl
 
 def has_stored_template(config: PretrainedConfig) -> bool:
     """Whether the tiny processor's chat template is a stored copy of the family's real one."""
-    from vlmforge.harness.tiny import tokenizer_recipe
-
     with contextlib.suppress(Exception):
         return bool(tokenizer_recipe(config).stored)
     return False

@@ -90,7 +90,7 @@ class ResolvedSource:
     Attributes:
         given: the argument as typed.
         kind: ``local_dir``, ``hub_cache`` (hub id found in the local HF cache), ``reference`` (stored
-            config of :mod:`vlmforge.harness.tiny`) or ``model_type`` (transformers' default config).
+            config of :mod:`vlmforge.tiny`) or ``model_type`` (transformers' default config).
         config: the loaded config.
         checkpoint: hub id to list in the family's checkpoints (None for a model_type / local dir).
         files_dir: directory that may hold the real processor / tokenizer files.

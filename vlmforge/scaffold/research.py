@@ -24,7 +24,10 @@ from typing import Any
 
 import transformers
 
+from vlmforge.core.adapter import ModelAdapter
+from vlmforge.core.runtime import HookedVLM
 from vlmforge.core.spec import FamilySpec
+from vlmforge.harness.measure import measure_capabilities
 from vlmforge.scaffold.prompting import load_processor, research_prompting
 from vlmforge.scaffold.report import (
     TEMPLATE_SLOTS,
@@ -37,6 +40,7 @@ from vlmforge.scaffold.report import (
 )
 from vlmforge.scaffold.sources import build_meta_model, offline, quiet, resolve_source, select_model_class
 from vlmforge.scaffold.structure import research_structure
+from vlmforge.tiny import build_tiny_model, build_tiny_processor, reference_checkpoints, resolve_reference
 
 __all__ = [
     "TEMPLATE_SLOTS",
@@ -64,19 +68,6 @@ def _research_capabilities(report: ResearchReport, tiny: Any, tiny_error: str | 
         for key, question in questions.items():
             report.add(
                 Answer(key, question, None, f"unknown: no tiny model to measure on ({tiny_error})", "unknown")
-            )
-        return
-    from vlmforge.core.adapter import ModelAdapter
-    from vlmforge.core.runtime import HookedVLM
-
-    try:
-        from vlmforge.harness.measure import measure_capabilities
-    except ImportError as error:
-        for key, question in questions.items():
-            report.add(
-                Answer(
-                    key, question, None, f"unknown: vlmforge.harness.measure unavailable ({error})", "unknown"
-                )
             )
         return
     spec = FamilySpec(
@@ -122,8 +113,6 @@ def _research_capabilities(report: ResearchReport, tiny: Any, tiny_error: str | 
 # -------------------------------------------------------------------------------------------- research
 def _tiny_reference(resolved: ResolvedSource) -> tuple[str, str]:
     """What ``build_tiny_model`` should be given to rebuild this architecture, and why."""
-    from vlmforge.harness.tiny import reference_checkpoints, resolve_reference
-
     if resolved.kind == "reference" or (
         resolved.checkpoint and resolved.checkpoint in reference_checkpoints()
     ):
@@ -195,8 +184,6 @@ def research(
     )
     tiny, tiny_error = None, None
     if measure:
-        from vlmforge.harness.tiny import build_tiny_model
-
         with quiet():
             try:
                 tiny = build_tiny_model(config if resolved.kind != "model_type" else reference, seed=0)
@@ -204,8 +191,6 @@ def research(
                 tiny_error = f"build_tiny_model failed: {type(error).__name__}: {error}"
     tiny_processor = tiny.processor if tiny is not None else None
     if tiny_processor is None and tiny_error is None:
-        from vlmforge.harness.tiny import build_tiny_processor
-
         with quiet():
             try:
                 tiny_processor = build_tiny_processor(config if resolved.kind != "model_type" else reference)

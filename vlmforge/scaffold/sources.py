@@ -17,6 +17,7 @@ from transformers import AutoConfig, PretrainedConfig
 
 from vlmforge.scaffold.errors import ScaffoldError
 from vlmforge.scaffold.report import Answer, ResearchReport, ResolvedSource
+from vlmforge.tiny import load_reference_config, reference_checkpoints
 
 __all__ = ["build_meta_model", "offline", "quiet", "resolve_source", "select_model_class"]
 
@@ -104,13 +105,11 @@ def resolve_source(source: str, *, trust_remote_code: bool = False) -> ResolvedS
     """Resolve a hub id / local dir / stored reference id / model_type to a config, offline.
 
     Order: an existing directory; an ``org/name`` id (local HF cache first, then the stored reference
-    configs of :mod:`vlmforge.harness.tiny`); otherwise a bare ``model_type``.
+    configs of :mod:`vlmforge.tiny`); otherwise a bare ``model_type``.
 
     Raises:
         ScaffoldError: not found offline, not a directory with a config.json, or an unknown model_type.
     """
-    from vlmforge.harness.tiny import load_reference_config, reference_checkpoints
-
     source = source.strip()
     if not source:
         raise ScaffoldError("give a hub id, a local checkpoint directory or a model_type to scaffold")
@@ -148,7 +147,7 @@ def resolve_source(source: str, *, trust_remote_code: bool = False) -> ResolvedS
                 load_reference_config(source),
                 source,
                 None,
-                f"stored reference config of {source} (vlmforge.harness.tiny)",
+                f"stored reference config of {source} (vlmforge.tiny)",
             )
         raise ScaffoldError(
             f"{source!r} is not in the local Hugging Face cache and vlmforge works offline, so it cannot be "

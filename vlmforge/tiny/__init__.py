@@ -4,6 +4,8 @@ Nothing here touches the network: reference configs and chat templates are store
 trained in-process on a built-in corpus, weights are random under a seed.
 """
 
+from vlmforge.core.runtime import register_model_builder
+
 from .model import TinyVLM, build_tiny_model, model_class_for
 from .pipeline import TinyRecipe, resolve_reference, tiny_recipe
 from .processor import build_tiny_processor, processor_for_config
@@ -33,3 +35,12 @@ __all__ = [
     "tiny_recipe",
     "tokenizer_recipe",
 ]
+
+
+def _build_for_runtime(location: str, *, seed: int, dtype: object) -> tuple[object, object]:
+    tiny = build_tiny_model(location, seed=seed, dtype=dtype)
+    return tiny.model, tiny.processor
+
+
+# HookedVLM.from_pretrained("tiny/<family>") builds through this (core does not import tiny).
+register_model_builder("tiny", _build_for_runtime)

@@ -1,4 +1,4 @@
-"""Acceptance tests for vlmforge.harness.tiny: offline tiny VLMs with real HF processors."""
+"""Acceptance tests for vlmforge.tiny: offline tiny VLMs with real HF processors."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from transformers import AutoConfig, PretrainedConfig
 
-from vlmforge.harness.tiny import (
+from vlmforge.tiny import (
     TinyVLM,
     build_tiny_model,
     build_tiny_processor,
