@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -25,6 +26,12 @@ def tiny_vlm(family: str, dtype: torch.dtype = torch.float32) -> HookedVLM:
 @pytest.fixture(params=SEED_FAMILIES)
 def seed_vlm(request) -> HookedVLM:
     return tiny_vlm(request.param)
+
+
+@pytest.fixture(scope="session")
+def tiny() -> Callable[..., HookedVLM]:
+    """``tiny(family, dtype=torch.float32)``: the session's cached tiny HookedVLM of ``family``."""
+    return tiny_vlm
 
 
 pytest_plugins = ["pytester"]

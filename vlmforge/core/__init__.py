@@ -14,6 +14,7 @@ from vlmforge.core.errors import (
 from vlmforge.core.hooks import HOOK_TYPES, HookPoint, expand_hook_names
 from vlmforge.core.processing import VLMProcessor, load_image
 from vlmforge.core.registry import ModelRegistry, Resolution
+from vlmforge.core.roles import ROLES, Role
 from vlmforge.core.runtime import HookedVLM
 from vlmforge.core.spec import (
     CAPABILITY_NAMES,
@@ -28,6 +29,7 @@ from vlmforge.core.spec import (
 __all__ = [
     "CAPABILITY_NAMES",
     "HOOK_TYPES",
+    "ROLES",
     "AdapterDiscoveryError",
     "AttentionRecipe",
     "Capabilities",
@@ -44,6 +46,7 @@ __all__ = [
     "ModulePaths",
     "PromptFormat",
     "Resolution",
+    "Role",
     "UnknownModelError",
     "UnsupportedArchitectureError",
     "VLMForgeError",

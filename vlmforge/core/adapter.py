@@ -21,7 +21,23 @@ import torch
 from torch import nn
 
 from vlmforge.core.errors import ContractError
+from vlmforge.core.hooks import HOOK_TYPES
 from vlmforge.core.processing import VLMProcessor
+from vlmforge.core.roles import (
+    ATTENTION,
+    DOWN_PROJ,
+    FINAL_NORM,
+    GATE_PROJ,
+    K_PROJ,
+    LAYER,
+    LM_HEAD,
+    MLP,
+    O_PROJ,
+    Q_PROJ,
+    UP_PROJ,
+    V_PROJ,
+    Role,
+)
 from vlmforge.core.spec import FamilySpec
 
 
@@ -115,65 +131,89 @@ class ModelAdapter:
         return self.spec.capabilities.strict_residual_stream
 
     # ----------------------------------------------------------- module access
+    # Each accessor is the VLM Spectra method of one row of the role table (vlmforge.core.roles).
+    # `module` dispatches through the accessors, so a family overriding one (its layers live elsewhere)
+    # moves every role below it; the default accessors resolve the spec path in `_resolve`.
+    def module(self, role: Role, layer: int | None = None) -> nn.Module:
+        """The module playing ``role`` (in decoder layer ``layer`` for per-layer roles).
+
+        Raises:
+            ContractError: the family declares no such module, or its spec path does not resolve.
+            IndexError: ``layer`` is out of range.
+        """
+        accessor = getattr(self, role.accessor)
+        return accessor(layer) if role.per_layer else accessor()
+
+    def _resolve(self, role: Role, layer: int | None = None) -> nn.Module:
+        """Default accessor body: follow the role's spec path from its parent role (or its scope)."""
+        if role.scope == "layers":
+            layers = self.lm_layers
+            if layer is None or not -len(layers) <= layer < len(layers):
+                raise IndexError(f"layer {layer} out of range: the language model has {len(layers)} layers")
+            return layers[layer]
+        path = role.declared_path(self.spec)
+        if path is None:
+            raise ContractError(f"the {self.spec.name} family declares no {role.name} module")
+        if role.parent is not None:
+            root = self.module(role.parent, layer)
+        else:
+            root = self.model if role.scope == "model" else self._language_model
+        return resolve_attribute(root, path, what=role.name)
+
+    def _every_layer(self, role: Role) -> list[nn.Module]:
+        return [self.module(role, layer) for layer in range(len(self.lm_layers))]
+
     @property
     def lm_layers(self) -> nn.ModuleList:
         return resolve_attribute(self._language_model, self.spec.modules.layers, what="decoder layers")
 
     @property
     def lm_attn(self) -> list[nn.Module]:
-        return [self._sub(layer, self.spec.modules.attention, "attention") for layer in self.lm_layers]
+        return self._every_layer(ATTENTION)
 
     @property
     def lm_o_proj(self) -> list[nn.Module]:
-        return [self.get_lm_o_proj(i) for i in range(len(self.lm_layers))]
+        return self._every_layer(O_PROJ)
 
     @property
     def lm_mlp(self) -> list[nn.Module]:
-        return [self._sub(layer, self.spec.modules.mlp, "mlp") for layer in self.lm_layers]
-
-    def _sub(self, root: nn.Module, path: str | None, what: str) -> nn.Module:
-        if path is None:
-            raise ContractError(f"the {self.spec.name} family declares no {what} module")
-        return resolve_attribute(root, path, what=what)
+        return self._every_layer(MLP)
 
     def get_lm_layer(self, layer: int) -> nn.Module:
-        layers = self.lm_layers
-        if not -len(layers) <= layer < len(layers):
-            raise IndexError(f"layer {layer} out of range: the language model has {len(layers)} layers")
-        return layers[layer]
+        return self._resolve(LAYER, layer)
 
     def get_lm_attn(self, layer: int) -> nn.Module:
-        return self._sub(self.get_lm_layer(layer), self.spec.modules.attention, "attention")
+        return self._resolve(ATTENTION, layer)
 
     def get_lm_mlp(self, layer: int) -> nn.Module:
-        return self._sub(self.get_lm_layer(layer), self.spec.modules.mlp, "mlp")
+        return self._resolve(MLP, layer)
 
     def get_lm_q_proj(self, layer: int) -> nn.Module:
-        return self._sub(self.get_lm_attn(layer), self.spec.modules.q_proj, "q_proj")
+        return self._resolve(Q_PROJ, layer)
 
     def get_lm_k_proj(self, layer: int) -> nn.Module:
-        return self._sub(self.get_lm_attn(layer), self.spec.modules.k_proj, "k_proj")
+        return self._resolve(K_PROJ, layer)
 
     def get_lm_v_proj(self, layer: int) -> nn.Module:
-        return self._sub(self.get_lm_attn(layer), self.spec.modules.v_proj, "v_proj")
+        return self._resolve(V_PROJ, layer)
 
     def get_lm_o_proj(self, layer: int) -> nn.Module:
-        return self._sub(self.get_lm_attn(layer), self.spec.modules.o_proj, "o_proj")
+        return self._resolve(O_PROJ, layer)
 
     def get_lm_gate_proj(self, layer: int) -> nn.Module:
-        return self._sub(self.get_lm_mlp(layer), self.spec.modules.gate_proj, "gate_proj")
+        return self._resolve(GATE_PROJ, layer)
 
     def get_lm_up_proj(self, layer: int) -> nn.Module:
-        return self._sub(self.get_lm_mlp(layer), self.spec.modules.up_proj, "up_proj")
+        return self._resolve(UP_PROJ, layer)
 
     def get_lm_down_proj(self, layer: int) -> nn.Module:
-        return self._sub(self.get_lm_mlp(layer), self.spec.modules.down_proj, "down_proj")
+        return self._resolve(DOWN_PROJ, layer)
 
     def get_lm_norm(self) -> nn.Module:
-        return resolve_attribute(self._language_model, self.spec.modules.final_norm, what="final norm")
+        return self._resolve(FINAL_NORM)
 
     def get_lm_head(self) -> nn.Module:
-        return resolve_attribute(self.model, self.spec.lm_head, what="lm_head")
+        return self._resolve(LM_HEAD)
 
     # -------------------------------------------------------------- dimensions
     def _config_int(self, *names: str) -> int:
@@ -243,11 +283,11 @@ class ModelAdapter:
         return float(scaling) if scaling is not None else self.lm_head_dim**-0.5
 
     def _project_heads(
-        self, attn: nn.Module, proj: str, norm: str | None, hidden_states: torch.Tensor
+        self, projection: nn.Module, attn: nn.Module, norm: str | None, hidden_states: torch.Tensor
     ) -> torch.Tensor:
         """[B, L, D] -> [B, heads, L, d_h] through the projection (and per-head norm, if any)."""
         batch, length, _ = hidden_states.shape
-        states = resolve_attribute(attn, proj, what=proj)(hidden_states)
+        states = projection(hidden_states)
         states = states.view(batch, length, -1, self.lm_head_dim)
         if norm is not None:
             states = resolve_attribute(attn, norm, what=norm)(states)
@@ -274,12 +314,11 @@ class ModelAdapter:
         Runs under ``no_grad``: recomputation must never leak into a backward pass.
         """
         del attention_mask
-        attn = self.get_lm_attn(layer)
-        modules = self.spec.modules
+        attn = self.module(ATTENTION, layer)
         recipe = self.spec.attention
         with torch.no_grad():
-            query = self._project_heads(attn, modules.q_proj, recipe.q_norm, hidden_states)
-            key = self._project_heads(attn, modules.k_proj, recipe.k_norm, hidden_states)
+            query = self._project_heads(self.module(Q_PROJ, layer), attn, recipe.q_norm, hidden_states)
+            key = self._project_heads(self.module(K_PROJ, layer), attn, recipe.k_norm, hidden_states)
             if self._rotary is not None:
                 cos, sin = position_embeddings or self._default_position_embeddings(hidden_states)
                 query, key = self._rotary(query, key, cos, sin)
@@ -341,10 +380,10 @@ class ModelAdapter:
         """
         if isinstance(item, tuple):
             item = item[0]
-        heads = {"q": self.lm_num_heads, "k": self.lm_num_kv_heads, "v": self.lm_num_kv_heads}
-        heads["z"] = self.lm_num_heads
-        kind = hook_type.rsplit("hook_", 1)[-1]
-        if kind in heads and isinstance(item, torch.Tensor) and item.dim() == 3:
+        hook = HOOK_TYPES.get(hook_type)
+        heads = None if hook is None else hook.heads
+        if heads is not None and isinstance(item, torch.Tensor) and item.dim() == 3:
+            count = self.lm_num_heads if heads == "query" else self.lm_num_kv_heads
             batch, length, _ = item.shape
-            return item.reshape(batch, length, heads[kind], self.lm_head_dim)
+            return item.reshape(batch, length, count, self.lm_head_dim)
         return item

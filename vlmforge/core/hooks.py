@@ -4,7 +4,7 @@ Hook names follow VLM Spectra: ``lm.blocks.{i}.<hook type>``; ``lm.blocks.*.<hoo
 every layer. Each hook type is captured at exactly one place:
 
 =====================  ==========================  =====================================================
-hook type              module (site)               activation
+hook type              module role (site)          activation
 =====================  ==========================  =====================================================
 hook_resid_pre         decoder layer, input        residual stream entering the layer  [B, L, D]
 hook_resid_post        decoder layer, output       residual stream leaving the layer   [B, L, D]
@@ -34,10 +34,20 @@ from dataclasses import dataclass
 from typing import Literal
 
 from vlmforge.core.errors import InvalidHookError
-
-Site = Literal[
-    "layer", "attn", "mlp", "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"
-]
+from vlmforge.core.roles import (
+    ATTENTION,
+    DOWN_PROJ,
+    GATE_PROJ,
+    K_PROJ,
+    LAYER,
+    MLP,
+    O_PROJ,
+    Q_PROJ,
+    UP_PROJ,
+    V_PROJ,
+    Heads,
+    Role,
+)
 
 
 @dataclass(frozen=True)
@@ -45,32 +55,37 @@ class HookType:
     """Where a hook type is captured.
 
     Attributes:
-        site: the module the PyTorch hook attaches to (resolved per layer through the adapter).
+        site: the role of the module the PyTorch hook attaches to (resolved per layer by the adapter).
         direction: ``"input"`` (forward pre-hook on the module's hidden-states argument),
             ``"output"`` (forward hook on its output) or ``"computed"`` (recomputed by the adapter).
     """
 
-    site: Site
+    site: Role
     direction: Literal["input", "output", "computed"]
+
+    @property
+    def heads(self) -> Heads | None:
+        """How the captured activation splits into heads (from the role table), or ``None``."""
+        return self.site.heads(self.direction)
 
 
 HOOK_TYPES: dict[str, HookType] = {
-    "hook_resid_pre": HookType("layer", "input"),
-    "hook_resid_post": HookType("layer", "output"),
-    "attn.hook_in": HookType("attn", "input"),
-    "attn.hook_q": HookType("q_proj", "output"),
-    "attn.hook_k": HookType("k_proj", "output"),
-    "attn.hook_v": HookType("v_proj", "output"),
-    "attn.hook_scores": HookType("attn", "computed"),
-    "attn.hook_pattern": HookType("attn", "computed"),
-    "attn.hook_z": HookType("o_proj", "input"),
-    "attn.hook_head_out": HookType("o_proj", "computed"),
-    "attn.hook_out": HookType("o_proj", "output"),
-    "mlp.hook_in": HookType("mlp", "input"),
-    "mlp.hook_pre": HookType("gate_proj", "output"),
-    "mlp.hook_pre_linear": HookType("up_proj", "output"),
-    "mlp.hook_post": HookType("down_proj", "input"),
-    "mlp.hook_out": HookType("mlp", "output"),
+    "hook_resid_pre": HookType(LAYER, "input"),
+    "hook_resid_post": HookType(LAYER, "output"),
+    "attn.hook_in": HookType(ATTENTION, "input"),
+    "attn.hook_q": HookType(Q_PROJ, "output"),
+    "attn.hook_k": HookType(K_PROJ, "output"),
+    "attn.hook_v": HookType(V_PROJ, "output"),
+    "attn.hook_scores": HookType(ATTENTION, "computed"),
+    "attn.hook_pattern": HookType(ATTENTION, "computed"),
+    "attn.hook_z": HookType(O_PROJ, "input"),
+    "attn.hook_head_out": HookType(O_PROJ, "computed"),
+    "attn.hook_out": HookType(O_PROJ, "output"),
+    "mlp.hook_in": HookType(MLP, "input"),
+    "mlp.hook_pre": HookType(GATE_PROJ, "output"),
+    "mlp.hook_pre_linear": HookType(UP_PROJ, "output"),
+    "mlp.hook_post": HookType(DOWN_PROJ, "input"),
+    "mlp.hook_out": HookType(MLP, "output"),
 }
 
 _HOOK_NAME = re.compile(r"^lm\.blocks\.(?P<layer>\*|-?\d+)\.(?P<type>.+)$")

@@ -270,16 +270,10 @@ class HookedVLM:
             for handle in handles:
                 handle.remove()
 
-    def _site_module(self, point: HookPoint) -> nn.Module:
-        site = point.spec.site
-        if site == "layer":
-            return self.adapter.get_lm_layer(point.layer)
-        return getattr(self.adapter, f"get_lm_{site}")(point.layer)
-
     def _register(
         self, point: HookPoint, function: HookFunction, *, reader: bool
     ) -> torch.utils.hooks.RemovableHandle:
-        module = self._site_module(point)
+        module = self.adapter.module(point.spec.site, point.layer)
         adapter = self.adapter
         direction = point.spec.direction
 

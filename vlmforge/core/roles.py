@@ -1,0 +1,121 @@
+"""The role table: every module the contract names, where its path lives in the spec, how it is reached.
+
+One row per module role. The adapter's accessors resolve through it, the hook table names its sites
+with it, ``format_cache_item`` reads its head split from it, and the harness's contract checks walk it;
+so adding a role (a new norm, a router) is one row here plus its accessor on :class:`ModelAdapter`.
+
+Dimension names used by :attr:`Role.weight` (as in ``modeling_llama.py``):
+    hidden = D, query = H * d_h, kv = H_kv * d_h, mlp = F (the MLP's intermediate size).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Scope = Literal["model", "decoder", "layers"]
+Heads = Literal["query", "kv"]
+Dimension = Literal["hidden", "query", "kv", "mlp"]
+
+
+@dataclass(frozen=True)
+class Role:
+    """A module the adapter contract exposes.
+
+    Attributes:
+        name: the role's name (also the hook-table site name).
+        spec_path: dotted :class:`~vlmforge.core.spec.FamilySpec` attribute holding the module's
+            attribute path (``"modules.q_proj"``); ``None`` for the decoder layer itself.
+        parent: the role the path is resolved from, or ``None`` when resolved from ``scope``.
+        scope: for a role without parent: the top model, the decoder (language model) or, for the
+            layer role, one entry of the decoder's layer list.
+        accessor: the VLM Spectra ``ModelAdapter`` method returning the module (``get_lm_q_proj``).
+            Resolution goes through these methods, so a family overriding one accessor changes
+            every role below it too.
+        all_layers: the contract property listing the module for every layer (``lm_attn``), if any.
+        per_layer: whether the accessor takes a layer index.
+        optional: a family may declare the path ``None`` (a non-gated MLP has no gate_proj).
+        input_heads / output_heads: how the module's input / output activation splits into heads
+            (``format_cache_item`` reshapes [B, L, heads * d_h] to [B, L, heads, d_h]).
+        weight: the (in, out) dimensions of the module's weight, for the contract's shape check.
+    """
+
+    name: str
+    spec_path: str | None
+    accessor: str
+    parent: Role | None = None
+    scope: Scope = "decoder"
+    all_layers: str | None = None
+    per_layer: bool = True
+    optional: bool = False
+    input_heads: Heads | None = None
+    output_heads: Heads | None = None
+    weight: tuple[Dimension, Dimension | None] | None = None
+
+    def declared_path(self, spec: Any) -> str | None:
+        """The attribute path this role has in ``spec`` (``None``: the family has no such module)."""
+        if self.spec_path is None:
+            return None
+        value: Any = spec
+        for part in self.spec_path.split("."):
+            value = getattr(value, part)
+        return value
+
+    def heads(self, direction: str) -> Heads | None:
+        """The head split of the activation flowing ``"input"`` into or ``"output"`` out of the module."""
+        return {"input": self.input_heads, "output": self.output_heads}.get(direction)
+
+
+LM_HEAD = Role("lm_head", "lm_head", "get_lm_head", scope="model", per_layer=False, weight=("hidden", None))
+FINAL_NORM = Role("final_norm", "modules.final_norm", "get_lm_norm", per_layer=False)
+LAYER = Role("layer", None, "get_lm_layer", scope="layers", all_layers="lm_layers")
+ATTENTION = Role("attn", "modules.attention", "get_lm_attn", LAYER, all_layers="lm_attn")
+MLP = Role("mlp", "modules.mlp", "get_lm_mlp", LAYER, all_layers="lm_mlp")
+Q_PROJ = Role(
+    "q_proj", "modules.q_proj", "get_lm_q_proj", ATTENTION, output_heads="query", weight=("hidden", "query")
+)
+K_PROJ = Role(
+    "k_proj", "modules.k_proj", "get_lm_k_proj", ATTENTION, output_heads="kv", weight=("hidden", "kv")
+)
+V_PROJ = Role(
+    "v_proj", "modules.v_proj", "get_lm_v_proj", ATTENTION, output_heads="kv", weight=("hidden", "kv")
+)
+O_PROJ = Role(
+    "o_proj",
+    "modules.o_proj",
+    "get_lm_o_proj",
+    ATTENTION,
+    all_layers="lm_o_proj",
+    input_heads="query",
+    weight=("query", "hidden"),
+)
+GATE_PROJ = Role(
+    "gate_proj", "modules.gate_proj", "get_lm_gate_proj", MLP, optional=True, weight=("hidden", "mlp")
+)
+UP_PROJ = Role("up_proj", "modules.up_proj", "get_lm_up_proj", MLP, optional=True, weight=("hidden", "mlp"))
+DOWN_PROJ = Role(
+    "down_proj", "modules.down_proj", "get_lm_down_proj", MLP, optional=True, weight=("mlp", "hidden")
+)
+
+#: Every role, parents before children.
+ROLES: tuple[Role, ...] = (
+    LM_HEAD, FINAL_NORM, LAYER, ATTENTION, MLP, Q_PROJ, K_PROJ, V_PROJ, O_PROJ, GATE_PROJ, UP_PROJ, DOWN_PROJ,
+)  # fmt: skip
+
+#: The rest of the adapter contract: dimensions, flags and the recomputation / formatting methods.
+CONTRACT_PROPERTIES: tuple[str, ...] = (
+    "lm_num_layers",
+    "lm_num_heads",
+    "lm_num_kv_heads",
+    "lm_hidden_dim",
+    "lm_head_dim",
+    "lm_mlp_dim",
+    "has_strict_residual_stream",
+)
+CONTRACT_METHODS: tuple[str, ...] = (
+    "compute_attention_scores",
+    "compute_attention_patterns",
+    "compute_per_head_contributions",
+    "get_image_token_id",
+    "format_cache_item",
+)
