@@ -7,7 +7,7 @@ import torch
 
 from tests.conftest import tiny_vlm
 from vlmforge.harness.checks import CHECKS
-from vlmforge.harness.mutants import MUTANTS, mutant_vlm, run_checks
+from vlmforge.harness.mutants import MUTANTS, PASS, caught, mutant_vlm, run_checks
 
 # The dtype-aware tolerances must keep the harness sensitive in half precision too, where real
 # checkpoints run; in each dtype the unmutated adapters are the control.
@@ -17,8 +17,8 @@ DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("mutant", MUTANTS, ids=[m.name for m in MUTANTS])
 def test_mutant_is_caught_by_its_check(mutant, dtype):
-    results = run_checks(mutant_vlm(mutant, tiny_vlm(mutant.family, dtype)))
-    escaped = [name for name in mutant.caught_by if results[name] == "pass"]
+    failed = caught(run_checks(mutant_vlm(mutant, tiny_vlm(mutant.family, dtype))))
+    escaped = [name for name in mutant.caught_by if name not in failed]
     assert not escaped, f"{mutant.name} ({mutant.description}) escaped {escaped} in {dtype}"
 
 
@@ -27,7 +27,7 @@ def test_mutant_is_caught_by_its_check(mutant, dtype):
 def test_unmutated_adapters_pass_every_check(family, dtype):
     """The control: the same checks pass on the real adapter, so failures above are the mutation's."""
     results = run_checks(tiny_vlm(family, dtype))
-    assert all(outcome == "pass" for outcome in results.values()), results
+    assert all(outcome == PASS for outcome in results.values()), results
 
 
 def test_failure_messages_name_layer_head_position_and_difference():

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import textwrap
+from collections import Counter
 
 import pytest
 import torch
@@ -85,6 +88,57 @@ def test_failing_adapter_module_shows_in_matrix_with_difference(pytester: pytest
         ]
     )
     assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_every_registered_check_is_collected_once_per_model(pytester: pytest.Pytester):
+    models = ["tiny/llava", "tiny/qwen3_vl"]
+    result = pytester.runpytest_subprocess(*SUITE, *(f"--model={m}" for m in models), "--collect-only", "-q")
+    ids = [match[1] for line in result.outlines if (match := re.search(r"::test_check\[(.+)\]$", line))]
+    collected = Counter(tuple(test_id.rsplit("-", 1)) for test_id in ids)  # check names have no "-"
+    assert collected == Counter({(model, name): 1 for model in models for name in CHECKS})
+
+
+THIRD_PARTY_CONFTEST = """
+    from vlmforge.harness.checks import CheckResult, check
+
+    @check
+    def third_party_has_layers(vlm):
+        \"\"\"The decoder has at least one layer.\"\"\"
+        assert vlm.lm_num_layers > 0
+        return CheckResult(0.0, f"{vlm.lm_num_layers} layers")
+
+    def _llava_is_out_of_scope(vlm):
+        return "out of scope for llava" if vlm.adapter.spec.name == "llava" else None
+
+    @check(not_applicable=_llava_is_out_of_scope)
+    def third_party_not_for_llava(vlm):
+        \"\"\"Passes wherever it applies.\"\"\"
+        return CheckResult()
+"""
+
+
+def test_third_party_check_in_a_conftest_runs_for_every_model(pytester: pytest.Pytester, tmp_path):
+    """A check registered in a conftest gets a matrix row; where it does not apply, the reason shows."""
+    pytester.makeconftest(textwrap.dedent(THIRD_PARTY_CONFTEST))
+    report = tmp_path / "conformance"
+    models = ("--model", "tiny/llava", "--model", "tiny/smolvlm")
+    result = pytester.runpytest_subprocess(
+        *SUITE, *models, "--conformance-report", str(report), "-k", "third_party"
+    )
+    reason = "not applicable: out of scope for llava"
+    result.stdout.fnmatch_lines(
+        [
+            "third_party_has_layers *pass 0.0e+00 *pass 0.0e+00*",
+            "third_party_not_for_llava *skip *pass*",
+            f"SKIP tiny/llava / third_party_not_for_llava: *{reason}",
+        ]
+    )
+    assert result.ret == pytest.ExitCode.OK
+    cell = json.loads(report.with_suffix(".json").read_text())["tiny/llava"]["third_party_not_for_llava"]
+    assert cell["outcome"] == "skipped" and reason in cell["message"]
+    assert f"- `tiny/llava` / `third_party_not_for_llava`: Skipped: {reason}" in (
+        report.with_suffix(".md").read_text()
+    )
 
 
 def test_works_under_xdist(pytester: pytest.Pytester):

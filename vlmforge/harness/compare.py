@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from vlmforge.harness.tolerances import scaled
+from vlmforge.core.runtime import HookedVLM
+from vlmforge.harness.tolerances import scaled, tolerance_for
+
+PATTERN_AXES = ("batch", "head", "query", "key")
+STATE_AXES = ("batch", "position", "dim")
 
 
 class CheckFailure(AssertionError):
@@ -89,3 +93,34 @@ def assert_close(
             f"{what} differs by more than {tolerance:g}", max_diff=difference.value, where=where, hint=hint
         )
     return difference.value
+
+
+def compare_layers(
+    vlm: HookedVLM,
+    pairs: Iterable[tuple[int, torch.Tensor, torch.Tensor]],
+    *,
+    kind: str,
+    what: str,
+    hint: str,
+) -> float:
+    """Compare ``(layer, actual, expected)`` pairs by max-abs difference; return the worst difference.
+
+    ``kind`` picks the tolerance ("pattern": absolute, on [B, H, L, L]; "activation": relative to
+    the reference, on [B, L, D]). Fails at the first layer over tolerance, naming it.
+    """
+    tolerance = getattr(tolerance_for(vlm.dtype), kind)
+    axes = PATTERN_AXES if kind == "pattern" else STATE_AXES
+    differences = [
+        assert_close(
+            actual,
+            expected,
+            tolerance=tolerance,
+            relative=kind != "pattern",
+            what=what,
+            axes=axes,
+            prefix=f"layer {layer}",
+            hint=hint,
+        )
+        for layer, actual, expected in pairs
+    ]
+    return max(differences, default=0.0)

@@ -187,16 +187,29 @@ def mutant_vlm(mutant: Mutant, base: HookedVLM) -> HookedVLM:
     )
 
 
+PASS = "pass"
+SKIP = "skip: "
+
+
 def run_checks(vlm: HookedVLM) -> dict[str, str]:
-    """Run every check; map check name -> "pass" or the failure's first line."""
+    """Run every check; map check name -> "pass", "skip: <reason>" or the failure's first line."""
     results: dict[str, str] = {}
     for name, check in CHECKS.items():
+        # A check the model cannot run (capability declared False, not applicable) catches nothing.
+        if (reason := check.skip_reason(vlm)) is not None:
+            results[name] = SKIP + reason
+            continue
         try:
             check.function(vlm)
-            results[name] = "pass"
+            results[name] = PASS
         except Exception as error:  # a crash is a caught mutant too, as long as it is reported
             results[name] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
     return results
+
+
+def caught(results: dict[str, str]) -> list[str]:
+    """The checks that failed in ``results`` (what :func:`run_checks` returned)."""
+    return [name for name, outcome in results.items() if outcome != PASS and not outcome.startswith(SKIP)]
 
 
 def main() -> int:
@@ -210,12 +223,11 @@ def main() -> int:
             tiny = build_tiny_model(adapter_class.spec.reference_checkpoint)
             bases[mutant.family] = HookedVLM(tiny.model, tiny.processor, adapter=adapter_class(tiny.model))
         started = time.perf_counter()
-        results = run_checks(mutant_vlm(mutant, bases[mutant.family]))
-        caught = [name for name, outcome in results.items() if outcome != "pass"]
-        ok = all(name in caught for name in mutant.caught_by)
+        failed = caught(run_checks(mutant_vlm(mutant, bases[mutant.family])))
+        ok = all(name in failed for name in mutant.caught_by)
         escaped += not ok
         print(
-            f"{mutant.name:<34}{mutant.family:<12}{'yes' if ok else 'NO':<8}{', '.join(caught)}"
+            f"{mutant.name:<34}{mutant.family:<12}{'yes' if ok else 'NO':<8}{', '.join(failed)}"
             f"  ({time.perf_counter() - started:.1f}s)"
         )
     return 1 if escaped else 0

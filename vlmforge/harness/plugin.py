@@ -6,7 +6,10 @@ Registered through the ``pytest11`` entry point, so every project that installs 
     pytest --pyargs vlmforge.harness.suite --all-models  # anywhere
     pytest --pyargs vlmforge.harness.suite --model ./my-checkpoint --adapter-module my_family.py
 
-Without ``--model`` the suite runs on the tiny model of every registered family.
+Without ``--model`` the suite runs on the tiny model of every registered family. The plugin
+parametrizes the suite over the models under test and over the check registry, so a check
+registered in a ``conftest.py`` or a module loaded with ``-p`` runs too (see
+:mod:`vlmforge.harness.checks.registry`).
 """
 
 from __future__ import annotations
@@ -20,11 +23,12 @@ import torch
 from vlmforge.core.errors import AdapterDiscoveryError, UnknownModelError, UnsupportedArchitectureError
 from vlmforge.core.registry import TINY_PREFIX, ModelRegistry
 from vlmforge.core.runtime import HookedVLM
-from vlmforge.harness.checks import CHECKS
+from vlmforge.harness.checks import CHECKS, Check, missing_capability
 from vlmforge.harness.compare import CheckFailure
 from vlmforge.harness.report import Cell, ConformanceMatrix
 
 MODEL_FIXTURE = "conformance_model"
+CHECK_PARAM = "conformance_check"
 SESSION_KEY = pytest.StashKey["ConformanceSession"]()
 TARGETS_KEY = pytest.StashKey[list["Target"]]()
 
@@ -154,16 +158,18 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if MODEL_FIXTURE not in metafunc.fixturenames:
-        return
-    targets = metafunc.config.stash[TARGETS_KEY]
-    params = [
-        pytest.param(
-            t.name, id=t.name, marks=[pytest.mark.skip(reason=t.skip_reason)] if t.skip_reason else []
-        )
-        for t in targets
-    ]
-    metafunc.parametrize(MODEL_FIXTURE, params, scope="session")
+    """Parametrize the suite over the models under test and, for ``test_check``, the check registry."""
+    if MODEL_FIXTURE in metafunc.fixturenames:
+        targets = metafunc.config.stash[TARGETS_KEY]
+        params = [
+            pytest.param(
+                t.name, id=t.name, marks=[pytest.mark.skip(reason=t.skip_reason)] if t.skip_reason else []
+            )
+            for t in targets
+        ]
+        metafunc.parametrize(MODEL_FIXTURE, params, scope="session")
+    if CHECK_PARAM in metafunc.fixturenames:
+        metafunc.parametrize(CHECK_PARAM, list(CHECKS.values()), ids=list(CHECKS))
 
 
 class ConformanceSession:
@@ -194,14 +200,23 @@ class ConformanceSession:
         return value
 
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
-        markers = list(item.iter_markers("requires_capability"))
-        if not markers or not hasattr(item, "callspec") or MODEL_FIXTURE not in item.callspec.params:
+        """Skip a test, with the reason, where its model cannot run it.
+
+        That is a required capability declared False, or a check that does not apply to the model:
+        the matrix then shows the cell as skipped with the reason, never as a silent pass.
+        """
+        params = item.callspec.params if hasattr(item, "callspec") else {}
+        capabilities = [marker.args[0] for marker in item.iter_markers("requires_capability")]
+        check: Check | None = params.get(CHECK_PARAM)
+        if MODEL_FIXTURE not in params or not (capabilities or check):
             return
-        model = self.model(item.callspec.params[MODEL_FIXTURE])
-        for marker in markers:
-            capability = marker.args[0]
-            if not getattr(model.adapter.spec.capabilities, capability):
-                pytest.skip(f"{model.model_name} declares {capability}=False")
+        model = self.model(params[MODEL_FIXTURE])
+        reasons = [missing_capability(model, capability) for capability in capabilities]
+        if check is not None:
+            reasons.append(check.skip_reason(model))
+        reason = next((reason for reason in reasons if reason), None)
+        if reason is not None:
+            pytest.skip(reason)
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo) -> Any:
@@ -211,7 +226,7 @@ class ConformanceSession:
             report.user_properties.append(("max_diff", call.excinfo.value.max_diff))
         if hasattr(item, "callspec") and MODEL_FIXTURE in item.callspec.params:
             report.user_properties.append(("vlmforge_model", item.callspec.params[MODEL_FIXTURE]))
-            report.user_properties.append(("vlmforge_check", item.originalname.removeprefix("test_")))
+            report.user_properties.append(("vlmforge_check", matrix_row(item)))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         # Under xdist this runs in the controller too, with user_properties carried over.
@@ -238,10 +253,22 @@ class ConformanceSession:
         for model, check, cell in matrix.failures():
             first_line = cell.message.splitlines()[0] if cell.message else ""
             terminalreporter.write_line(f"FAIL {model} / {check}: {first_line}")
+        # One line per model and reason: a checkpoint that is no VLM skips every check for one reason.
+        skipped: dict[tuple[str, str], list[str]] = {}
+        for model, check, cell in matrix.skipped():
+            skipped.setdefault((model, cell.message), []).append(check)
+        for (model, reason), checks in skipped.items():
+            terminalreporter.write_line(f"SKIP {model} / {', '.join(checks)}: {reason}")
         path = self.config.getoption("vlmforge_report")
         if path and not hasattr(self.config, "workerinput"):
             json_path, md_path = matrix.write(path)
             terminalreporter.write_line(f"conformance report: {json_path} and {md_path}")
+
+
+def matrix_row(item: pytest.Item) -> str:
+    """The check name of a suite test: its registered check's, else the test's own minus ``test_``."""
+    check: Check | None = item.callspec.params.get(CHECK_PARAM)
+    return check.name if check is not None else item.originalname.removeprefix("test_")
 
 
 @pytest.fixture(scope="session")

@@ -41,6 +41,11 @@ def probe_batch(count: int = 2) -> tuple[list[str], list[Image.Image]]:
     return prompts, images
 
 
+def single_probe(vlm: HookedVLM) -> Any:
+    """The processed single-image probe most checks run on (prompt 1, a 56x56 image)."""
+    return vlm.prepare_messages(PROBE_PROMPTS[1], probe_image(56, 56))
+
+
 @dataclass
 class AttentionCall:
     """What one decoder layer's attention module received (the first forward pass only)."""

@@ -54,11 +54,18 @@ class ConformanceMatrix:
         return _ordered(list(self.cells), self.model_order)
 
     def failures(self) -> list[tuple[str, str, Cell]]:
+        return self._with_outcome("failed")
+
+    def skipped(self) -> list[tuple[str, str, Cell]]:
+        """The (model, check, cell) skipped, each with its reason in ``cell.message``."""
+        return self._with_outcome("skipped")
+
+    def _with_outcome(self, outcome: str) -> list[tuple[str, str, Cell]]:
         return [
-            (m, c, cell)
-            for m, row in self.cells.items()
-            for c, cell in row.items()
-            if cell.outcome == "failed"
+            (model, check, cell)
+            for model, row in self.cells.items()
+            for check, cell in row.items()
+            if cell.outcome == outcome
         ]
 
     def to_markdown(self) -> str:
@@ -74,12 +81,7 @@ class ConformanceMatrix:
                 f"- `{m}` / `{c}`: {cell.message.splitlines()[0] if cell.message else ''}"
                 for m, c, cell in failures
             ]
-        skipped = [
-            (m, c, cell)
-            for m, row in self.cells.items()
-            for c, cell in row.items()
-            if cell.outcome == "skipped"
-        ]
+        skipped = self.skipped()
         if skipped:
             lines += ["", "**Skipped**", ""]
             lines += [f"- `{m}` / `{c}`: {cell.message}" for m, c, cell in skipped]

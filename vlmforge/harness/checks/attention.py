@@ -1,0 +1,98 @@
+"""Attention checks: the adapter's recomputed scores and patterns equal what eager attention computes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from vlmforge.core.adapter import causal_mask
+from vlmforge.core.runtime import HookedVLM
+from vlmforge.harness.checks.registry import CheckResult, check
+from vlmforge.harness.compare import CheckFailure, compare_layers
+from vlmforge.harness.probes import probe_batch, run_eager_with_attention_inputs, single_probe
+
+
+def real_query_rows(inputs: Any) -> torch.Tensor:
+    """[B, 1, L, 1] bool: True for query positions that are real tokens (not left padding)."""
+    mask = inputs.get("attention_mask")
+    if mask is None:
+        mask = torch.ones_like(inputs["input_ids"])
+    return mask.bool()[:, None, :, None]
+
+
+def compare_attention_to_eager(vlm: HookedVLM, inputs: Any) -> tuple[float, list[torch.Tensor]]:
+    """Recomputed patterns vs eager ``output_attentions``, every layer and head, by max-abs difference.
+
+    Returns the worst difference and the recomputed patterns ([B, H, L, L] per layer). Rows of padding
+    queries are excluded: they attend to nothing real, feed no real position, and in half precision
+    eager's ``scores + finfo.min`` overflows to -inf there, so they carry no signal.
+    """
+    outputs, calls = run_eager_with_attention_inputs(vlm, inputs)
+    if outputs.attentions is None or len(outputs.attentions) != len(calls):
+        raise CheckFailure(
+            "the model returned no per-layer attentions under eager with output_attentions=True"
+        )
+    padding = ~real_query_rows(inputs)
+    recomputed = [
+        vlm.adapter.compute_attention_patterns(
+            call.hidden_states, call.layer, call.attention_mask, call.position_embeddings
+        )
+        for call in calls
+    ]
+    worst = compare_layers(
+        vlm,
+        (
+            (call.layer, patterns.masked_fill(padding, 0), eager.masked_fill(padding, 0))
+            for call, patterns, eager in zip(calls, recomputed, outputs.attentions)
+        ),
+        kind="pattern",
+        what="recomputed attention pattern vs eager output_attentions",
+        hint="the rotary function, q/k norms, kv-head grouping, scaling and mask in the attention recipe",
+    )
+    return worst, recomputed
+
+
+@check
+def attention_vs_eager(vlm: HookedVLM) -> CheckResult:
+    """Recomputed patterns equal eager ``output_attentions`` per layer and head (single input)."""
+    worst, _ = compare_attention_to_eager(vlm, single_probe(vlm))
+    return CheckResult(worst, f"{vlm.lm_num_layers} layers x {vlm.adapter.lm_num_heads} heads")
+
+
+@check(requires="supports_batching")
+def attention_vs_eager_padded_batch(vlm: HookedVLM) -> CheckResult:
+    """Recomputed patterns equal eager ``output_attentions`` on a left-padded batch."""
+    prompts, images = probe_batch(2)
+    worst, _ = compare_attention_to_eager(vlm, vlm.prepare_messages_batch(prompts, images))
+    return CheckResult(worst, "left-padded batch of 2")
+
+
+@check
+def scores_softmax_patterns(vlm: HookedVLM) -> CheckResult:
+    """softmax(compute_attention_scores + mask) == compute_attention_patterns."""
+    prompts, images = probe_batch(2)
+    _, calls = run_eager_with_attention_inputs(vlm, vlm.prepare_messages_batch(prompts, images))
+
+    def pairs() -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        for call in calls:
+            args = (call.hidden_states, call.layer, call.attention_mask, call.position_embeddings)
+            scores = vlm.adapter.compute_attention_scores(*args)
+            patterns = vlm.adapter.compute_attention_patterns(*args)
+            if call.attention_mask is None:
+                window = getattr(vlm.adapter.get_lm_attn(call.layer), "sliding_window", None)
+                mask = causal_mask(scores.shape[0], scores.shape[-1], torch.float32, scores.device, window)
+            else:
+                mask = call.attention_mask[..., : scores.shape[-1]].float()
+            # Rounded to the model dtype as eager rounds its weights, so the comparison is exact.
+            yield call.layer, patterns, torch.softmax(scores.float() + mask, dim=-1).to(patterns.dtype)
+
+    worst = compare_layers(
+        vlm,
+        pairs(),
+        kind="pattern",
+        what="softmax(scores + mask) vs patterns",
+        hint="compute_attention_patterns must use the scores",
+    )
+    return CheckResult(worst)

@@ -1,0 +1,50 @@
+"""Capability checks: each declared capability flag equals what :mod:`vlmforge.harness.measure` measures."""
+
+from __future__ import annotations
+
+from vlmforge.core.runtime import HookedVLM
+from vlmforge.core.spec import CAPABILITY_NAMES
+from vlmforge.harness.checks.registry import CHECKS, CheckResult, check
+from vlmforge.harness.compare import CheckFailure
+from vlmforge.harness.measure import (
+    Measurement,
+    measure_batching,
+    measure_contiguous_image_tokens,
+    measure_strict_residual_stream,
+)
+
+
+def _compare_capability(vlm: HookedVLM, name: str, measurement: Measurement) -> CheckResult:
+    declared = getattr(vlm.adapter.spec.capabilities, name)
+    if declared != measurement.value:
+        raise CheckFailure(
+            f"capability {name} is declared {declared} but measured {measurement.value} "
+            f"({measurement.evidence})",
+            max_diff=measurement.max_diff,
+            hint=f"set Capabilities({name}={measurement.value}) in the {vlm.adapter.spec.name} family spec",
+        )
+    return CheckResult(measurement.max_diff, f"declared == measured == {declared}: {measurement.evidence}")
+
+
+@check
+def capability_contiguous_image_tokens(vlm: HookedVLM) -> CheckResult:
+    """Declared ``contiguous_image_tokens`` equals what the processed input ids show."""
+    return _compare_capability(vlm, "contiguous_image_tokens", measure_contiguous_image_tokens(vlm))
+
+
+@check
+def capability_supports_batching(vlm: HookedVLM) -> CheckResult:
+    """Declared ``supports_batching`` equals measured padded-batch parity."""
+    return _compare_capability(vlm, "supports_batching", measure_batching(vlm))
+
+
+@check
+def capability_strict_residual_stream(vlm: HookedVLM) -> CheckResult:
+    """Declared ``strict_residual_stream`` equals whether resid_post[i] is bit-equal to resid_pre[i+1]."""
+    return _compare_capability(vlm, "strict_residual_stream", measure_strict_residual_stream(vlm))
+
+
+# A capability added to the spec needs its check here, or it would go unverified.
+assert {name.removeprefix("capability_") for name in CHECKS if name.startswith("capability_")} == set(
+    CAPABILITY_NAMES
+)
