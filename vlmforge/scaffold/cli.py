@@ -23,9 +23,12 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
+
 from vlmforge.scaffold.errors import EXIT_BAD_INPUT, EXIT_VERIFY_FAILED, ScaffoldError
 from vlmforge.scaffold.generate import (
     TEMPLATE_DIR,
+    RenderedFamily,
     answers_relpath,
     default_template,
     existing_family_conflicts,
@@ -213,76 +216,80 @@ def run_verify(name: str, module: Path, *, timeout: float = 1800.0) -> int:
         return 0 if result.returncode == 0 else EXIT_VERIFY_FAILED
 
 
-def _run(args: argparse.Namespace) -> int:
-    dest = _resolve_dest(args.dest)
-    if args.name is not None:
-        _check_name(args.name)
-        if not args.force and not args.dry_run:
-            # Fail before the (seconds-long) research when the answer is already known.
-            conflicts = existing_family_conflicts(dest, args.name, ())
-            if conflicts:
-                raise ScaffoldError("; ".join(conflicts) + ". Refusing to overwrite it without --force.")
-    if args.interactive and not sys.stdin.isatty():
-        raise ScaffoldError(
-            "--interactive needs a terminal for copier's questionnaire; run it without redirection"
-        )
+def _write_output(path: Path, text: str, what: str) -> None:
+    """Write a ``--report`` / ``--answers`` file; an unwritable path is bad input, not a traceback."""
+    try:
+        path.write_text(text)
+    except OSError as error:
+        raise ScaffoldError(f"cannot write {what} to {path}: {error.strerror or error}") from error
 
-    report = research(args.source, name=args.name, trust_remote_code=args.trust_remote_code)
-    name = _check_name(args.name or default_family_name(report.model_type))
-    checkpoints = _checkpoints(report, args.checkpoint)
-    aliases = _aliases(args.alias, checkpoints)
-    if args.report is not None:
-        try:
-            args.report.write_text(report.to_markdown())
-        except OSError as error:
-            raise ScaffoldError(
-                f"cannot write the report to {args.report}: {error.strerror or error}"
-            ) from error
 
-    conflicts = (
-        [] if args.force else existing_family_conflicts(dest, name, tuple(report.value("model_types", ())))
-    )
-    if conflicts and args.dry_run:
+def _scan_conflicts(dest: Path, name: str, report: ResearchReport, *, force: bool, dry_run: bool) -> None:
+    """The one conflict scan: by file name, family name and model_type; refuse, or note it on a dry run."""
+    if force:
+        return
+    conflicts = existing_family_conflicts(dest, name, tuple(report.value("model_types", ())))
+    if conflicts and dry_run:
         print("note: a real run would refuse without --force: " + "; ".join(conflicts))
     elif conflicts:
         raise ScaffoldError(
             "; ".join(conflicts)
             + f". Refusing to write family {name!r} without --force (or pick another --name)."
         )
-    answers = report.copier_answers(name, checkpoints=checkpoints, aliases=aliases, notes=_notes(report))
-    if args.answers is not None:
-        try:
-            report.write_copier_answers(
-                args.answers, name, checkpoints=checkpoints, aliases=aliases, notes=_notes(report)
-            )
-        except OSError as error:
-            raise ScaffoldError(
-                f"cannot write the answers to {args.answers}: {error.strerror or error}"
-            ) from error
-    rendered = render_family(answers, interactive=args.interactive, **_template_source(args))
-    try:
-        validate_module(rendered.module, rendered.name)
-        if args.dry_run:
-            print(report.to_markdown())
-            for rel in rendered.files:
-                print(f"--- would write {dest / rel}")
-                print((rendered.root / rel).read_text())
-            return 0
-        _print_summary(report)
-        written = install(rendered, dest, force=args.force)
-    finally:
-        rendered.cleanup()
+
+
+def _print_dry_run(markdown: str, rendered: RenderedFamily, dest: Path) -> None:
+    print(markdown)
+    for rel in rendered.files:
+        print(f"--- would write {dest / rel}")
+        print((rendered.root / rel).read_text())
+
+
+def _print_next_steps(name: str, written: list[Path]) -> None:
     for path in written:
         print(f"wrote {path}")
     todo_count = sum(path.read_text().count("# TODO(vlmforge):") for path in written if path.suffix == ".py")
     print(
         f"Next: resolve the {todo_count} TODO(vlmforge) comment(s), then "
-        f"`pytest --pyargs vlmforge.harness.suite --model tiny/{rendered.name}`. "
-        f"Update later with `copier update -a {answers_relpath(rendered.name)}`."
+        f"`pytest --pyargs vlmforge.harness.suite --model tiny/{name}`. "
+        f"Update later with `copier update -a {answers_relpath(name)}`."
     )
-    if args.verify:
-        return run_verify(rendered.name, written[0])
-    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Validate the input, research, write the optional outputs, render, validate, install, verify."""
+    dest = _resolve_dest(args.dest)
+    given_name = _check_name(args.name) if args.name is not None else None
+    if args.interactive and not sys.stdin.isatty():
+        raise ScaffoldError(
+            "--interactive needs a terminal for copier's questionnaire; run it without redirection"
+        )
+    report = research(args.source, name=given_name, trust_remote_code=args.trust_remote_code)
+    name = given_name or _check_name(default_family_name(report.model_type))
+    checkpoints = _checkpoints(report, args.checkpoint)
+    aliases = _aliases(args.alias, checkpoints)
+    markdown = report.to_markdown()
+    if args.report is not None:
+        _write_output(args.report, markdown, "the report")
+    _scan_conflicts(dest, name, report, force=args.force, dry_run=args.dry_run)
+    answers = report.copier_answers(name, checkpoints=checkpoints, aliases=aliases, notes=_notes(report))
+    if args.answers is not None:
+        _write_output(
+            args.answers, yaml.safe_dump(answers, sort_keys=False, allow_unicode=True), "the answers"
+        )
+    rendered = render_family(answers, interactive=args.interactive, **_template_source(args))
+    try:
+        validate_module(rendered.module, rendered.name)
+        if args.dry_run:
+            _print_dry_run(markdown, rendered, dest)
+            return 0
+        _print_summary(report)
+        # The scan above cleared `name`; install scans again only for a name the questionnaire changed.
+        written = install(rendered, dest, force=args.force or rendered.name == name)
+    finally:
+        rendered.cleanup()
+    _print_next_steps(rendered.name, written)
+    return run_verify(rendered.name, written[0]) if args.verify else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,7 +21,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ForwardAnalysis", "NormCall", "RotaryCall", "analyze_forward", "evaluate_condition"]
+__all__ = [
+    "ForwardAnalysis",
+    "NormCall",
+    "RotaryCall",
+    "analyze_forward",
+    "evaluate_condition",
+    "gated_mlp_roles",
+]
 
 # Tensor methods that only reshape / move a tensor; they never change the scores.
 _SHAPE_METHODS = frozenset(
@@ -223,77 +230,125 @@ def analyze_forward(
     except (OSError, TypeError):
         analysis.source_available = False
         return analysis
-    tree = ast.parse(source)
-    function = tree.body[0]
+    function = ast.parse(source).body[0]
     assert isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef)
-    module_globals = vars(sys.modules[module_name]) if module_name in sys.modules else {}
-
-    def text(node: ast.AST) -> str:
-        return (ast.get_source_segment(source, node) or ast.unparse(node)).strip()
-
+    reader = _ForwardReader(
+        analysis,
+        source,
+        vars(sys.modules[module_name]) if module_name in sys.modules else {},
+        {"query": q_proj, "key": k_proj},
+        tuple(norm_attributes),
+    )
     analysis.references = {name for sub in ast.walk(function) if (name := _self_attribute(sub))}
-
     for statement, conditions in _walk_statements(function.body):
-        # --- rotary calls (also inside expressions such as tuple unpacking)
+        reader.rotary_calls(statement, conditions)
+        reader.kernel_call(statement)
+        reader.qk_flow(statement, conditions)
+    return analysis
+
+
+@dataclass(frozen=True)
+class _ForwardReader:
+    """Records into ``analysis`` what each statement of ``forward`` does (one method per concern).
+
+    Attributes:
+        analysis: the result being filled in.
+        source: ``forward``'s dedented source (for the source text of nodes).
+        module_globals: the attention module's globals (what a called name resolves to).
+        projections: ``query`` / ``key`` -> the projection attribute.
+        norm_attributes: the attention's norm children.
+    """
+
+    analysis: ForwardAnalysis
+    source: str
+    module_globals: dict[str, Any]
+    projections: dict[str, str | None]
+    norm_attributes: tuple[str, ...]
+
+    def text(self, node: ast.AST) -> str:
+        return (ast.get_source_segment(self.source, node) or ast.unparse(node)).strip()
+
+    def rotary_calls(self, statement: ast.stmt, conditions: tuple[ast.expr, ...]) -> None:
+        """Calls of a ``*rotary*`` / ``*rope*`` function (also inside expressions such as tuple unpacking)."""
+        analysis = self.analysis
         for sub in ast.walk(statement):
             if not (isinstance(sub, ast.Call) and isinstance(sub.func, ast.Name)):
                 continue
             name = sub.func.id
-            target = module_globals.get(name)
-            if callable(target) and ("rotary" in name.lower() or "rope" in name.lower()):
-                analysis.rotary_calls.append(
-                    RotaryCall(
-                        name=name,
-                        function=target,
-                        dotted_path=f"{module_name}.{name}",
-                        defined_in=getattr(target, "__module__", module_name) or module_name,
-                        source=text(sub),
-                        conditions=tuple(text(c) for c in conditions),
-                        condition_nodes=conditions,
-                        positional_args=len(sub.args),
-                        keywords=tuple(k.arg for k in sub.keywords if k.arg),
-                    )
+            target = self.module_globals.get(name)
+            if not (callable(target) and ("rotary" in name.lower() or "rope" in name.lower())):
+                continue
+            analysis.rotary_calls.append(
+                RotaryCall(
+                    name=name,
+                    function=target,
+                    dotted_path=f"{analysis.module}.{name}",
+                    defined_in=getattr(target, "__module__", analysis.module) or analysis.module,
+                    source=self.text(sub),
+                    conditions=tuple(self.text(c) for c in conditions),
+                    condition_nodes=conditions,
+                    positional_args=len(sub.args),
+                    keywords=tuple(k.arg for k in sub.keywords if k.arg),
                 )
-                if analysis.rotary_line is None:
-                    analysis.rotary_line = statement.lineno
-        # --- the attention-kernel call: scaling=self.X and the other keywords it receives
+            )
+            if analysis.rotary_line is None:
+                analysis.rotary_line = statement.lineno
+
+    def kernel_call(self, statement: ast.stmt) -> None:
+        """The attention-kernel call: ``scaling=self.X`` and the other keywords it receives."""
         for sub in ast.walk(statement):
             if isinstance(sub, ast.Call):
                 keywords = {k.arg: k for k in sub.keywords if k.arg}
                 if "scaling" in keywords:
-                    analysis.scaling_attribute = _self_attribute(keywords["scaling"].value)
-                    analysis.kernel_keywords = {name: text(k.value) for name, k in keywords.items()}
-        # --- the q / k data flow: projection, reshapes and norms are the recipe; anything else is not
+                    self.analysis.scaling_attribute = _self_attribute(keywords["scaling"].value)
+                    self.analysis.kernel_keywords = {name: self.text(k.value) for name, k in keywords.items()}
+
+    def qk_flow(self, statement: ast.stmt, conditions: tuple[ast.expr, ...]) -> None:
+        """The q / k data flow: projection, reshapes and norms are the recipe; anything else is not."""
         targets = _targets(statement)
         value = getattr(statement, "value", None)
         if not targets or value is None:
-            continue
-        variable = None
-        for role, projection in (("query", q_proj), ("key", k_proj)):
+            return
+        pipeline = self._pipeline_of(targets, value)
+        if pipeline is None:
+            return
+        variable, allowed = pipeline
+        calls = _pipeline_calls(value, allowed) if isinstance(statement, ast.Assign) else None
+        if calls is None:
+            self.analysis.unrecognized.append(self.text(statement))
+            return
+        condition_text = tuple(self.text(c) for c in conditions)
+        self.analysis.norm_calls += [
+            NormCall(call, variable, statement.lineno, condition_text, conditions)
+            for call in calls
+            if call in self.norm_attributes
+        ]
+
+    def _pipeline_of(self, targets: list[str], value: ast.expr) -> tuple[str, tuple[str, ...]] | None:
+        """(q/k variable written, self-calls allowed in it) for a statement of the q / k pipeline.
+
+        A statement calling the q / k projection starts a pipeline (and names its variable); a later write
+        to that variable continues it, except the rotary call itself (recorded separately) and the kv-cache
+        update. None: not part of the pipeline.
+        """
+        analysis = self.analysis
+        started = None
+        for role, projection in self.projections.items():
             if (
                 projection
                 and _calls_self_attribute(value, projection)
                 and getattr(analysis, f"{role}_var") is None
             ):
                 setattr(analysis, f"{role}_var", targets[0])
-                variable, allowed = targets[0], (projection, *norm_attributes)
-        if variable is None:
-            written = {v for v in (analysis.query_var, analysis.key_var) if v} & set(targets)
-            if not written:
-                continue
-            variable, allowed = next(iter(written)), tuple(norm_attributes)
-            if any(call.source in text(value) for call in analysis.rotary_calls) or _is_cache_update(value):
-                continue  # the rotary call itself (recorded above) or the kv-cache update
-        calls = _pipeline_calls(value, allowed) if isinstance(statement, ast.Assign) else None
-        if calls is None:
-            analysis.unrecognized.append(text(statement))
-            continue
-        analysis.norm_calls += [
-            NormCall(call, variable, statement.lineno, tuple(text(c) for c in conditions), conditions)
-            for call in calls
-            if call in norm_attributes
-        ]
-    return analysis
+                started = (targets[0], (projection, *self.norm_attributes))
+        if started is not None:
+            return started
+        written = {v for v in (analysis.query_var, analysis.key_var) if v} & set(targets)
+        if not written:
+            return None
+        if any(call.source in self.text(value) for call in analysis.rotary_calls) or _is_cache_update(value):
+            return None
+        return next(iter(written)), self.norm_attributes
 
 
 def evaluate_condition(condition: ast.expr, instance: Any) -> bool | None:

@@ -1,0 +1,285 @@
+"""The attention's score recipe: rotary function, per-head q/k norms, softmax scale, and anything beyond.
+
+The generic ``compute_attention_scores`` projects, splits heads, optionally norms q/k per head, applies
+one rotary function, repeats kv heads and scales. Each answer here is read off the attention class's
+``forward`` (:mod:`.forward_analysis`) and the built modules, and says where the class departs from that.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import PretrainedConfig
+
+from vlmforge.scaffold.report import Answer, ResearchReport, Status
+from vlmforge.scaffold.research.config_values import config_value
+from vlmforge.scaffold.research.forward_analysis import (
+    ForwardAnalysis,
+    NormCall,
+    RotaryCall,
+    analyze_forward,
+    evaluate_condition,
+)
+from vlmforge.scaffold.research.geometry import HeadGeometry
+from vlmforge.scaffold.research.module_tree import describe, is_norm
+from vlmforge.scaffold.research.projections import ROLES, find_projections, projection_answer
+
+__all__ = ["research_attention"]
+
+_ROTARY_QUESTION = "Rotary function the attention calls"
+
+
+@dataclass(frozen=True)
+class _Condition:
+    """The ``if`` tests around a call, evaluated on built attention modules.
+
+    Attributes:
+        text: the tests' source, ``and``-joined.
+        holds: per module, whether they hold (None: they read runtime values).
+    """
+
+    text: str
+    holds: tuple[bool | None, ...]
+
+    @classmethod
+    def of(cls, call: RotaryCall | NormCall, modules: Sequence[nn.Module]) -> _Condition | None:
+        """None for an unconditional call."""
+        if not call.conditions:
+            return None
+        holds = []
+        for module in modules:
+            results = [evaluate_condition(node, module) for node in call.condition_nodes]
+            holds.append(None if None in results else all(results))
+        return cls(" and ".join(call.conditions), tuple(holds))
+
+    @property
+    def runtime(self) -> bool:
+        """Some module cannot tell without runtime values."""
+        return None in self.holds
+
+    @property
+    def everywhere(self) -> bool:
+        return not self.runtime and all(self.holds)
+
+    @property
+    def nowhere(self) -> bool:
+        return not self.runtime and not self.everywhere and not any(self.holds)
+
+    @property
+    def partial(self) -> bool:
+        """Decided on every module, but holding on some only."""
+        return not (self.runtime or self.everywhere or self.nowhere)
+
+
+def research_attention(
+    attn: nn.Module,
+    layers: list[nn.Module],
+    attention_name: str,
+    geometry: HeadGeometry,
+    text_config: PretrainedConfig,
+    report: ResearchReport,
+) -> None:
+    """Projections, rotary function, q/k norms, scaling and extras of the attention module ``attn``."""
+    projections = find_projections(attn, geometry)
+    for role in ROLES:
+        report.add(projection_answer(role, attn, projections, geometry))
+    norms = [n for n, c in attn.named_children() if is_norm(c)]
+    analysis = analyze_forward(
+        type(attn),
+        q_proj=projections.names["q_proj"],
+        k_proj=projections.names["k_proj"],
+        norm_attributes=norms,
+    )
+    modules = [getattr(layer, attention_name) for layer in layers if hasattr(layer, attention_name)]
+    has_rope = any(
+        config_value(text_config, key) for key in ("rope_parameters", "rope_scaling", "rope_theta")
+    )
+    report.add(_rotary_answer(analysis, type(attn).__name__, modules, len(layers), has_rope))
+    for role, variable in (("q_norm", analysis.query_var), ("k_norm", analysis.key_var)):
+        report.add(_qk_norm_answer(role, variable, analysis, attn, norms, geometry.head_dim))
+    report.add(_scaling_answer(analysis, attn, geometry.head_dim))
+    report.add(_extras_answer(analysis, attn))
+
+
+# --------------------------------------------------------------------------------------------- rotary
+def _rotary_answer(
+    analysis: ForwardAnalysis, cls: str, modules: list[nn.Module], layer_count: int, has_rope: bool
+) -> Answer:
+    if not analysis.source_available:
+        return Answer(
+            "rotary_function", _ROTARY_QUESTION, None, f"unknown: no source for {cls}.forward", "unknown"
+        )
+    calls = {call.dotted_path: call for call in analysis.rotary_calls}
+    if not calls and has_rope:
+        evidence = (
+            f"unknown: {cls}.forward calls no *rotary*/*rope* function although the text config has RoPE "
+            "parameters; find where RoPE is applied"
+        )
+        return Answer("rotary_function", _ROTARY_QUESTION, None, evidence, "unknown")
+    if not calls:
+        evidence = f"{cls}.forward calls no rotary function and the text config has no RoPE parameters"
+        return Answer("rotary_function", _ROTARY_QUESTION, None, evidence)
+    if len(calls) > 1:
+        evidence = f"unknown: {cls}.forward calls several rotary functions: {sorted(calls)}"
+        return Answer("rotary_function", _ROTARY_QUESTION, None, evidence, "unknown")
+    call = next(iter(calls.values()))
+    evidence = f"{cls}.forward calls {call.source}"
+    if call.defined_in != analysis.module:
+        evidence += f" (imported from {call.defined_in})"
+    status: Status = "found"
+    value: str | None = call.dotted_path
+    mismatch = _rotary_signature_mismatch(call)
+    if mismatch:
+        status, evidence = "hand_edit", f"{evidence}; {mismatch}"
+    condition = _Condition.of(call, modules)
+    if condition is not None:
+        evidence += _rotary_condition_clause(condition, layer_count)
+        if condition.runtime or condition.partial:  # the adapter applies one rotary recipe to every layer
+            status = "hand_edit"
+        if condition.nowhere:
+            value = None
+    return Answer("rotary_function", _ROTARY_QUESTION, value, evidence, status)
+
+
+def _rotary_condition_clause(condition: _Condition, layer_count: int) -> str:
+    if condition.runtime:
+        return f"; applied only if `{condition.text}`, which depends on runtime values: check by hand"
+    if condition.everywhere:
+        return f"; applied under `{condition.text}`, which holds on all {layer_count} layers of this config"
+    if condition.nowhere:
+        return f"; but `{condition.text}` is false on every layer of this config, so no rotary is applied"
+    applied = [i for i, holds in enumerate(condition.holds) if holds]
+    return (
+        f"; applied only where `{condition.text}` holds (layers {applied}); the adapter applies one "
+        "rotary recipe to every layer"
+    )
+
+
+def _rotary_signature_mismatch(call: RotaryCall) -> str | None:
+    """How the call differs from the adapter's ``rotary(q, k, cos, sin)`` on [B, H, L, d_h] tensors."""
+    signature = inspect.signature(call.function)
+    required = [
+        p
+        for p in signature.parameters.values()
+        if p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    extra_keywords = [k for k in call.keywords if k not in ("unsqueeze_dim", "position_ids")]
+    if call.positional_args == 4 and len(required) <= 4 and not extra_keywords:
+        return None
+    return (
+        f"signature {call.name}{signature} / call with {call.positional_args} positional args "
+        f"{extra_keywords or ''} differs from the adapter's rotary(q, k, cos, sin)"
+    )
+
+
+# -------------------------------------------------------------------------------------------- q/k norm
+def _qk_norm_answer(
+    role: str,
+    variable: str | None,
+    analysis: ForwardAnalysis,
+    attn: nn.Module,
+    norms: list[str],
+    head_dim: int | None,
+) -> Answer:
+    """Whether (and which) norm ``forward`` applies to q (``q_norm``) or k (``k_norm``), before RoPE."""
+    cls = type(attn).__name__
+    question = f"Per-head {role.replace('_', ' ')} before RoPE"
+    applied = [call for call in analysis.norm_calls if variable and call.variable == variable]
+    if not applied:
+        evidence = f"{cls}.forward applies no norm to {variable or role[0]}"
+        if norms:
+            evidence += f" (norm children {norms} are not applied to it)"
+        return Answer(role, question, None, evidence)
+    call = applied[0]
+    norm = getattr(attn, call.attribute)
+    weight = getattr(norm, "weight", None)
+    width = weight.shape[-1] if isinstance(weight, torch.Tensor) and weight.dim() else None
+    evidence = f"{cls}.forward applies self.{call.attribute} ({describe(norm)}, width {width}) to {variable}"
+    problems = _qk_norm_problems(applied, analysis.rotary_line, width, head_dim)
+    status: Status = "hand_edit" if problems else "found"
+    evidence += "".join(f"; {problem}" for problem in problems)
+    condition = _Condition.of(call, [attn])
+    if condition is not None:
+        if condition.runtime:
+            status, evidence = "hand_edit", evidence + f"; only if `{condition.text}` (a runtime value)"
+        elif condition.nowhere:
+            return Answer(role, question, None, evidence + f"; but `{condition.text}` is false here")
+        else:
+            evidence += f"; under `{condition.text}`, which holds here"
+    return Answer(role, question, call.attribute, evidence, status, slot=role)
+
+
+def _qk_norm_problems(
+    applied: list[NormCall], rotary_line: int | None, width: int | None, head_dim: int | None
+) -> list[str]:
+    """What keeps the generic per-head norm-before-RoPE from reproducing the norms ``applied``."""
+    problems = []
+    if len(applied) > 1:
+        problems.append(f"several norms apply to it: {[c.attribute for c in applied]}")
+    if rotary_line is not None and applied[0].line > rotary_line:
+        problems.append("but after RoPE (the adapter applies norms before RoPE)")
+    if width is not None and head_dim and width != head_dim:
+        problems.append(f"normalises {width} features, not one head ({head_dim}): the adapter norms per head")
+    return problems
+
+
+# --------------------------------------------------------------------------------------- scale, extras
+def _scaling_answer(analysis: ForwardAnalysis, attn: nn.Module, head_dim: int | None) -> Answer:
+    """The attribute holding the softmax scale: passed as ``scaling=self.X``, else a numeric ``scaling``."""
+    cls = type(attn).__name__
+    question = "Softmax scale attribute"
+    name = analysis.scaling_attribute
+    if name is None and isinstance(getattr(attn, "scaling", None), int | float):
+        name = "scaling"
+    value = getattr(attn, name, None) if name else None
+    if not (name and isinstance(value, int | float)):
+        return Answer(
+            "scaling",
+            question,
+            None,
+            f"unknown: {cls} passes no scaling=self.<attr> to its attention kernel and has no numeric "
+            "`scaling`; the adapter would fall back to head_dim**-0.5",
+            "unknown",
+        )
+    default = head_dim**-0.5 if head_dim else None
+    relation = (
+        "= head_dim**-0.5" if default and abs(value - default) < 1e-9 else f"(head_dim**-0.5 = {default})"
+    )
+    source = "passed as scaling=self." + name if analysis.scaling_attribute else "attribute"
+    return Answer("scaling", question, name, f"{cls}.{name} = {value:.6g} {relation}; {source}")
+
+
+def _score_extras(analysis: ForwardAnalysis, attn: nn.Module) -> list[str]:
+    """Anything in the score computation beyond the recipe: softcapping, sinks, unknown q/k transforms."""
+    extras: list[str] = []
+    softcap = analysis.kernel_keywords.get("softcap")
+    softcap_value = getattr(attn, "attn_logit_softcapping", None)
+    if softcap_value is not None or (softcap and softcap not in ("None",)):
+        extras.append(f"logit softcapping (softcap={softcap}, attn_logit_softcapping={softcap_value})")
+    for key in ("sinks", "s_aux"):
+        if key in analysis.kernel_keywords:
+            extras.append(f"attention sinks ({key}={analysis.kernel_keywords[key]})")
+    extras += [f"unrecognized q/k transformation `{line}`" for line in analysis.unrecognized]
+    if not analysis.source_available:
+        extras.append(f"no source for {type(attn).__name__}.forward")
+    return extras
+
+
+def _extras_answer(analysis: ForwardAnalysis, attn: nn.Module) -> Answer:
+    cls = type(attn).__name__
+    extras = _score_extras(analysis, attn)
+    return Answer(
+        "attention_extras",
+        "Score computation beyond project/norm/RoPE/GQA/scale",
+        "; ".join(extras) or "none",
+        (f"{cls}.forward: " + "; ".join(extras) + ": compute_attention_scores needs an override")
+        if extras
+        else f"{cls}.forward does nothing to q/k beyond the generic recipe "
+        f"(kernel keywords: {sorted(analysis.kernel_keywords)})",
+        "hand_edit" if extras else "found",
+        slot="attention_recipe",
+    )

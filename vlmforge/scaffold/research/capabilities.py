@@ -1,0 +1,77 @@
+"""The three capability flags, *measured* on a tiny random model through an adapter of the researched spec."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vlmforge.core.adapter import ModelAdapter
+from vlmforge.core.runtime import HookedVLM
+from vlmforge.core.spec import FamilySpec
+from vlmforge.harness.measure import measure_capabilities
+from vlmforge.scaffold.report import Answer, ResearchReport
+from vlmforge.scaffold.research.isolation import quiet
+
+__all__ = ["research_capabilities"]
+
+_QUESTIONS = {
+    "contiguous_image_tokens": "Capability: contiguous image tokens",
+    "supports_batching": "Capability: batching gives the same result as singles",
+    "strict_residual_stream": "Capability: resid_post[i] == resid_pre[i+1]",
+}
+
+
+def research_capabilities(
+    report: ResearchReport, tiny: Any, tiny_error: str | None, name: str, *, measure: bool = True
+) -> None:
+    """Measure the flags on ``tiny`` (a tiny model bundle) with an adapter built from the answers so far.
+
+    Args:
+        report: the research so far; its spec answers configure the throwaway adapter.
+        tiny: the tiny model bundle (``.model``, ``.processor``), or None when it could not be built.
+        tiny_error: why it could not be built.
+        name: the family id, naming the throwaway adapter.
+        measure: False leaves every flag ``unknown`` (the caller asked for no tiny model).
+    """
+    if not measure:
+        _add_unknown(report, "unknown: not measured (measure=False)", slotted=True)
+        return
+    if tiny is None:
+        # No slot: without a tiny model the flags stay in the report only.
+        _add_unknown(report, f"unknown: no tiny model to measure on ({tiny_error})", slotted=False)
+        return
+    try:
+        measured = _measure(report, tiny, name)
+    except Exception as error:  # the measurement itself failed: report it, do not guess the flags
+        _add_unknown(report, f"unknown: measuring failed ({type(error).__name__}: {error})", slotted=True)
+        return
+    for key, question in _QUESTIONS.items():
+        measurement = measured[key]
+        report.add(
+            Answer(
+                key,
+                question,
+                bool(measurement.value),
+                f"tiny model: {measurement.evidence}",
+                "measured",
+                slot=key,
+            )
+        )
+
+
+def _measure(report: ResearchReport, tiny: Any, name: str) -> dict[str, Any]:
+    """The harness's capability measurements on ``tiny`` through an adapter of the researched spec."""
+    spec = FamilySpec(
+        name=name,
+        checkpoints=(),
+        tiny_reference=report.value("tiny_reference", report.model_type),
+        **report.spec_kwargs(),
+    )
+    adapter_class = type(f"{name}ResearchAdapter", (ModelAdapter,), {"spec": spec, "__module__": __name__})
+    vlm = HookedVLM(tiny.model, tiny.processor, adapter=adapter_class(tiny.model), model_name=f"tiny/{name}")
+    with quiet():
+        return measure_capabilities(vlm)
+
+
+def _add_unknown(report: ResearchReport, reason: str, *, slotted: bool) -> None:
+    for key, question in _QUESTIONS.items():
+        report.add(Answer(key, question, None, reason, "unknown", slot=key if slotted else None))

@@ -1,0 +1,275 @@
+"""Chat-template conventions, measured by rendering probe messages with the processor.
+
+``image_in_message`` (the image travels inside the content item), ``image_before_text`` (where the
+template puts the image) and ``continue_final_message`` (an assistant prefill renders open-ended). A
+tiny processor without a stored copy of the family's template renders a generic ChatML stand-in, so
+its measurements are reported as ``unknown``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image
+
+from vlmforge.scaffold.report import Answer, ResearchReport, Status
+from vlmforge.scaffold.research.isolation import quiet
+
+__all__ = ["PROBE_PREFILL", "PROBE_TEXT", "research_chat_template"]
+
+PROBE_TEXT = "Describe this picture in one sentence."
+PROBE_PREFILL = "The picture shows"
+_QUESTIONS = {
+    "image_in_message": "Image given inside the message (not a bare placeholder)",
+    "image_before_text": "Image before text in the user turn",
+    "continue_final_message": "continue_final_message renders an assistant prefill",
+}
+_CUSTOM_PROCESSOR_QUESTION = "Family needs a processor subclass"
+
+
+def _text_item() -> dict[str, Any]:
+    """A fresh probe text item: chat-template code may annotate the message dicts it is given."""
+    return {"type": "text", "text": PROBE_TEXT}
+
+
+@dataclass(frozen=True)
+class _Probe:
+    """The processor whose template is rendered, and how much its renderings say about the family's.
+
+    Attributes:
+        processor: the processor.
+        provenance: where it came from, for the evidence.
+        stored_template: its template is the family's real one (a checkpoint's, or a stored copy).
+    """
+
+    processor: Any
+    provenance: str
+    stored_template: bool
+
+    @property
+    def status(self) -> Status:
+        """What a measurement on this template is worth."""
+        return "measured" if self.stored_template else "unknown"
+
+    @property
+    def caveat(self) -> str:
+        """Appended to measured evidence when the template is a stand-in."""
+        if self.stored_template:
+            return ""
+        return (
+            " (the tiny processor has no stored copy of this family's real template and uses a generic "
+            "ChatML one, so this is NOT evidence about the real template: check with a checkpoint dir)"
+        )
+
+    def render(self, messages: list[dict[str, Any]], **kwargs: Any) -> str:
+        with quiet():
+            return self.processor.apply_chat_template(messages, tokenize=False, **kwargs)
+
+    def user_turn(self, content: list[dict[str, Any]]) -> str:
+        """A one-message user turn, rendered up to the assistant's generation prompt."""
+        return self.render([{"role": "user", "content": content}], add_generation_prompt=True)
+
+
+def research_chat_template(
+    processor: Any,
+    provenance: str,
+    stored_template: bool,
+    model_class: type | None,
+    image_token: str | None,
+    report: ResearchReport,
+) -> None:
+    """image_in_message, image_before_text, continue_final_message: measured on the chat template.
+
+    Without a processor or a template nothing can be measured; the family then needs a processor
+    subclass (``custom_processor``) or a person to check.
+    """
+    if processor is None:
+        for key, question in _QUESTIONS.items():
+            report.add(Answer(key, question, None, f"unknown: {provenance}", "unknown", slot=key))
+        report.add(
+            Answer(
+                "custom_processor",
+                _CUSTOM_PROCESSOR_QUESTION,
+                None,
+                f"unknown: {provenance}",
+                "unknown",
+                slot="processor",
+            )
+        )
+        return
+    if not getattr(processor, "chat_template", None):
+        reason = f"unknown: {provenance} has no chat template; prompts must be built by a processor subclass"
+        for key, question in _QUESTIONS.items():
+            report.add(Answer(key, question, None, reason, "unknown"))
+        report.add(
+            Answer(
+                "custom_processor", _CUSTOM_PROCESSOR_QUESTION, True, reason, "hand_edit", slot="processor"
+            )
+        )
+        return
+    probe = _Probe(processor, provenance, stored_template)
+    _research_image_position(probe, model_class, image_token, report)
+    report.add(_prefill_answer(probe))
+
+
+# -------------------------------------------------------------------------------------- image position
+def _research_image_position(
+    probe: _Probe, model_class: type | None, image_token: str | None, report: ResearchReport
+) -> None:
+    """image_in_message, then image_before_text with the image given the way the template reads it."""
+    image = Image.new("RGB", (32, 32))
+    try:
+        bare = probe.user_turn([_text_item()])
+        placeholder = probe.user_turn([{"type": "image"}, _text_item()])
+        in_message = probe.user_turn([{"type": "image", "image": image}, _text_item()])
+    except Exception as error:
+        reason = f"unknown: {probe.provenance}'s chat template failed to render a user turn ({error})"
+        for key in ("image_in_message", "image_before_text"):
+            report.add(Answer(key, _QUESTIONS[key], None, reason, "unknown"))
+        return
+    if not bare:
+        return
+    answer = _image_in_message_answer(probe, bare, placeholder, in_message)
+    report.add(answer)
+    item = {"type": "image", "image": image} if answer.value else {"type": "image"}
+    try:
+        positions = [
+            _image_first(probe.user_turn(content), bare)
+            for content in ([item, _text_item()], [_text_item(), item])
+        ]
+    except Exception as error:
+        report.add(
+            Answer(
+                "image_before_text",
+                _QUESTIONS["image_before_text"],
+                None,
+                f"unknown: rendering failed ({error})",
+                "unknown",
+            )
+        )
+        return
+    report.add(_image_before_text_answer(probe, positions, _documented_order(model_class, image_token)))
+
+
+def _inserted(with_image: str, without: str) -> tuple[int, str]:
+    """Where ``with_image`` differs from ``without``: (start index, inserted text)."""
+    prefix = 0
+    while prefix < min(len(with_image), len(without)) and with_image[prefix] == without[prefix]:
+        prefix += 1
+    suffix = 0
+    while (
+        suffix < min(len(with_image), len(without)) - prefix
+        and with_image[-1 - suffix] == without[-1 - suffix]
+    ):
+        suffix += 1
+    return prefix, with_image[prefix : len(with_image) - suffix]
+
+
+def _image_first(rendered: str, bare: str) -> bool | None:
+    """Whether the image marker comes before the probe text in ``rendered`` (None: the text is missing)."""
+    at, _ = _inserted(rendered, bare)
+    return at <= rendered.find(PROBE_TEXT) if PROBE_TEXT in rendered else None
+
+
+def _image_in_message_answer(probe: _Probe, bare: str, placeholder: str, in_message: str) -> Answer:
+    """False when the bare ``{'type': 'image'}`` placeholder renders a marker; True if only the item does."""
+    question = _QUESTIONS["image_in_message"]
+    _, marker = _inserted(placeholder, bare)
+    if marker:
+        evidence = (
+            f"the bare {{'type': 'image'}} placeholder renders {marker!r} ({probe.provenance}){probe.caveat}"
+        )
+        return Answer("image_in_message", question, False, evidence, probe.status, slot="image_in_message")
+    _, marker = _inserted(in_message, bare)
+    if marker:
+        evidence = (
+            f"the bare placeholder renders nothing; with the image inside the item it renders {marker!r}"
+        )
+        return Answer("image_in_message", question, True, evidence, probe.status, slot="image_in_message")
+    evidence = f"unknown: the template renders no image marker either way ({probe.provenance})"
+    return Answer("image_in_message", question, None, evidence, "unknown", slot="image_in_message")
+
+
+def _image_before_text_answer(
+    probe: _Probe, positions: list[bool | None], documented: tuple[bool, str] | None
+) -> Answer:
+    """A position the template fixes; else the documented convention; else image first by default."""
+    question = _QUESTIONS["image_before_text"]
+    if positions in ([True, True], [False, False]):
+        where = "before" if positions[0] else "after"
+        evidence = (
+            f"the template puts the image {where} the text whatever the content order "
+            f"({probe.provenance}){probe.caveat}"
+        )
+        return Answer(
+            "image_before_text", question, positions[0], evidence, probe.status, slot="image_before_text"
+        )
+    if documented is not None:
+        before, evidence = documented
+        evidence = f"the template follows the content order; {evidence}"
+        return Answer("image_before_text", question, before, evidence, "found", slot="image_before_text")
+    return Answer(
+        "image_before_text",
+        question,
+        True,
+        "the template follows the content order and no usage example shows the convention; "
+        "image first is the default (the order the seed families were trained with)",
+        "default",
+        slot="image_before_text",
+    )
+
+
+def _documented_order(model_class: type | None, image_token: str | None) -> tuple[bool, str] | None:
+    """The image/text order of the usage example in the model class's ``forward`` docstring, if any."""
+    forward = getattr(model_class, "forward", None) if model_class is not None else None
+    doc = (inspect.getdoc(forward) or "") if forward is not None else ""
+    example = doc[doc.find("Example") :] if "Example" in doc else ""
+    if not example:
+        return None
+    where = f"{model_class.__name__}.forward docstring example"
+    user = example.find('"role": "user"')
+    if user >= 0:
+        image_at = example.find('"type": "image"', user)
+        text_at = example.find('"type": "text"', user)
+        if image_at >= 0 and text_at >= 0:
+            return (
+                image_at < text_at,
+                f"{where} lists the {'image' if image_at < text_at else 'text'} item first",
+            )
+    if image_token:
+        for line in example.splitlines():
+            match = re.search(r"prompt\s*=\s*(['\"])(.*)\1", line)
+            if match and image_token in match.group(2):
+                before, _, after = match.group(2).partition(image_token)
+                words_before, words_after = (
+                    len(re.findall(r"[A-Za-z]+", before)),
+                    len(re.findall(r"[A-Za-z]+", after)),
+                )
+                return words_after > words_before, f"{where} prompt {match.group(2)!r}"
+    return None
+
+
+# --------------------------------------------------------------------------------------------- prefill
+def _prefill_answer(probe: _Probe) -> Answer:
+    """continue_final_message: the rendered prompt must end with the prefill (nothing closes the turn)."""
+    messages = [
+        {"role": "user", "content": [{"type": "image"}, _text_item()]},
+        {"role": "assistant", "content": [{"type": "text", "text": PROBE_PREFILL}]},
+    ]
+    try:
+        rendered = probe.render(messages, continue_final_message=True)
+        works = rendered.endswith(PROBE_PREFILL)
+        evidence = f"renders ...{rendered[-40:]!r}" + ("" if works else " (does not end with the prefill)")
+    except Exception as error:  # transformers raises when it cannot find the final message to continue
+        works, evidence = False, f"apply_chat_template(continue_final_message=True) raised {error}"
+    return Answer(
+        "continue_final_message",
+        _QUESTIONS["continue_final_message"],
+        works,
+        f"{evidence} ({probe.provenance}){probe.caveat}",
+        probe.status,
+        slot="continue_final_message",
+    )

@@ -1,0 +1,232 @@
+"""Where the text decoder lives: ``language_model``, ``layers``, ``final_norm``, ``lm_head``, architecture."""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import inspect
+import textwrap
+from collections import Counter
+from dataclasses import dataclass
+
+from torch import nn
+from transformers import PretrainedConfig
+
+from vlmforge.scaffold.report import Answer, ResearchReport
+from vlmforge.scaffold.research.config_values import config_value
+from vlmforge.scaffold.research.module_tree import (
+    FINAL_NORM_NAMES,
+    Decoder,
+    block_lists,
+    call_quietly,
+    describe,
+    is_norm,
+    module_paths,
+)
+
+__all__ = ["research_layout"]
+
+_LANGUAGE_MODEL_QUESTION = "Dotted path to the decoder that owns .layers"
+
+
+@dataclass(frozen=True)
+class _DecoderSearch:
+    """The block lists of a model and which one is the text decoder's.
+
+    Attributes:
+        candidates: the block lists still qualifying after the last narrowing step (one: found).
+        how: the narrowing step that decided, in words.
+        listing: every block list of the model, for the evidence.
+    """
+
+    candidates: tuple[Decoder, ...]
+    how: str
+    listing: str
+
+    @property
+    def decoder(self) -> Decoder | None:
+        return self.candidates[0] if len(self.candidates) == 1 else None
+
+
+@dataclass(frozen=True)
+class _FinalNorm:
+    """The norm children of the decoder and which of them its ``forward`` applies after the layer loop.
+
+    Attributes:
+        norms: the decoder's norm children by name.
+        after_loop: sorted names of the norms called after the loop; None when ``forward`` could not be
+            read or has no loop over the layers (then the norm is picked by name).
+    """
+
+    norms: dict[str, nn.Module]
+    after_loop: tuple[str, ...] | None
+
+    @property
+    def attribute(self) -> str | None:
+        if self.after_loop is not None:
+            return self.after_loop[0] if len(self.after_loop) == 1 else None
+        return next((n for n in FINAL_NORM_NAMES if n in self.norms), None)
+
+
+def research_layout(model: nn.Module, config: PretrainedConfig, report: ResearchReport) -> Decoder | None:
+    """language_model, layers, final norm, lm_head, decoder architecture; the decoder for block research."""
+    text_config = config.get_text_config(decoder=True)
+    paths = module_paths(model)
+    search = _find_decoder(model, paths, text_config)
+    decoder = search.decoder
+    if decoder is None:
+        report.add(
+            Answer(
+                "language_model",
+                _LANGUAGE_MODEL_QUESTION,
+                None,
+                f"unknown: {len(search.candidates)} block lists qualify as the text decoder's among "
+                f"[{search.listing or 'none'}]",
+                "unknown",
+            )
+        )
+        return None
+    layer_classes = Counter(type(layer).__name__ for layer in decoder.layers)
+    report.add(_language_model_answer(decoder, search, layer_classes))
+    report.add(_layers_answer(decoder, layer_classes))
+    report.add(_final_norm_answer(decoder, _final_norm(decoder)))
+    report.add(_lm_head_answer(model, paths))
+    text_type = config_value(text_config, "model_type", "?")
+    report.add(
+        Answer(
+            "decoder_architecture",
+            "LLM architecture the decoder is based on",
+            f"{type(decoder.module).__name__} ({text_type})",
+            f"decoder class {type(decoder.module).__module__}.{type(decoder.module).__name__}; "
+            f"text config {type(text_config).__name__} (model_type {text_type!r})",
+        )
+    )
+    return decoder
+
+
+# ------------------------------------------------------------------------------------------- reasoning
+def _find_decoder(model: nn.Module, paths: dict[int, str], text_config: PretrainedConfig) -> _DecoderSearch:
+    """Narrow the model's block lists down to the text decoder's.
+
+    First the lists inside what ``get_decoder()`` returns (it may be a *ForCausalLM wrapping the decoder),
+    then those owned by the module whose ``.config`` is the text config, then those as long as the text
+    config's layer count whose owner has a norm.
+    """
+    everything = block_lists(model)
+    listing = ", ".join(f"{c.path or '<root>'}.{c.layers_attr} ({len(c.layers)})" for c in everything)
+    by_api = call_quietly(model, "get_decoder")
+    chosen: list[Decoder] = []
+    how = ""
+    if isinstance(by_api, nn.Module) and id(by_api) in paths:
+        chosen = block_lists(by_api, paths[id(by_api)])
+        how = f"it is the block list inside model.get_decoder() (model.{paths[id(by_api)]})"
+    if len(chosen) != 1:
+        chosen = [c for c in everything if getattr(c.module, "config", None) is text_config]
+        how = "its owner's .config is the text config"
+    if len(chosen) != 1:
+        expected = config_value(text_config, "num_hidden_layers")
+        chosen = [
+            c for c in everything if len(c.layers) == expected and any(map(is_norm, c.module.children()))
+        ]
+        how = f"its length matches text_config.num_hidden_layers = {expected} and its owner has a norm"
+    return _DecoderSearch(tuple(chosen), how, listing)
+
+
+def _final_norm(decoder: Decoder) -> _FinalNorm:
+    """The decoder's norm children and those its ``forward`` calls after looping over the layers."""
+    norms = {n: c for n, c in decoder.module.named_children() if is_norm(c)}
+    with contextlib.suppress(OSError, TypeError, SyntaxError):
+        tree = ast.parse(textwrap.dedent(inspect.getsource(type(decoder.module).forward)))
+        loops = [
+            node
+            for node in ast.walk(tree)
+            if isinstance(node, ast.For)
+            and any(
+                isinstance(sub, ast.Attribute) and sub.attr == decoder.layers_attr
+                for sub in ast.walk(node.iter)
+            )
+        ]
+        if loops:
+            end = max(getattr(loop, "end_lineno", loop.lineno) or loop.lineno for loop in loops)
+            after = {
+                node.func.attr
+                for node in ast.walk(tree)
+                if isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "self"
+                and node.func.attr in norms
+                and node.lineno > end
+            }
+            return _FinalNorm(norms, tuple(sorted(after)))
+    return _FinalNorm(norms, None)
+
+
+# -------------------------------------------------------------------------------------------- answers
+def _language_model_answer(decoder: Decoder, search: _DecoderSearch, layer_classes: Counter[str]) -> Answer:
+    return Answer(
+        "language_model",
+        _LANGUAGE_MODEL_QUESTION,
+        decoder.path,
+        f"model.{decoder.path}.{decoder.layers_attr} is a ModuleList of {_layer_description(layer_classes)}; "
+        f"chosen because {search.how} "
+        f"(block lists found: {search.listing})",
+    )
+
+
+def _layer_description(layer_classes: Counter[str]) -> str:
+    return ", ".join(f"{n} {cls}" for cls, n in layer_classes.items())
+
+
+def _layers_answer(decoder: Decoder, layer_classes: Counter[str]) -> Answer:
+    uniform = len(layer_classes) == 1
+    evidence = f"{type(decoder.module).__name__}.{decoder.layers_attr}"
+    if not uniform:
+        evidence += (
+            f"; layers are not uniform ({_layer_description(layer_classes)}): "
+            "per-layer hooks need a hand check"
+        )
+    return Answer(
+        "layers",
+        "Decoder layer list attribute",
+        decoder.layers_attr,
+        evidence,
+        "found" if uniform else "hand_edit",
+    )
+
+
+def _final_norm_answer(decoder: Decoder, final: _FinalNorm) -> Answer:
+    cls = type(decoder.module).__name__
+    norms = sorted(final.norms) or "none"
+    attribute = final.attribute
+    if final.after_loop is not None and attribute is not None:
+        evidence = f"{cls}.forward applies self.{attribute} ({describe(final.norms[attribute])}) "
+    elif final.after_loop is not None:
+        evidence = (
+            f"unknown: {cls}.forward applies {list(final.after_loop) or 'no norm'} after its loop over "
+            f"self.{decoder.layers_attr} (norm children: {norms})"
+        )
+    elif attribute is not None:
+        evidence = (
+            f"{cls}.{attribute} is a {describe(final.norms[attribute])} (by name; forward source unavailable)"
+        )
+    else:
+        evidence = f"unknown: no source for {cls}.forward and norm children {norms}"
+    return Answer(
+        "final_norm", "Final norm attribute", attribute, evidence, "found" if attribute else "unknown"
+    )
+
+
+def _lm_head_answer(model: nn.Module, paths: dict[int, str]) -> Answer:
+    """The output embeddings, located by identity in the module tree."""
+    head = call_quietly(model, "get_output_embeddings")
+    head_path = paths.get(id(head)) if head is not None else None
+    return Answer(
+        "lm_head",
+        "Unembedding (lm_head) path",
+        head_path,
+        f"model.get_output_embeddings() is model.{head_path} ({describe(head)})"
+        if head_path
+        else "unknown: model.get_output_embeddings() returned nothing in the module tree",
+        "found" if head_path else "unknown",
+    )

@@ -1,0 +1,134 @@
+"""The research phases in order, each timed: config, meta model + structure, tiny model, processor,
+capabilities."""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import transformers
+from torch import nn
+from transformers import PretrainedConfig
+
+from vlmforge.scaffold.report import Answer, ResearchReport, ResolvedSource, default_family_name
+from vlmforge.scaffold.research.blocks import research_blocks
+from vlmforge.scaffold.research.capabilities import research_capabilities
+from vlmforge.scaffold.research.chat_template import research_chat_template
+from vlmforge.scaffold.research.image_token import research_image_token
+from vlmforge.scaffold.research.layout import research_layout
+from vlmforge.scaffold.research.model_class import build_meta_model, select_model_class
+from vlmforge.scaffold.research.processor import has_stored_template, load_processor, research_processor
+from vlmforge.scaffold.research.sources import resolve_source
+from vlmforge.scaffold.research.tiny_model import TinyBuild, build_tiny, tiny_reference
+
+__all__ = ["research", "research_prompting", "research_structure"]
+
+
+def research(
+    source: str,
+    *,
+    name: str | None = None,
+    trust_remote_code: bool = False,
+    measure: bool = True,
+) -> ResearchReport:
+    """Answer the Phase-1 questions for ``source`` (hub id / local dir / stored reference id / model_type).
+
+    Args:
+        source: what to research; resolved offline by :func:`resolve_source`.
+        name: the family id (only used to name the throwaway adapter the capability measurement needs).
+        trust_remote_code: allow a checkpoint's own modelling code (off by default; never implied).
+        measure: build a tiny random model and measure the capability flags (else they are ``unknown``).
+
+    Raises:
+        ScaffoldError: the input cannot be resolved offline or is not an image+text decoder VLM.
+    """
+    started = time.perf_counter()
+    resolved = resolve_source(source, trust_remote_code=trust_remote_code)
+    report = ResearchReport(resolved, resolved.config.model_type, transformers.__version__)
+    report.timings["config"] = time.perf_counter() - started
+    with _timed(report, "meta model + structure"):
+        model_cls = _research_model(resolved, trust_remote_code, report)
+    with _timed(report, "tiny model"):
+        tiny = _research_tiny(resolved, measure, report)
+    with _timed(report, "processor"):
+        processor, provenance = load_processor(resolved, trust_remote_code, tiny.processor, tiny.error)
+        research_prompting(resolved.config, processor, provenance, model_cls, report)
+    with _timed(report, "capabilities"):
+        family = name or default_family_name(report.model_type)
+        research_capabilities(report, tiny.model, tiny.error, family, measure=measure)
+    report.timings["total"] = time.perf_counter() - started
+    report.peak_rss_mb = _peak_rss_mb()
+    return report
+
+
+def research_structure(model: nn.Module, config: PretrainedConfig, report: ResearchReport) -> None:
+    """All module-tree answers: decoder path, layers, final norm, lm_head, attention recipe and MLP."""
+    decoder = research_layout(model, config, report)
+    if decoder is not None:
+        research_blocks(decoder, config.get_text_config(decoder=True), report)
+
+
+def research_prompting(
+    config: PretrainedConfig,
+    processor: Any,
+    provenance: str,
+    model_class: type | None,
+    report: ResearchReport,
+) -> None:
+    """Image token, processor and chat-template answers, from ``processor`` (real or tiny)."""
+    trusted = provenance.startswith("real") or has_stored_template(config)
+    research_image_token(config, processor, provenance, trusted, report)
+    research_processor(config, processor, provenance, report)
+    research_chat_template(processor, provenance, trusted, model_class, report.value("image_token"), report)
+    report.answers.setdefault(
+        "custom_processor",
+        Answer(
+            "custom_processor",
+            "Family needs a processor subclass",
+            False,
+            "the chat template renders image placeholders; the generic VLMProcessor suffices",
+        ),
+    )
+
+
+@contextlib.contextmanager
+def _timed(report: ResearchReport, phase: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    report.timings[phase] = time.perf_counter() - start
+
+
+def _research_model(
+    resolved: ResolvedSource, trust_remote_code: bool, report: ResearchReport
+) -> type[nn.Module]:
+    """The model class, then the structure of that class built on the meta device (dropped afterwards)."""
+    config = resolved.config
+    model_cls = select_model_class(resolved, report, trust_remote_code)
+    report.add(
+        Answer(
+            "model_types",
+            "config.model_type values",
+            [config.model_type],
+            f"config.model_type = {config.model_type!r} ({type(config).__name__})",
+        )
+    )
+    research_structure(build_meta_model(model_cls, config), config, report)
+    return model_cls
+
+
+def _research_tiny(resolved: ResolvedSource, measure: bool, report: ResearchReport) -> TinyBuild:
+    """The tiny reference answer; the tiny model only when capabilities are measured on it."""
+    reference, why = tiny_reference(resolved)
+    report.add(
+        Answer("tiny_reference", "Tiny model reference (what build_tiny_model rebuilds)", reference, why)
+    )
+    return build_tiny(resolved, reference, with_model=measure)
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
