@@ -13,24 +13,24 @@ import torch
 import yaml
 from torch import nn
 
+from vlmforge.core.spec import LLAMA_ROTARY, FamilySpec
 from vlmforge.scaffold.errors import ScaffoldError
-from vlmforge.scaffold.forward_analysis import analyze_forward, evaluate_condition, gated_mlp_roles
 from vlmforge.scaffold.generate import TEMPLATE_DIR
 from vlmforge.scaffold.research import TEMPLATE_SLOTS, default_adapter_class, default_family_name, research
-
-LLAMA_ROTARY = "transformers.models.llama.modeling_llama.apply_rotary_pos_emb"
+from vlmforge.scaffold.research.forward_analysis import analyze_forward, evaluate_condition, gated_mlp_roles
+from vlmforge.scaffold.schema import template_slots
 
 
 def test_copier_answers_match_the_template_questions(researched) -> None:
-    questions = {
-        k for k in yaml.safe_load((TEMPLATE_DIR / "copier.yml").read_text()) if not k.startswith("_")
-    }
+    config = yaml.safe_load((TEMPLATE_DIR / "copier.yml").read_text())
+    # Computed values (`when: false`, the spec layout) are not questions: nobody answers them.
+    questions = {k for k, q in config.items() if not k.startswith("_") and q.get("when", True) is not False}
     answers = researched("llava").copier_answers("llava")
     assert set(answers) == questions
-    # Every TODO slot is a place the template can render a TODO at.
-    template = (TEMPLATE_DIR / "template/vlmforge/adapters/{{ name }}.py.jinja").read_text()
-    for slot in TEMPLATE_SLOTS:
-        assert f'"{slot}"' in template, slot
+    # Every TODO slot is a place the template can render a TODO at: a spec field or a non-spec slot.
+    assert template_slots(FamilySpec) == TEMPLATE_SLOTS
+    assert set(answers) - {"adapter_class", "summary", "custom_processor", "todos"} <= TEMPLATE_SLOTS
+    assert {"attention_recipe", "processor"} <= TEMPLATE_SLOTS
 
 
 # Other image-text-to-text model_types transformers ships: what research answers without help.

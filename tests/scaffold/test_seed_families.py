@@ -8,12 +8,16 @@ i.e. zero hand edits.
 
 from __future__ import annotations
 
+import ast
+import inspect
 from pathlib import Path
 
 import pytest
 
 from vlmforge.core.registry import ModelRegistry
 from vlmforge.scaffold.cli import main
+from vlmforge.scaffold.generate import render_family
+from vlmforge.scaffold.schema import answers_from_spec
 
 # Fields research must get right; the rest identify the family rather than describe the architecture.
 COMPARED_FIELDS = (
@@ -57,3 +61,26 @@ def test_scaffolded_seed_family_equals_hand_written(
     assert not mismatches, f"{source}: generated != hand-written: {mismatches}"
     assert "TODO(vlmforge)" not in text, f"{source}: the generated module still needs hand edits:\n{text}"
     assert (tmp_path / "vlmforge" / "adapters" / f".copier-answers.{family}.yml").is_file()
+
+
+def _after_docstring(text: str) -> str:
+    end = ast.parse(text).body[0].end_lineno
+    return "".join(text.splitlines(keepends=True)[end:])
+
+
+@pytest.mark.parametrize("family", ["llava", "smolvlm", "qwen2_5_vl", "qwen3_vl"])
+def test_seed_module_is_what_the_template_writes_for_its_spec(family: str) -> None:
+    """Below their hand-written docstrings, the seed modules are exactly the template's rendering."""
+    adapter = ModelRegistry.adapters()[family]
+    answers = answers_from_spec(adapter.spec) | {
+        "adapter_class": adapter.__name__,
+        "summary": "unused",
+        "custom_processor": False,
+        "todos": {},
+    }
+    rendered = render_family(answers)
+    try:
+        expected = _after_docstring(rendered.module.read_text())
+    finally:
+        rendered.cleanup()
+    assert _after_docstring(Path(inspect.getfile(adapter)).read_text()) == expected

@@ -5,14 +5,13 @@ the plain rotate-half ``apply_rotary_pos_emb`` to the (cos, sin) the decoder han
 """
 
 from vlmforge.core import (
+    AttentionRecipe,
     Capabilities,
     FamilySpec,
     ImageTokenSource,
     ModelAdapter,
     ModelRegistry,
-    PromptFormat,
 )
-from vlmforge.core.spec import AttentionRecipe
 
 SPEC = FamilySpec(
     name="qwen2_5_vl",
@@ -23,6 +22,9 @@ SPEC = FamilySpec(
         "Qwen/Qwen2.5-VL-72B-Instruct",
         "ByteDance-Seed/UI-TARS-1.5-7B",
     ),
+    model_types=("qwen2_5_vl",),
+    model_class="Qwen2_5_VLForConditionalGeneration",
+    language_model="model.language_model",
     aliases={
         "qwen2.5-vl-3b": "Qwen/Qwen2.5-VL-3B-Instruct",
         "qwen2.5-vl-7b": "Qwen/Qwen2.5-VL-7B-Instruct",
@@ -30,15 +32,10 @@ SPEC = FamilySpec(
         "qwen2.5-vl-72b": "Qwen/Qwen2.5-VL-72B-Instruct",
         "ui-tars-1.5-7b": "ByteDance-Seed/UI-TARS-1.5-7B",
     },
-    model_types=("qwen2_5_vl",),
-    model_class="Qwen2_5_VLForConditionalGeneration",
-    language_model="model.language_model",
     attention=AttentionRecipe(
-        rotary_function="transformers.models.qwen2_5_vl.modeling_qwen2_5_vl.apply_rotary_pos_emb",
-        scaling="scaling",
+        rotary_function="transformers.models.qwen2_5_vl.modeling_qwen2_5_vl.apply_rotary_pos_emb"
     ),
-    image_token=ImageTokenSource(config_attribute="image_token_id", token="<|image_pad|>"),
-    prompt=PromptFormat(image_in_message=False, image_before_text=True, continue_final_message=True),
+    image_token=ImageTokenSource(token="<|image_pad|>"),
     capabilities=Capabilities(
         contiguous_image_tokens=True, supports_batching=True, strict_residual_stream=True
     ),

@@ -5,34 +5,31 @@ decoder layers, so ``hook_resid_post[i]`` differs from ``hook_resid_pre[i + 1]``
 """
 
 from vlmforge.core import (
+    AttentionRecipe,
     Capabilities,
     FamilySpec,
     ImageTokenSource,
     ModelAdapter,
     ModelRegistry,
-    PromptFormat,
 )
-from vlmforge.core.spec import AttentionRecipe
 
 SPEC = FamilySpec(
     name="qwen3_vl",
     checkpoints=("Qwen/Qwen3-VL-2B-Instruct", "Qwen/Qwen3-VL-4B-Instruct", "Qwen/Qwen3-VL-8B-Instruct"),
+    model_types=("qwen3_vl",),
+    model_class="Qwen3VLForConditionalGeneration",
+    language_model="model.language_model",
     aliases={
         "qwen3-vl-2b": "Qwen/Qwen3-VL-2B-Instruct",
         "qwen3-vl-4b": "Qwen/Qwen3-VL-4B-Instruct",
         "qwen3-vl-8b": "Qwen/Qwen3-VL-8B-Instruct",
     },
-    model_types=("qwen3_vl",),
-    model_class="Qwen3VLForConditionalGeneration",
-    language_model="model.language_model",
     attention=AttentionRecipe(
         rotary_function="transformers.models.qwen3_vl.modeling_qwen3_vl.apply_rotary_pos_emb",
         q_norm="q_norm",
         k_norm="k_norm",
-        scaling="scaling",
     ),
-    image_token=ImageTokenSource(config_attribute="image_token_id", token="<|image_pad|>"),
-    prompt=PromptFormat(image_in_message=False, image_before_text=True, continue_final_message=True),
+    image_token=ImageTokenSource(token="<|image_pad|>"),
     capabilities=Capabilities(
         contiguous_image_tokens=True, supports_batching=True, strict_residual_stream=False
     ),

@@ -4,15 +4,7 @@ Images are split into tiles plus a global view; each tile's image tokens are wra
 ``<fake_token_around_image><row_i_col_j>`` markers, so image tokens are *not* contiguous.
 """
 
-from vlmforge.core import (
-    Capabilities,
-    FamilySpec,
-    ImageTokenSource,
-    ModelAdapter,
-    ModelRegistry,
-    PromptFormat,
-)
-from vlmforge.core.spec import LLAMA_ROTARY, AttentionRecipe
+from vlmforge.core import Capabilities, FamilySpec, ImageTokenSource, ModelAdapter, ModelRegistry
 
 SPEC = FamilySpec(
     name="smolvlm",
@@ -21,17 +13,15 @@ SPEC = FamilySpec(
         "HuggingFaceTB/SmolVLM-500M-Instruct",
         "HuggingFaceTB/SmolVLM-Instruct",
     ),
+    model_types=("idefics3",),
+    model_class="Idefics3ForConditionalGeneration",
+    language_model="model.text_model",
     aliases={
         "smolvlm-256m": "HuggingFaceTB/SmolVLM-256M-Instruct",
         "smolvlm-500m": "HuggingFaceTB/SmolVLM-500M-Instruct",
         "smolvlm-2b": "HuggingFaceTB/SmolVLM-Instruct",
     },
-    model_types=("idefics3",),
-    model_class="Idefics3ForConditionalGeneration",
-    language_model="model.text_model",
-    attention=AttentionRecipe(rotary_function=LLAMA_ROTARY, scaling="scaling"),
-    image_token=ImageTokenSource(config_attribute="image_token_id", token="<image>"),
-    prompt=PromptFormat(image_in_message=False, image_before_text=True, continue_final_message=True),
+    image_token=ImageTokenSource(token="<image>"),
     capabilities=Capabilities(
         contiguous_image_tokens=False, supports_batching=True, strict_residual_stream=True
     ),

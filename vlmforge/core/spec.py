@@ -6,18 +6,166 @@ lookup, attention recomputation, cache formatting, prompting) is implemented onc
 
 The spec is deliberately plain data (strings, booleans, tuples): the scaffolder's copier template
 fills it in from the automated research answers, and the conformance harness reads the declared
-capabilities from it.
+capabilities from it. Each field is declared with :func:`spec_field`, which documents it for the
+scaffolder (help text, kind, answer key): the questions, answers and rendering are derived from that.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+import dataclasses
+from collections.abc import Iterator
+from dataclasses import MISSING, dataclass, fields
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 LLAMA_ROTARY = "transformers.models.llama.modeling_llama.apply_rotary_pos_emb"
 
 CAPABILITY_NAMES = ("contiguous_image_tokens", "supports_batching", "strict_residual_stream")
+
+# ------------------------------------------------------------------------------------------ field schema
+# Every spec field carries its own documentation (help, kind, answer key): the scaffolder derives the
+# copier questions, the research -> spec mapping and the rendering of generated modules from it
+# (vlmforge.scaffold.schema), so adding a field to a recipe is this one edit plus the research answering it.
+
+FieldKind = Literal[
+    "family_name",  # a lowercase Python identifier (the registry id)
+    "class_name",  # a Python class name
+    "attribute_path",  # an attribute name or dotted path (a.b.c)
+    "import_path",  # an importable dotted path (package.module.function)
+    "text",  # any string
+    "bool",
+    "str_list",  # a non-empty list of strings
+    "hub_ids",  # a list of "org/name" Hugging Face ids
+    "alias_map",  # alias -> one of the checkpoints
+]
+_METADATA_KEY = "vlmforge"
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    """What the scaffolder needs to know about one spec field (stored in the field's metadata).
+
+    Attributes:
+        help: one line for the questionnaire (the copier question's help).
+        kind: how a leaf value is asked and validated; ``None`` for a nested group (its default is a
+            spec dataclass instance, whose own fields are the leaves).
+        key: the research answer / copier question of a leaf; defaults to the field name. Keys are
+            unique across the whole spec.
+        slot: the TODO slot of a nested group (a TODO there is rendered above the whole group); a
+            leaf's slot is its key.
+        always_render: render the field in generated modules even when it equals its default.
+        identity: identifies the family (name, checkpoints...) rather than describing its architecture:
+            the caller supplies it, and :meth:`ResearchReport.spec_kwargs` leaves it out.
+        required_unless: the key of another leaf: this one may only be empty when that one is given.
+    """
+
+    help: str
+    kind: FieldKind | None = None
+    key: str | None = None
+    slot: str | None = None
+    always_render: bool = False
+    identity: bool = False
+    required_unless: str | None = None
+
+
+def spec_field(
+    default: Any = MISSING,
+    *,
+    help: str,
+    kind: FieldKind | None = None,
+    key: str | None = None,
+    slot: str | None = None,
+    always_render: bool = False,
+    identity: bool = False,
+    required_unless: str | None = None,
+    default_factory: Any = MISSING,
+) -> Any:
+    """A dataclass field of a spec, documented for the scaffolder (see :class:`FieldInfo`)."""
+    info = FieldInfo(help, kind, key, slot, always_render, identity, required_unless)
+    return dataclasses.field(default=default, default_factory=default_factory, metadata={_METADATA_KEY: info})
+
+
+@dataclass(frozen=True)
+class SpecNode:
+    """One field of a spec class as the scaffolder sees it: a leaf value or a nested group.
+
+    Attributes:
+        path: attribute names from the spec class down to the field (``("attention", "q_norm")``).
+        info: the field's :class:`FieldInfo`.
+        default: the field's default (``dataclasses.MISSING`` for a required field).
+        nullable: the annotation admits ``None`` (an empty answer then means ``None``).
+        group: the dataclass of a nested group, ``None`` for a leaf.
+        children: the group's fields.
+    """
+
+    path: tuple[str, ...]
+    info: FieldInfo
+    default: Any
+    nullable: bool
+    group: type | None = None
+    children: tuple[SpecNode, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.path[-1]
+
+    @property
+    def key(self) -> str:
+        """The answer key of a leaf (the field name unless the field declares another)."""
+        return self.info.key or self.name
+
+    @property
+    def required(self) -> bool:
+        return self.default is MISSING
+
+    def leaves(self) -> Iterator[SpecNode]:
+        """This node if it is a leaf, else the leaves below it, in declaration order."""
+        if self.group is None:
+            yield self
+        for child in self.children:
+            yield from child.leaves()
+
+
+def _admits_none(annotation: Any) -> bool:
+    # Annotations are strings here (``from __future__ import annotations``); specs write ``X | None``.
+    if isinstance(annotation, str):
+        return any(part.strip() == "None" for part in annotation.split("|"))
+    return type(None) in getattr(annotation, "__args__", ())
+
+
+def spec_nodes(spec_class: type, path: tuple[str, ...] = ()) -> tuple[SpecNode, ...]:
+    """The fields of a spec dataclass, nested groups expanded (the schema the scaffolder works from).
+
+    Raises:
+        TypeError: a field was declared without :func:`spec_field`, or a leaf without a ``kind``.
+    """
+    nodes = []
+    for f in fields(spec_class):
+        info = f.metadata.get(_METADATA_KEY)
+        if not isinstance(info, FieldInfo):
+            raise TypeError(f"{spec_class.__name__}.{f.name} is not declared with spec_field(...)")
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        group = type(default) if dataclasses.is_dataclass(default) else None
+        if group is None and info.kind is None:
+            raise TypeError(f"{spec_class.__name__}.{f.name} is a leaf and needs a kind")
+        children = spec_nodes(group, (*path, f.name)) if group is not None else ()
+        nodes.append(SpecNode((*path, f.name), info, default, _admits_none(f.type), group, children))
+    return tuple(nodes)
+
+
+def spec_leaves(spec_class: type) -> Iterator[SpecNode]:
+    """Every leaf field of a spec class, nested groups flattened, in declaration order."""
+    for node in spec_nodes(spec_class):
+        yield from node.leaves()
+
+
+def named_constants() -> dict[str, str]:
+    """``{value: name}`` of this module's string constants: generated modules spell those by name."""
+    return {
+        value: name
+        for name, value in globals().items()
+        if name.isupper() and not name.startswith("_") and isinstance(value, str)
+    }
 
 
 @dataclass(frozen=True)
@@ -33,9 +181,15 @@ class Capabilities:
             deepstack visual injection).
     """
 
-    contiguous_image_tokens: bool = True
-    supports_batching: bool = True
-    strict_residual_stream: bool = True
+    contiguous_image_tokens: bool = spec_field(
+        True, kind="bool", help="One image's tokens form one unbroken run (measured on a tiny model)"
+    )
+    supports_batching: bool = spec_field(
+        True, kind="bool", help="Left-padded batches give the same results as single inputs (measured)"
+    )
+    strict_residual_stream: bool = spec_field(
+        True, kind="bool", help="hook_resid_post[i] equals hook_resid_pre[i+1] exactly (measured)"
+    )
 
     def as_dict(self) -> dict[str, bool]:
         return {name: getattr(self, name) for name in CAPABILITY_NAMES}
@@ -45,17 +199,37 @@ class Capabilities:
 class ModulePaths:
     """Attribute names inside the language model (dotted paths are allowed everywhere)."""
 
-    layers: str = "layers"
-    final_norm: str = "norm"
-    attention: str = "self_attn"
-    mlp: str = "mlp"
-    q_proj: str = "q_proj"
-    k_proj: str = "k_proj"
-    v_proj: str = "v_proj"
-    o_proj: str = "o_proj"
-    gate_proj: str | None = "gate_proj"
-    up_proj: str | None = "up_proj"
-    down_proj: str | None = "down_proj"
+    layers: str = spec_field(
+        "layers", kind="attribute_path", help="Decoder attribute holding the ModuleList of layers"
+    )
+    final_norm: str = spec_field("norm", kind="attribute_path", help="Decoder attribute of the final norm")
+    attention: str = spec_field(
+        "self_attn", kind="attribute_path", help="Layer attribute of the attention module"
+    )
+    mlp: str = spec_field("mlp", kind="attribute_path", help="Layer attribute of the MLP module")
+    q_proj: str = spec_field(
+        "q_proj", kind="attribute_path", help="Attention attribute of the query projection"
+    )
+    k_proj: str = spec_field(
+        "k_proj", kind="attribute_path", help="Attention attribute of the key projection"
+    )
+    v_proj: str = spec_field(
+        "v_proj", kind="attribute_path", help="Attention attribute of the value projection"
+    )
+    o_proj: str = spec_field(
+        "o_proj", kind="attribute_path", help="Attention attribute of the output projection"
+    )
+    gate_proj: str | None = spec_field(
+        "gate_proj",
+        kind="attribute_path",
+        help="MLP attribute of the gate projection (empty if the MLP is not gated)",
+    )
+    up_proj: str | None = spec_field(
+        "up_proj", kind="attribute_path", help="MLP attribute of the up projection (empty if none)"
+    )
+    down_proj: str | None = spec_field(
+        "down_proj", kind="attribute_path", help="MLP attribute of the down projection (empty if none)"
+    )
 
 
 @dataclass(frozen=True)
@@ -71,10 +245,24 @@ class AttentionRecipe:
             missing the scale falls back to ``head_dim ** -0.5``.
     """
 
-    rotary_function: str | None = LLAMA_ROTARY
-    q_norm: str | None = None
-    k_norm: str | None = None
-    scaling: str = "scaling"
+    rotary_function: str | None = spec_field(
+        LLAMA_ROTARY,
+        kind="import_path",
+        help="Dotted path of the apply_rotary_pos_emb the attention calls (empty for no RoPE)",
+    )
+    q_norm: str | None = spec_field(
+        None,
+        kind="attribute_path",
+        help="Attention attribute of a per-head query norm applied before RoPE (empty if none)",
+    )
+    k_norm: str | None = spec_field(
+        None,
+        kind="attribute_path",
+        help="Attention attribute of a per-head key norm applied before RoPE (empty if none)",
+    )
+    scaling: str = spec_field(
+        "scaling", kind="attribute_path", help="Attention attribute holding the softmax scale"
+    )
 
 
 @dataclass(frozen=True)
@@ -86,8 +274,20 @@ class ImageTokenSource:
     in the tokenizer when the config has no such attribute.
     """
 
-    config_attribute: str | None = "image_token_id"
-    token: str | None = None
+    # The historic answer keys (image_token_attribute / image_token) are what research answers.
+    config_attribute: str | None = spec_field(
+        "image_token_id",
+        kind="attribute_path",
+        key="image_token_attribute",
+        help="Config attribute holding the image token id (empty if the id is looked up by token string)",
+    )
+    token: str | None = spec_field(
+        None,
+        kind="text",
+        key="image_token",
+        required_unless="image_token_attribute",
+        help="Image placeholder token string (e.g. <image>)",
+    )
 
 
 @dataclass(frozen=True)
@@ -102,9 +302,19 @@ class PromptFormat:
             ``continue_final_message=True``; otherwise the prefill is appended to the rendered prompt.
     """
 
-    image_in_message: bool = False
-    image_before_text: bool = True
-    continue_final_message: bool = True
+    image_in_message: bool = spec_field(
+        False,
+        kind="bool",
+        help='The chat template needs the image inside the message item ({"type":"image","image":img})',
+    )
+    image_before_text: bool = spec_field(
+        True, kind="bool", help="The image item precedes the text in the user turn"
+    )
+    continue_final_message: bool = spec_field(
+        True,
+        kind="bool",
+        help="The chat template renders an assistant prefill with continue_final_message=True",
+    )
 
 
 @dataclass(frozen=True)
@@ -129,20 +339,54 @@ class FamilySpec:
         notes: free text shown in listings (why a flag is False, quirks).
     """
 
-    name: str
-    checkpoints: tuple[str, ...]
-    model_types: tuple[str, ...]
-    model_class: str
-    language_model: str
-    aliases: Any = field(default_factory=dict)
-    lm_head: str = "lm_head"
-    modules: ModulePaths = ModulePaths()
-    attention: AttentionRecipe = AttentionRecipe()
-    image_token: ImageTokenSource = ImageTokenSource()
-    prompt: PromptFormat = PromptFormat()
-    capabilities: Capabilities = Capabilities()
-    tiny_reference: str | None = None
-    notes: str = ""
+    name: str = spec_field(
+        kind="family_name",
+        identity=True,
+        help="Family id (registry name, module file name, tiny/<name>); a lowercase Python identifier",
+    )
+    checkpoints: tuple[str, ...] = spec_field(
+        kind="hub_ids", identity=True, help="Hugging Face ids of the supported checkpoints (YAML list)"
+    )
+    model_types: tuple[str, ...] = spec_field(
+        kind="str_list", help="config.model_type values of this family (YAML list)"
+    )
+    model_class: str = spec_field(
+        kind="class_name", help="transformers class name (e.g. LlavaForConditionalGeneration)"
+    )
+    language_model: str = spec_field(
+        kind="attribute_path",
+        help="Dotted path from the top model to the decoder that owns the layers (e.g. model.language_model)",
+    )
+    aliases: Any = spec_field(
+        default_factory=dict,
+        kind="alias_map",
+        identity=True,
+        help="Short names mapped to checkpoint ids (YAML mapping)",
+    )
+    lm_head: str = spec_field(
+        "lm_head", kind="attribute_path", help="Dotted path from the top model to the unembedding"
+    )
+    modules: ModulePaths = spec_field(ModulePaths(), help="Attribute names inside the decoder")
+    attention: AttentionRecipe = spec_field(
+        AttentionRecipe(), slot="attention_recipe", help="How the attention computes pre-softmax scores"
+    )
+    image_token: ImageTokenSource = spec_field(ImageTokenSource(), help="Where the image token id comes from")
+    prompt: PromptFormat = spec_field(PromptFormat(), help="Chat-template conventions of the processor")
+    # Declared capabilities are what the harness measures: a reader of the module must see all three.
+    capabilities: Capabilities = spec_field(
+        Capabilities(), always_render=True, help="Declared capability flags (the harness measures them)"
+    )
+    tiny_reference: str | None = spec_field(
+        None,
+        kind="text",
+        identity=True,
+        required_unless="checkpoints",
+        help="What build_tiny_model rebuilds the tiny model from (stored reference id, model_type or local "
+        "dir); empty to use the first checkpoint",
+    )
+    notes: str = spec_field(
+        "", kind="text", identity=True, help="Free text shown in listings (why a flag is False, quirks)"
+    )
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
@@ -167,4 +411,4 @@ class FamilySpec:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values["aliases"] = dict(values["aliases"])
         values.update(changes)
-        return FamilySpec(**values)
+        return type(self)(**values)

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from vlmforge.core.errors import AdapterDiscoveryError
 from vlmforge.core.registry import ModelRegistry
 from vlmforge.core.spec import FamilySpec
 from vlmforge.scaffold.errors import ScaffoldError
+from vlmforge.scaffold.schema import TEMPLATE_DIR, write_questions
 
 __all__ = [
     "TEMPLATE_DIR",
@@ -41,7 +42,6 @@ __all__ = [
     "validate_module",
 ]
 
-TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "templates" / "family"
 ADAPTERS_RELDIR = Path("vlmforge") / "adapters"
 # A vlmforge git checkout is itself a template source (its root copier.yml points at TEMPLATE_DIR).
 _CHECKOUT_ROOT = TEMPLATE_DIR.parents[2]
@@ -107,12 +107,33 @@ class RenderedFamily:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _template_for(template: str | Path, spec_class: type[FamilySpec]) -> Iterator[str]:
+    """The template source to render ``spec_class`` from: ``template`` itself for :class:`FamilySpec`
+    (its questions are generated from it and committed), else a temporary copy of the local template
+    directory with the questions regenerated from ``spec_class``."""
+    if spec_class is FamilySpec:
+        yield str(template)
+        return
+    if not (Path(template) / "copier.yml").is_file():
+        raise GenerationError(f"a spec subclass needs a local template directory to stage, not {template}")
+    staging = Path(tempfile.mkdtemp(prefix="vlmforge-template-"))
+    try:
+        staged = staging / "family"
+        shutil.copytree(template, staged)
+        write_questions(staged / "copier.yml", spec_class)
+        yield str(staged)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def render_family(
     answers: Mapping[str, Any],
     *,
     template: str | Path = TEMPLATE_DIR,
     interactive: bool = False,
     vcs_ref: str | None = None,
+    spec_class: type[FamilySpec] = FamilySpec,
 ) -> RenderedFamily:
     """Render the family template into a fresh temporary directory.
 
@@ -122,6 +143,8 @@ def render_family(
             template records ``_commit`` in the answers file, which ``copier update`` needs).
         interactive: ask copier's questionnaire with ``answers`` as the defaults.
         vcs_ref: git ref of a git template (default: its latest tag).
+        spec_class: the spec the module declares; a :class:`FamilySpec` subclass with more fields is
+            rendered from a staged copy of a local ``template`` whose questions come from it.
 
     Raises:
         GenerationError: copier failed (a validator refused an answer, the template is broken...).
@@ -137,7 +160,8 @@ def render_family(
     if vcs_ref is not None:
         kwargs["vcs_ref"] = vcs_ref
     try:
-        copier.run_copy(str(template), root, **kwargs)
+        with _template_for(template, spec_class) as source:
+            copier.run_copy(source, root, **kwargs)
     except (KeyboardInterrupt, Exception) as error:
         shutil.rmtree(root, ignore_errors=True)
         if isinstance(error, KeyboardInterrupt):

@@ -11,14 +11,8 @@ from typing import Any, Literal
 
 from transformers import PretrainedConfig
 
-from vlmforge.core.spec import (
-    AttentionRecipe,
-    Capabilities,
-    FamilySpec,
-    ImageTokenSource,
-    ModulePaths,
-    PromptFormat,
-)
+from vlmforge.core.spec import FamilySpec
+from vlmforge.scaffold import schema
 
 __all__ = [
     "NEEDS_EDIT",
@@ -45,16 +39,8 @@ STATUS_HELP = {
     "unknown": "could not be answered; the generated module carries a TODO",
     "hand_edit": "answered, but the generic mechanism cannot express it; needs a hand edit",
 }
-# Places in the generated module a TODO can sit at (copier question names of the family template).
-TEMPLATE_SLOTS = frozenset(
-    {
-        "model_class", "model_types", "language_model", "lm_head", "layers", "final_norm", "attention", "mlp",
-        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "rotary_function",
-        "q_norm", "k_norm", "scaling", "attention_recipe", "image_token", "image_in_message",
-        "image_before_text", "continue_final_message", "contiguous_image_tokens", "supports_batching",
-        "strict_residual_stream", "tiny_reference", "processor",
-    }
-)  # fmt: skip
+# Places in the generated module a TODO can sit at (derived from the FamilySpec fields, see schema).
+TEMPLATE_SLOTS = schema.template_slots(FamilySpec)
 
 
 # ----------------------------------------------------------------------------------------------- results
@@ -142,75 +128,43 @@ class ResearchReport:
         """Answers that leave work for a person."""
         return [a for a in self.answers.values() if a.needs_edit]
 
-    def todos(self) -> dict[str, str]:
+    def todos(self, spec_class: type[FamilySpec] = FamilySpec) -> dict[str, str]:
         """TODO text per template slot: what is missing and why (several answers may share a slot).
 
         Answers with no place in the generated code (processor class, resize strategy) stay in the report
         only: a TODO must sit where the edit is made.
         """
+        slots = TEMPLATE_SLOTS if spec_class is FamilySpec else schema.template_slots(spec_class)
         todos: dict[str, list[str]] = {}
         for answer in self.needs_edit:
-            slot = answer.slot or (answer.key if answer.key in TEMPLATE_SLOTS else None)
+            slot = answer.slot or (answer.key if answer.key in slots else None)
             if slot is not None:
                 evidence = answer.evidence.removeprefix("unknown: ")
                 todos.setdefault(slot, []).append(f"{answer.question} [{answer.status}]: {evidence}")
         return {slot: " ".join(texts) for slot, texts in todos.items()}
 
     # ------------------------------------------------------------ spec values
-    def spec_kwargs(self) -> dict[str, Any]:
-        """The researched :class:`FamilySpec` fields (all but name / checkpoints / aliases / notes)."""
-        v = self.value
-        modules = ModulePaths(
-            layers=v("layers", "layers"),
-            final_norm=v("final_norm", "norm"),
-            attention=v("attention", "self_attn"),
-            mlp=v("mlp", "mlp"),
-            q_proj=v("q_proj", "q_proj"),
-            k_proj=v("k_proj", "k_proj"),
-            v_proj=v("v_proj", "v_proj"),
-            o_proj=v("o_proj", "o_proj"),
-            gate_proj=v("gate_proj") or None,
-            up_proj=v("up_proj") or None,
-            down_proj=v("down_proj") or None,
-        )
-        return {
-            "model_types": tuple(v("model_types", (self.model_type,))),
-            "model_class": v("model_class", ""),
-            "language_model": v("language_model", ""),
-            "lm_head": v("lm_head", "lm_head"),
-            "modules": modules,
-            "attention": AttentionRecipe(
-                rotary_function=v("rotary_function") or None,
-                q_norm=v("q_norm") or None,
-                k_norm=v("k_norm") or None,
-                scaling=v("scaling", "scaling"),
-            ),
-            "image_token": ImageTokenSource(
-                config_attribute=v("image_token_attribute") or None, token=v("image_token") or None
-            ),
-            "prompt": PromptFormat(
-                image_in_message=bool(v("image_in_message", False)),
-                image_before_text=bool(v("image_before_text", True)),
-                continue_final_message=bool(v("continue_final_message", True)),
-            ),
-            "capabilities": Capabilities(
-                contiguous_image_tokens=bool(v("contiguous_image_tokens", True)),
-                supports_batching=bool(v("supports_batching", True)),
-                strict_residual_stream=bool(v("strict_residual_stream", True)),
-            ),
-        }
+    def spec_answers(self) -> dict[str, Any]:
+        """``{key: value}`` of all answers, the ``model_types`` fallback (the researched one) included."""
+        answers = {key: answer.value for key, answer in self.answers.items()}
+        if answers.get("model_types") is None:
+            answers["model_types"] = (self.model_type,)
+        return answers
+
+    def spec_kwargs(self, spec_class: type[FamilySpec] = FamilySpec) -> dict[str, Any]:
+        """The researched spec fields (all but the identity ones: name, checkpoints, aliases...)."""
+        return schema.spec_kwargs(self.spec_answers(), spec_class, identity=False)
 
     def to_spec(
-        self, name: str, checkpoints: Sequence[str] = (), aliases: Mapping[str, str] | None = None
+        self,
+        name: str,
+        checkpoints: Sequence[str] = (),
+        aliases: Mapping[str, str] | None = None,
+        spec_class: type[FamilySpec] = FamilySpec,
     ) -> FamilySpec:
-        """A :class:`FamilySpec` built from the answers (what the generated module will declare)."""
-        return FamilySpec(
-            name=name,
-            checkpoints=tuple(checkpoints),
-            aliases=dict(aliases or {}),
-            tiny_reference=self.value("tiny_reference"),
-            **self.spec_kwargs(),
-        )
+        """A spec built from the answers (what the generated module will declare)."""
+        identity = {"name": name, "checkpoints": tuple(checkpoints), "aliases": dict(aliases or {})}
+        return schema.spec_from_answers(self.spec_answers() | identity, spec_class)
 
     # ------------------------------------------------------------- renderings
     def copier_answers(
@@ -220,65 +174,27 @@ class ResearchReport:
         checkpoints: Sequence[str] = (),
         aliases: Mapping[str, str] | None = None,
         notes: str = "",
+        spec_class: type[FamilySpec] = FamilySpec,
     ) -> dict[str, Any]:
         """Answers for the ``family`` copier template (``vlmforge/templates/family/copier.yml``)."""
-        spec = self.spec_kwargs()
-        modules: ModulePaths = spec["modules"]
-        attention: AttentionRecipe = spec["attention"]
-        image_token: ImageTokenSource = spec["image_token"]
-        prompt: PromptFormat = spec["prompt"]
-        capabilities: Capabilities = spec["capabilities"]
         checkpoints = list(dict.fromkeys(checkpoints))
         tiny_reference = self.value("tiny_reference") or ""
         if checkpoints and tiny_reference == checkpoints[0]:
             tiny_reference = ""  # FamilySpec already defaults the tiny reference to the first checkpoint
-        return {
+        identity = {
             "name": name,
-            "adapter_class": default_adapter_class(name, self.value("model_class", ""), self.model_type),
-            "summary": self.summary(),
             "checkpoints": checkpoints,
             "aliases": dict(aliases or {}),
-            "model_types": list(spec["model_types"]),
-            "model_class": spec["model_class"],
-            "language_model": spec["language_model"],
-            "lm_head": spec["lm_head"],
-            "layers": modules.layers,
-            "final_norm": modules.final_norm,
-            "attention": modules.attention,
-            "mlp": modules.mlp,
-            "q_proj": modules.q_proj,
-            "k_proj": modules.k_proj,
-            "v_proj": modules.v_proj,
-            "o_proj": modules.o_proj,
-            "gate_proj": modules.gate_proj or "",
-            "up_proj": modules.up_proj or "",
-            "down_proj": modules.down_proj or "",
-            "rotary_function": attention.rotary_function or "",
-            "q_norm": attention.q_norm or "",
-            "k_norm": attention.k_norm or "",
-            "scaling": attention.scaling,
-            "image_token_attribute": image_token.config_attribute or "",
-            "image_token": image_token.token or "",
-            "image_in_message": prompt.image_in_message,
-            "image_before_text": prompt.image_before_text,
-            "continue_final_message": prompt.continue_final_message,
-            "contiguous_image_tokens": capabilities.contiguous_image_tokens,
-            "supports_batching": capabilities.supports_batching,
-            "strict_residual_stream": capabilities.strict_residual_stream,
             "tiny_reference": tiny_reference,
-            "custom_processor": bool(self.value("custom_processor", False)),
             "notes": notes,
-            "todos": self.todos(),
         }
-
-    def write_copier_answers(self, path: Path, name: str, **kwargs: Any) -> Path:
-        """Write :meth:`copier_answers` as YAML, usable as ``copier copy --data-file PATH``."""
-        import yaml
-
-        path.write_text(
-            yaml.safe_dump(self.copier_answers(name, **kwargs), sort_keys=False, allow_unicode=True)
-        )
-        return path
+        return {
+            **schema.answers_from_values(self.spec_answers() | identity, spec_class),
+            "adapter_class": default_adapter_class(name, self.value("model_class", ""), self.model_type),
+            "summary": self.summary(),
+            "custom_processor": bool(self.value("custom_processor", False)),
+            "todos": self.todos(spec_class),
+        }
 
     def summary(self) -> str:
         """One line for the generated module's docstring."""
