@@ -16,8 +16,11 @@ from torch import nn
 from vlmforge.core.spec import LLAMA_ROTARY, FamilySpec
 from vlmforge.scaffold.errors import ScaffoldError
 from vlmforge.scaffold.generate import TEMPLATE_DIR
+from vlmforge.scaffold.report import ResearchReport
 from vlmforge.scaffold.research import TEMPLATE_SLOTS, default_adapter_class, default_family_name, research
 from vlmforge.scaffold.research.forward_analysis import analyze_forward, evaluate_condition, gated_mlp_roles
+from vlmforge.scaffold.research.module_tree import Decoder
+from vlmforge.scaffold.research.norms import research_norms
 from vlmforge.scaffold.schema import template_slots
 
 
@@ -224,3 +227,35 @@ def test_gate_and_up_are_told_apart_from_the_mlp_source() -> None:
 def test_a_local_dir_without_config_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ScaffoldError, match=r"without a config\.json"):
         research(str(tmp_path))
+
+
+class _SandwichBlock(nn.Module):
+    """Names that say nothing: which norm feeds what is only visible in ``forward``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm_a, self.norm_b, self.norm_c = nn.LayerNorm(4), nn.LayerNorm(4), nn.LayerNorm(4)
+        self.self_attn, self.mlp = nn.Identity(), nn.Identity()
+
+    def forward(self, x):
+        attended = self.self_attn(self.norm_b(x))
+        x = x + self.norm_a(attended)  # a norm on the attention output, then the pre-MLP norm
+        return x + self.mlp(self.norm_c(x))
+
+
+def test_block_norms_are_read_from_forward_not_from_names() -> None:
+    layers = nn.ModuleList([_SandwichBlock(), _SandwichBlock()])
+    report = ResearchReport(source=None, model_type="sandwich", transformers_version="")  # type: ignore[arg-type]
+    research_norms(Decoder("model", nn.Module(), "layers", layers), "self_attn", "mlp", report)
+    assert (report["input_norm"].value, report["input_norm"].status) == ("norm_b", "found")
+    assert (report["mlp_norm"].value, report["mlp_norm"].status) == ("norm_c", "found")
+    assert "all 2 layers" in report["mlp_norm"].evidence
+    # A block that never calls the named MLP child: nothing is claimed.
+    research_norms(Decoder("model", nn.Module(), "layers", layers), "self_attn", "feed_forward", report)
+    assert (report["mlp_norm"].value, report["mlp_norm"].status) == (None, "unknown")
+
+
+def test_gemma3_block_norms(researched) -> None:
+    report = researched("gemma3", False)
+    assert report.value("input_norm") == "input_layernorm"
+    assert report.value("mlp_norm") == "pre_feedforward_layernorm"  # not the post-attention norm

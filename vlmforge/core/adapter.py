@@ -28,10 +28,12 @@ from vlmforge.core.roles import (
     DOWN_PROJ,
     FINAL_NORM,
     GATE_PROJ,
+    INPUT_NORM,
     K_PROJ,
     LAYER,
     LM_HEAD,
     MLP,
+    MLP_NORM,
     O_PROJ,
     Q_PROJ,
     UP_PROJ,
@@ -187,6 +189,14 @@ class ModelAdapter:
 
     def get_lm_mlp(self, layer: int) -> nn.Module:
         return self._resolve(MLP, layer)
+
+    def get_lm_input_norm(self, layer: int) -> nn.Module:
+        """The norm producing the attention's input (``attn.hook_in``) in decoder layer ``layer``."""
+        return self._resolve(INPUT_NORM, layer)
+
+    def get_lm_mlp_norm(self, layer: int) -> nn.Module:
+        """The norm producing the MLP's input (``mlp.hook_in``) in decoder layer ``layer``."""
+        return self._resolve(MLP_NORM, layer)
 
     def get_lm_q_proj(self, layer: int) -> nn.Module:
         return self._resolve(Q_PROJ, layer)

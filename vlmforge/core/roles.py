@@ -1,8 +1,10 @@
 """The role table: every module the contract names, where its path lives in the spec, how it is reached.
 
-One row per module role. The adapter's accessors resolve through it, the hook table names its sites
-with it, ``format_cache_item`` reads its head split from it, and the harness's contract checks walk it;
-so adding a role (a new norm, a router) is one row here plus its accessor on :class:`ModelAdapter`.
+One row per module role (the block norms are roles too: the harness checks ``attn.hook_in`` against the
+input norm applied to the residual stream). The adapter's accessors resolve through it, the hook table
+names its sites with it, ``format_cache_item`` reads its head split from it, and the harness's contract
+checks walk it; so adding a role (a router, another norm) is one row here plus its accessor on
+:class:`~vlmforge.core.adapter.ModelAdapter`.
 
 Dimension names used by :attr:`Role.weight` (as in ``modeling_llama.py``):
     hidden = D, query = H * d_h, kv = H_kv * d_h, mlp = F (the MLP's intermediate size).
@@ -71,6 +73,8 @@ FINAL_NORM = Role("final_norm", "modules.final_norm", "get_lm_norm", per_layer=F
 LAYER = Role("layer", None, "get_lm_layer", scope="layers", all_layers="lm_layers")
 ATTENTION = Role("attn", "modules.attention", "get_lm_attn", LAYER, all_layers="lm_attn")
 MLP = Role("mlp", "modules.mlp", "get_lm_mlp", LAYER, all_layers="lm_mlp")
+INPUT_NORM = Role("input_norm", "modules.input_norm", "get_lm_input_norm", LAYER, optional=True)
+MLP_NORM = Role("mlp_norm", "modules.mlp_norm", "get_lm_mlp_norm", LAYER, optional=True)
 Q_PROJ = Role(
     "q_proj", "modules.q_proj", "get_lm_q_proj", ATTENTION, output_heads="query", weight=("hidden", "query")
 )
@@ -99,7 +103,8 @@ DOWN_PROJ = Role(
 
 #: Every role, parents before children.
 ROLES: tuple[Role, ...] = (
-    LM_HEAD, FINAL_NORM, LAYER, ATTENTION, MLP, Q_PROJ, K_PROJ, V_PROJ, O_PROJ, GATE_PROJ, UP_PROJ, DOWN_PROJ,
+    LM_HEAD, FINAL_NORM, LAYER, ATTENTION, MLP, INPUT_NORM, MLP_NORM,
+    Q_PROJ, K_PROJ, V_PROJ, O_PROJ, GATE_PROJ, UP_PROJ, DOWN_PROJ,
 )  # fmt: skip
 
 #: The rest of the adapter contract: dimensions, flags and the recomputation / formatting methods.

@@ -207,6 +207,16 @@ class ModulePaths:
         "self_attn", kind="attribute_path", help="Layer attribute of the attention module"
     )
     mlp: str = spec_field("mlp", kind="attribute_path", help="Layer attribute of the MLP module")
+    input_norm: str | None = spec_field(
+        "input_layernorm",
+        kind="attribute_path",
+        help="Layer attribute of the norm whose output is the attention's input (empty if none)",
+    )
+    mlp_norm: str | None = spec_field(
+        "post_attention_layernorm",
+        kind="attribute_path",
+        help="Layer attribute of the norm whose output is the MLP's input (empty if none)",
+    )
     q_proj: str = spec_field(
         "q_proj", kind="attribute_path", help="Attention attribute of the query projection"
     )

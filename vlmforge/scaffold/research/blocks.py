@@ -25,6 +25,7 @@ from vlmforge.scaffold.research.module_tree import (
     find_projection,
     mlp_child,
 )
+from vlmforge.scaffold.research.norms import research_norms
 
 __all__ = ["research_blocks"]
 
@@ -64,12 +65,13 @@ class _Windows:
 
 
 def research_blocks(decoder: Decoder, text_config: PretrainedConfig, report: ResearchReport) -> None:
-    """Attention / MLP attribute names, projections, rotary, norms, scaling, GQA, head_dim, windows."""
+    """Attention / MLP attribute names, block norms, projections, rotary, q/k norms, scaling, GQA, windows."""
     layers = list(decoder.layers)
     attention = _attention(layers)
     report.add(_attention_answer(attention))
     mlp = _mlp(layers)
     report.add(_mlp_answer(mlp))
+    research_norms(decoder, attention.name, mlp.name, report)
     geometry = HeadGeometry.of(text_config)
     per_layer = [key for key in _GLOBAL_KEYS if config_value(text_config, key) is PER_LAYER]
     if per_layer:

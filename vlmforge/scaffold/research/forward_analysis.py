@@ -189,21 +189,21 @@ def _is_cache_update(value: ast.expr) -> bool:
     )
 
 
-def _walk_statements(
+def walk_statements(
     body: Sequence[ast.stmt], conditions: tuple[ast.expr, ...] = ()
 ) -> list[tuple[ast.stmt, tuple[ast.expr, ...]]]:
     """Flatten a function body into (simple statement, enclosing if-tests) in source order."""
     flat: list[tuple[ast.stmt, tuple[ast.expr, ...]]] = []
     for statement in body:
         if isinstance(statement, ast.If):
-            flat += _walk_statements(statement.body, (*conditions, statement.test))
+            flat += walk_statements(statement.body, (*conditions, statement.test))
             negated = ast.UnaryOp(op=ast.Not(), operand=statement.test)
-            flat += _walk_statements(statement.orelse, (*conditions, negated))
+            flat += walk_statements(statement.orelse, (*conditions, negated))
         elif isinstance(statement, ast.For | ast.While | ast.With | ast.Try):
             for block in ("body", "orelse", "finalbody"):
-                flat += _walk_statements(getattr(statement, block, []) or [], conditions)
+                flat += walk_statements(getattr(statement, block, []) or [], conditions)
             for handler in getattr(statement, "handlers", []) or []:
-                flat += _walk_statements(handler.body, conditions)
+                flat += walk_statements(handler.body, conditions)
         else:
             flat.append((statement, conditions))
     return flat
@@ -240,7 +240,7 @@ def analyze_forward(
         tuple(norm_attributes),
     )
     analysis.references = {name for sub in ast.walk(function) if (name := _self_attribute(sub))}
-    for statement, conditions in _walk_statements(function.body):
+    for statement, conditions in walk_statements(function.body):
         reader.rotary_calls(statement, conditions)
         reader.kernel_call(statement)
         reader.qk_flow(statement, conditions)
