@@ -1,8 +1,9 @@
-"""Deliberately broken adapters: the harness must catch every one of them.
+"""Deliberately broken adapters and runtimes: the harness must catch every one of them.
 
-Each mutant is a subclass of a real family adapter with one realistic bug (the kind a maintainer
-makes when copying an adapter by hand). ``python -m vlmforge.harness.mutants`` runs every check on
-every mutant and prints the kill table (mutant x checks that caught it).
+Each mutant is a subclass of a real family adapter, or of :class:`HookedVLM`, with one realistic bug
+(the kind a maintainer makes when copying an adapter by hand, or a runtime regression: a hook on the
+wrong site, a recomputation fed the wrong inputs). ``python -m vlmforge.harness.mutants`` runs every
+check on every mutant and prints the kill table (mutant x checks that caught it).
 """
 
 from __future__ import annotations
@@ -22,6 +23,15 @@ from vlmforge.harness.checks import CHECKS
 from vlmforge.tiny import build_tiny_model
 
 
+AdapterMutation = Callable[[type[ModelAdapter]], type[ModelAdapter]]
+RuntimeMutation = Callable[[type[HookedVLM]], type[HookedVLM]]
+
+
+def unchanged(cls: type) -> type:
+    """The identity mutation (a mutant that breaks only the adapter, or only the runtime)."""
+    return cls
+
+
 @dataclass(frozen=True)
 class Mutant:
     """One broken variant.
@@ -32,13 +42,15 @@ class Mutant:
         description: the bug, in words.
         mutate: builds the broken adapter class from the family's real one.
         caught_by: the check(s) that must fail for it.
+        runtime: builds the broken runtime class from :class:`HookedVLM` (for runtime bugs).
     """
 
     name: str
     family: str
     description: str
-    mutate: Callable[[type[ModelAdapter]], type[ModelAdapter]]
+    mutate: AdapterMutation
     caught_by: tuple[str, ...]
+    runtime: RuntimeMutation = unchanged
 
 
 def with_spec(**changes) -> Callable[[type[ModelAdapter]], type[ModelAdapter]]:
@@ -180,9 +192,10 @@ MUTANTS: tuple[Mutant, ...] = (
 
 
 def mutant_vlm(mutant: Mutant, base: HookedVLM) -> HookedVLM:
-    """A HookedVLM sharing ``base``'s model and processor, with the mutant adapter."""
+    """A (mutant) runtime sharing ``base``'s model and processor, with the mutant adapter."""
     adapter = mutant.mutate(ModelRegistry.adapters()[mutant.family])(base.model)
-    return HookedVLM(
+    runtime = mutant.runtime(HookedVLM)
+    return runtime(
         base.model, base.prompt_processor, adapter=adapter, model_name=f"{base.model_name}:{mutant.name}"
     )
 
