@@ -22,7 +22,6 @@ from vlmforge.core.runtime import HookedVLM
 from vlmforge.harness.checks import CHECKS
 from vlmforge.tiny import build_tiny_model
 
-
 AdapterMutation = Callable[[type[ModelAdapter]], type[ModelAdapter]]
 RuntimeMutation = Callable[[type[HookedVLM]], type[HookedVLM]]
 
