@@ -78,6 +78,17 @@ def contract_accessors(vlm: HookedVLM) -> CheckResult:
     )
 
 
+def declared_dimensions(adapter: ModelAdapter) -> tuple[int, int, int, int, int]:
+    """(D, H, H_kv, d_h, F) as the adapter declares them."""
+    return (
+        adapter.lm_hidden_dim,
+        adapter.lm_num_heads,
+        adapter.lm_num_kv_heads,
+        adapter.lm_head_dim,
+        adapter.lm_mlp_dim,
+    )
+
+
 def _in_out(module: torch.nn.Module) -> tuple[int, int]:
     weight = module.weight
     return int(weight.shape[1]), int(weight.shape[0])
@@ -103,13 +114,7 @@ def _shape_problems(adapter: ModelAdapter, dims: dict[str, int]) -> list[str]:
 def contract_shapes(vlm: HookedVLM) -> CheckResult:
     """Module shapes agree with the declared dimensions (heads, kv heads, head_dim, mlp, layers)."""
     a = vlm.adapter
-    hidden, heads, kv, head_dim, mlp = (
-        a.lm_hidden_dim,
-        a.lm_num_heads,
-        a.lm_num_kv_heads,
-        a.lm_head_dim,
-        a.lm_mlp_dim,
-    )
+    hidden, heads, kv, head_dim, mlp = declared_dimensions(a)
     problems: list[str] = []
     if a.lm_num_layers != len(a.lm_layers):
         problems.append(f"lm_num_layers={a.lm_num_layers} but the decoder has {len(a.lm_layers)} layers")
@@ -128,16 +133,9 @@ def contract_shapes(vlm: HookedVLM) -> CheckResult:
 @check
 def hook_shapes(vlm: HookedVLM) -> CheckResult:
     """Every hook type caches a tensor of the documented shape on every layer."""
-    a = vlm.adapter
     inputs = single_probe(vlm)
     batch, length = inputs["input_ids"].shape
-    hidden, heads, kv, head_dim, mlp = (
-        a.lm_hidden_dim,
-        a.lm_num_heads,
-        a.lm_num_kv_heads,
-        a.lm_head_dim,
-        a.lm_mlp_dim,
-    )
+    hidden, heads, kv, head_dim, mlp = declared_dimensions(vlm.adapter)
     expected = {
         "hook_resid_pre": (batch, length, hidden),
         "hook_resid_post": (batch, length, hidden),
