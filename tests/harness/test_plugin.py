@@ -30,7 +30,8 @@ def test_non_vlm_checkpoint_is_skipped_at_collection(pytester: pytest.Pytester, 
     )
     result = pytester.runpytest_subprocess(*SUITE, "--model", str(tmp_path), "-rs")
     result.stdout.fnmatch_lines(["*SKIPPED*not a supported image+text VLM*'llama'*"])
-    assert result.ret == pytest.ExitCode.OK
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # no silent green: nothing was tested
+    result.stdout.fnmatch_lines(["*no conformance check ran*"])
 
 
 def test_model_run_writes_matrix_and_report(pytester: pytest.Pytester, tmp_path):

@@ -41,20 +41,21 @@ def _error(capsys: pytest.CaptureFixture[str]) -> str:
 def test_dry_run_prints_research_and_files_and_writes_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], fast_research: None
 ) -> None:
-    assert main(["llava", "--dest", str(tmp_path), "--dry-run"]) == 0
+    assert main(["llava", "--dest", str(tmp_path / "new"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "# Research report: `llava`" in out
     assert "model.model.language_model.layers is a ModuleList of" in out
-    assert f"--- would write {tmp_path / 'vlmforge/adapters/llava.py'}" in out
+    assert f"--- would write {tmp_path / 'new/vlmforge_adapters/llava.py'}" in out
     assert '@ModelRegistry.register("llava")' in out
+    assert "a real run would refuse without --force" in out  # the installed llava family
     assert list(tmp_path.iterdir()) == []
 
 
 def test_writes_module_answers_and_report(tmp_path: Path, capsys, fast_research: None, load_spec) -> None:
     report, answers_data = tmp_path / "research.md", tmp_path / "answers.yml"
-    dest = tmp_path / "project"
-    dest.mkdir()
+    dest = tmp_path / "project"  # does not exist yet: created as a new project
     argv = [
+        "--force",  # the installed llava family already handles this checkpoint and model_type
         "llava-hf/llava-1.5-7b-hf",
         "--name",
         "llava15",
@@ -73,15 +74,17 @@ def test_writes_module_answers_and_report(tmp_path: Path, capsys, fast_research:
     ]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "wrote " + str(dest / "vlmforge/adapters/llava15.py") in out
-    spec = load_spec(dest / "vlmforge/adapters/llava15.py")
+    assert "wrote " + str(dest / "vlmforge_adapters/llava15.py") in out
+    assert '  llava15 = "vlmforge_adapters.llava15"' in out  # the entry point to add
+    assert (dest / "vlmforge_adapters/__init__.py").is_file()
+    spec = load_spec(dest / "vlmforge_adapters/llava15.py")
     assert spec.checkpoints == ("llava-hf/llava-1.5-7b-hf", "llava-hf/llava-1.5-13b-hf")
     assert dict(spec.aliases) == {"l7": "llava-hf/llava-1.5-7b-hf", "l13": "llava-hf/llava-1.5-13b-hf"}
     assert spec.tiny_reference is None  # the first checkpoint is a stored reference: it is the tiny reference
     assert "| HF model class | `LlavaForConditionalGeneration` |" in report.read_text()
     data = yaml.safe_load(answers_data.read_text())
     assert data["name"] == "llava15" and data["language_model"] == "model.language_model"
-    answers = (dest / "vlmforge/adapters/.copier-answers.llava15.yml").read_text()
+    answers = (dest / "vlmforge_adapters/.copier-answers.llava15.yml").read_text()
     assert "name: llava15" in answers and "_src_path:" in answers
 
 
@@ -90,9 +93,8 @@ def test_local_checkpoint_dir_gets_a_rebuildable_tiny_reference(tmp_path: Path, 
     checkpoint.mkdir()
     (checkpoint / "config.json").write_text(json.dumps(reference_entry("llava-hf/llava-1.5-7b-hf")["config"]))
     dest = tmp_path / "project"
-    dest.mkdir()
-    assert main([str(checkpoint), "--name", "my_llava", "--dest", str(dest)]) == 0
-    spec = load_spec(dest / "vlmforge/adapters/my_llava.py")
+    assert main([str(checkpoint), "--name", "my_llava", "--dest", str(dest), "--force"]) == 0
+    spec = load_spec(dest / "vlmforge_adapters/my_llava.py")
     assert spec.checkpoints == ()
     # build_tiny_model takes stored ids, model_types and configs; a directory falls back to its model_type.
     from vlmforge.tiny import build_tiny_model
@@ -130,21 +132,14 @@ def test_verify_runs_the_conformance_suite_and_maps_failure(
         return subprocess.CompletedProcess(command, 1, "", "")
 
     monkeypatch.setattr(cli.subprocess, "run", fake_run)
-    assert main(["llava", "--dest", str(tmp_path), "--verify"]) == EXIT_VERIFY_FAILED
+    dest = tmp_path / "project"
+    assert main(["llava", "--dest", str(dest), "--verify", "--force"]) == EXIT_VERIFY_FAILED
     out = capsys.readouterr().out
     assert "| contract_accessors | FAIL |" in out and "conformance: FAILED" in out
     command = calls[0]
     assert command[1:5] == ["-m", "pytest", "--pyargs", "vlmforge.harness.suite"]
     assert command[command.index("--model") + 1] == "tiny/llava"
-    assert command[command.index("--adapter-module") + 1] == str(tmp_path / "vlmforge/adapters/llava.py")
-
-
-def test_readme_main_job_scaffolds_and_verifies_a_new_family(tmp_path: Path, capsys) -> None:
-    """The README's first command, end to end: research llava_next, write it, run conformance on it."""
-    assert main(["llava_next", "--name", "llava_next_demo", "--dest", str(tmp_path), "--verify"]) == 0
-    out = capsys.readouterr().out
-    assert (tmp_path / "vlmforge/adapters/llava_next_demo.py").is_file()
-    assert "| attention_vs_eager | pass 0.0e+00 |" in out and "conformance: passed" in out
+    assert command[command.index("--adapter-module") + 1] == str(dest / "vlmforge_adapters/llava.py")
 
 
 # -------------------------------------------------------------------------------------------- bad input
@@ -166,7 +161,7 @@ def test_readme_main_job_scaffolds_and_verifies_a_new_family(tmp_path: Path, cap
 def test_bad_input_is_a_clear_error_with_exit_2(
     argv: list[str], expected: list[str], tmp_path: Path, capsys, fast_research: None
 ) -> None:
-    assert main([*argv, "--dest", str(tmp_path)]) == EXIT_BAD_INPUT
+    assert main([*argv, "--dest", str(tmp_path / "new")]) == EXIT_BAD_INPUT
     message = _error(capsys)
     for text in expected:
         assert text in message, message
@@ -216,29 +211,8 @@ def test_failed_validation_leaves_dest_unchanged(tmp_path: Path, capsys, fast_re
     (dest / "vlmforge/adapters").mkdir(parents=True)
     (dest / "vlmforge/adapters/keep.py").write_text("# untouched\n")
     before = _snapshot(dest)
-    assert main(["llava", "--dest", str(dest), "--template", str(broken)]) == EXIT_BAD_INPUT
+    assert main(["llava", "--dest", str(dest), "--template", str(broken), "--force"]) == EXIT_BAD_INPUT
     assert "does not import" in _error(capsys)
-    assert _snapshot(dest) == before
-
-
-def test_interrupted_install_rolls_back(
-    tmp_path: Path, capsys, fast_research: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    dest = tmp_path / "project"
-    (dest / "vlmforge/adapters").mkdir(parents=True)
-    (dest / "vlmforge/adapters/llava.py").write_text("# hand-written llava, must survive\n")
-    before = _snapshot(dest)
-    real_replace, calls = os.replace, []
-
-    def interrupted_replace(source, target):
-        calls.append(target)
-        if len(calls) == 2:  # the module is in place, the answers file is not yet
-            raise KeyboardInterrupt
-        real_replace(source, target)
-
-    monkeypatch.setattr(generate.os, "replace", interrupted_replace)
-    assert main(["llava", "--dest", str(dest), "--force"]) == 130
-    assert "nothing was written" in capsys.readouterr().err
     assert _snapshot(dest) == before
 
 
@@ -254,8 +228,8 @@ def test_read_only_dest_is_a_clear_error(
             def denied(*args, **kwargs):
                 raise PermissionError(13, "Permission denied")
 
-            monkeypatch.setattr(generate.tempfile, "mkstemp", denied)
-        assert main(["llava", "--dest", str(dest)]) == EXIT_BAD_INPUT
+            monkeypatch.setattr(generate, "_write_new", denied)
+        assert main(["llava", "--dest", str(dest), "--force"]) == EXIT_BAD_INPUT
         message = _error(capsys)
         assert "cannot write into" in message and "Permission denied" in message and "--dest" in message
         assert list((dest / "vlmforge/adapters").iterdir()) == []
@@ -263,6 +237,7 @@ def test_read_only_dest_is_a_clear_error(
         (dest / "vlmforge/adapters").chmod(0o755)
 
 
-def test_dest_must_exist(tmp_path: Path, capsys) -> None:
-    assert main(["llava", "--dest", str(tmp_path / "missing")]) == EXIT_BAD_INPUT
-    assert "not an existing directory" in _error(capsys)
+def test_dest_parent_must_exist(tmp_path: Path, capsys) -> None:
+    assert main(["llava", "--dest", str(tmp_path / "missing" / "project")]) == EXIT_BAD_INPUT
+    assert "does not exist" in _error(capsys)
+    assert list(tmp_path.iterdir()) == []

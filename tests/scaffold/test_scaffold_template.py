@@ -48,7 +48,9 @@ def test_copier_update_keeps_hand_edits_and_applies_template_change(
     project.mkdir()
     _git(project, "init", "-q")
     monkeypatch.setattr("vlmforge.scaffold.cli.research", lambda source, **_: researched(source))
-    assert main(["llava", "--name", "my_llava", "--dest", str(project), "--template", str(template)]) == 0
+    (project / "vlmforge/adapters").mkdir(parents=True)  # the layout `copier update` re-renders into
+    argv = ["llava", "--name", "my_llava", "--dest", str(project), "--template", str(template), "--force"]
+    assert main(argv) == 0
     module = project / "vlmforge" / "adapters" / "my_llava.py"
     answers = project / answers_relpath("my_llava")
     assert "_commit: v1" in answers.read_text()
@@ -230,8 +232,9 @@ def test_scaffolding_from_this_checkout_records_a_versioned_template_for_copier_
 
     dest = tmp_path / "project"
     subprocess.run(["git", "init", "-q", str(dest)], check=True)
+    (dest / "vlmforge/adapters").mkdir(parents=True)  # the layout `copier update` re-renders into
     assert main(["llava", "--name", "llava_copy", "--dest", str(dest), "--template", str(checkout),
-                 "--vcs-ref", "HEAD"]) == 0  # fmt: skip
+                 "--vcs-ref", "HEAD", "--force"]) == 0  # fmt: skip
     tmp_path = dest
     answers_file = tmp_path / "vlmforge/adapters/.copier-answers.llava_copy.yml"
     answers = yaml.safe_load(answers_file.read_text())

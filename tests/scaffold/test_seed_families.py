@@ -48,8 +48,10 @@ SEED_SOURCES = [
 def test_scaffolded_seed_family_equals_hand_written(
     source: str, family: str, tmp_path: Path, capsys, load_spec
 ) -> None:
-    assert main([source, "--dest", str(tmp_path), "--name", family]) == 0, capsys.readouterr().err
-    module = tmp_path / "vlmforge" / "adapters" / f"{family}.py"
+    # --force: the installed seed family already owns this name and model_type.
+    dest = tmp_path / "project"
+    assert main([source, "--dest", str(dest), "--name", family, "--force"]) == 0, capsys.readouterr().err
+    module = dest / "vlmforge_adapters" / f"{family}.py"
     text = module.read_text()
     generated = load_spec(module)
     hand_written = ModelRegistry.adapters()[family].spec
@@ -60,7 +62,7 @@ def test_scaffolded_seed_family_equals_hand_written(
     }
     assert not mismatches, f"{source}: generated != hand-written: {mismatches}"
     assert "TODO(vlmforge)" not in text, f"{source}: the generated module still needs hand edits:\n{text}"
-    assert (tmp_path / "vlmforge" / "adapters" / f".copier-answers.{family}.yml").is_file()
+    assert (dest / "vlmforge_adapters" / f".copier-answers.{family}.yml").is_file()
 
 
 def _after_docstring(text: str) -> str:

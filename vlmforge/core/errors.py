@@ -36,3 +36,7 @@ class InvalidHookError(VLMForgeError, ValueError):
 
 class InputError(VLMForgeError, ValueError):
     """Bad prompt / image / batch input."""
+
+
+class DeviceError(VLMForgeError, ValueError):
+    """A device that is not a valid torch device or is not available on this machine."""

@@ -25,7 +25,12 @@ from typing import ClassVar, Literal
 import transformers
 
 from vlmforge.core.adapter import ModelAdapter
-from vlmforge.core.errors import AdapterDiscoveryError, UnknownModelError, UnsupportedArchitectureError
+from vlmforge.core.errors import (
+    AdapterDiscoveryError,
+    CheckpointLoadError,
+    UnknownModelError,
+    UnsupportedArchitectureError,
+)
 
 TINY_PREFIX = "tiny/"
 ADAPTER_ENTRY_POINT_GROUP = "vlmforge.adapters"
@@ -116,9 +121,10 @@ class ModelRegistry:
             cls.import_adapter_module(module_name)
 
     @staticmethod
-    def import_adapter_module(module_name: str) -> None:
+    def import_adapter_module(module_name: str) -> ModuleType:
+        """Import an adapter module by dotted name; failures raise :class:`AdapterDiscoveryError`."""
         try:
-            importlib.import_module(module_name)
+            return importlib.import_module(module_name)
         except Exception as error:  # any failure is a broken adapter, and must be reported
             cls_name = type(error).__name__
             raise AdapterDiscoveryError(
@@ -236,7 +242,7 @@ class ModelRegistry:
             return Resolution(cls._available(adapter), "checkpoint", location, name)
         path = Path(name).expanduser()
         if (path / "config.json").is_file():
-            config = json.loads((path / "config.json").read_text())
+            config = read_config(path / "config.json")
             return Resolution(cls._available(cls.family_for_config(config, name)), "local", str(path), name)
         if path.exists():
             raise UnknownModelError(
@@ -262,6 +268,8 @@ class ModelRegistry:
         """The family of a checkpoint config (``model_type`` or ``architectures``), or a clear error."""
         model_type = config.get("model_type")
         architectures = config.get("architectures") or []
+        if not isinstance(architectures, list) or not all(isinstance(a, str) for a in architectures):
+            architectures = []  # a malformed field: decide by model_type alone
         for adapter in cls.adapters().values():
             if model_type in adapter.spec.model_types or adapter.spec.model_class in architectures:
                 return adapter
@@ -294,5 +302,22 @@ class ModelRegistry:
         except Exception:  # invalid repo id syntax and the like: treat as "not cached"
             return None
         if isinstance(path, str) and Path(path).is_file():
-            return json.loads(Path(path).read_text())
+            return read_config(Path(path))
         return None
+
+
+def read_config(path: Path) -> dict:
+    """A checkpoint's ``config.json`` as a dict, or a :class:`CheckpointLoadError` saying what is wrong."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise CheckpointLoadError(
+            f"{path} is not a readable JSON file ({type(error).__name__}: {error}); the checkpoint is "
+            "corrupt or incomplete: re-download it or fix the file"
+        ) from error
+    if not isinstance(config, dict):
+        raise CheckpointLoadError(
+            f"{path} holds a JSON {type(config).__name__}, not an object with model_type / architectures; "
+            "the checkpoint is corrupt: re-download it or fix the file"
+        )
+    return config

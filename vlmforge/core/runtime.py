@@ -7,7 +7,7 @@ registered for the duration of a ``with`` block and always removed, also when th
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -15,7 +15,7 @@ import transformers
 from torch import nn
 
 from vlmforge.core.adapter import ModelAdapter
-from vlmforge.core.errors import CheckpointLoadError, InvalidHookError
+from vlmforge.core.errors import CheckpointLoadError, DeviceError, InputError, InvalidHookError
 from vlmforge.core.hooks import HookPoint, expand_hook_names
 from vlmforge.core.processing import ImageInput, VLMProcessor
 from vlmforge.core.registry import ModelRegistry, Resolution
@@ -38,15 +38,49 @@ def register_model_builder(source: str, builder: ModelBuilder) -> None:
     MODEL_BUILDERS[source] = builder
 
 
+try:  # transformers reads .safetensors through this package; its error is no OSError
+    from safetensors import SafetensorError
+except ImportError:  # pragma: no cover - a transformers dependency
+    SafetensorError = OSError  # type: ignore[assignment,misc]
+
+#: Errors a checkpoint's files raise when they are missing, truncated or not what their name says.
+_CHECKPOINT_ERRORS = (OSError, ValueError, SafetensorError, EOFError)
+DEVICE_HELP = "'auto' (CUDA > MPS > CPU), 'cpu', 'cuda', 'cuda:<index>' or 'mps'"
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` picks CUDA, then MPS, then CPU."""
+    """``"auto"`` picks CUDA, then MPS, then CPU; an explicit device must exist on this machine.
+
+    Raises:
+        DeviceError: not a device name, or a CUDA / MPS device this machine does not have.
+    """
     if str(device) != "auto":
-        return torch.device(device)
+        try:
+            resolved = torch.device(device)
+        except (RuntimeError, TypeError, ValueError) as error:
+            message = f"device {device!r} is not a device name ({error}); use {DEVICE_HELP}"
+            raise DeviceError(message) from error
+        _check_available(resolved)
+        return resolved
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def _check_available(device: torch.device) -> None:
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise DeviceError(
+                f"device {str(device)!r} is not available: this machine has {count} CUDA device(s) "
+                f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); use 'cpu' or 'auto'"
+            )
+    elif device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise DeviceError("device 'mps' is not available on this machine; use 'cpu' or 'auto'")
 
 
 def _first_tensor(value: Any) -> torch.Tensor:
@@ -157,7 +191,12 @@ class HookedVLM:
             processor = transformers.AutoProcessor.from_pretrained(
                 resolution.location, trust_remote_code=trust_remote_code, **shared
             )
-        except OSError as error:
+        except _CHECKPOINT_ERRORS as error:
+            if not isinstance(error, OSError):  # a file is there but unreadable: say which checkpoint
+                raise CheckpointLoadError(
+                    f"could not read checkpoint {resolution.location!r}: {type(error).__name__}: {error}. "
+                    "A file of it (weights, config, tokenizer) is truncated or corrupt: re-download it."
+                ) from error
             raise CheckpointLoadError(
                 f"could not load {resolution.location!r} ({error}). Without network access, point at a "
                 "local checkpoint directory or pre-populate the Hugging Face cache; for an offline "
@@ -202,8 +241,34 @@ class HookedVLM:
         )
 
     # ------------------------------------------------------------- execution
+    def _check_inputs(self, inputs: Any, new_tokens: int = 0) -> None:
+        """Refuse inputs the model would run silently wrong (or fail deep inside on) with what to do."""
+        if not isinstance(inputs, Mapping) or not isinstance(inputs.get("input_ids"), torch.Tensor):
+            raise InputError(
+                f"inputs must be what prepare_messages(...) returns (a mapping with an input_ids tensor, "
+                f"attention_mask and pixel_values), got {type(inputs).__name__}"
+            )
+        input_ids = inputs["input_ids"]
+        image_token = self.adapter.get_image_token_id()
+        has_image_tokens = image_token is not None and bool((input_ids == image_token).any())
+        if inputs.get("pixel_values") is None and has_image_tokens:
+            raise InputError(
+                "the prompt has image tokens but the inputs have no pixel_values: pass the whole "
+                "prepare_messages(...) result, not only its input_ids"
+            )
+        maximum = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
+        length = input_ids.shape[-1] + new_tokens
+        if isinstance(maximum, int) and length > maximum:
+            extra = f" + {new_tokens} new tokens" if new_tokens else ""
+            raise InputError(
+                f"the prompt is {input_ids.shape[-1]} tokens{extra}, more than the model's maximum of "
+                f"{maximum} positions: shorten the task / system prompt, use a smaller image, or generate "
+                "fewer tokens"
+            )
+
     def forward(self, inputs: Any, **kwargs: Any) -> Any:
         """One forward pass (no gradients); returns the Hugging Face model output."""
+        self._check_inputs(inputs)
         with torch.no_grad():
             return self.model(**inputs, **kwargs)
 
@@ -211,6 +276,9 @@ class HookedVLM:
 
     def generate(self, inputs: Any, max_new_tokens: int = 32, do_sample: bool = False, **kwargs: Any) -> Any:
         """Generate; the result has ``.sequences`` (prompt + new tokens, [B, L + new])."""
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise InputError(f"max_new_tokens must be a whole number >= 1, got {max_new_tokens!r}")
+        self._check_inputs(inputs, new_tokens=max_new_tokens)
         kwargs.setdefault("return_dict_in_generate", True)
         tokenizer = self.prompt_processor.tokenizer
         if getattr(tokenizer, "pad_token_id", None) is not None:
@@ -283,10 +351,15 @@ class HookedVLM:
             result = function(formatted, point)
             if result is None or reader:
                 return None
-            if not isinstance(result, torch.Tensor) or result.shape != formatted.shape:
-                got = getattr(result, "shape", type(result).__name__)
+            if not isinstance(result, torch.Tensor):
+                kind = f"{type(result).__module__}.{type(result).__qualname__}".removeprefix("builtins.")
                 raise InvalidHookError(
-                    f"hook {point.name} returned {got}; "
+                    f"hook {point.name} returned a {kind}, not a torch.Tensor; return None or a tensor "
+                    f"of shape {tuple(formatted.shape)} (e.g. torch.as_tensor(value))"
+                )
+            if result.shape != formatted.shape:
+                raise InvalidHookError(
+                    f"hook {point.name} returned shape {tuple(result.shape)}; "
                     f"return None or a tensor of shape {tuple(formatted.shape)}"
                 )
             return result.reshape(raw.shape).to(raw.dtype)

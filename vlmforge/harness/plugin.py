@@ -14,15 +14,23 @@ registered in a ``conftest.py`` or a module loaded with ``-p`` runs too (see
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from vlmforge.core.errors import AdapterDiscoveryError, UnknownModelError, UnsupportedArchitectureError
+from vlmforge.core.errors import (
+    AdapterDiscoveryError,
+    CheckpointLoadError,
+    DeviceError,
+    UnknownModelError,
+    UnsupportedArchitectureError,
+)
 from vlmforge.core.registry import TINY_PREFIX, ModelRegistry
-from vlmforge.core.runtime import HookedVLM
+from vlmforge.core.runtime import HookedVLM, resolve_device
 from vlmforge.harness.checks import CHECKS, Check, missing_capability
 from vlmforge.harness.compare import CheckFailure
 from vlmforge.harness.report import Cell, ConformanceMatrix
@@ -30,6 +38,7 @@ from vlmforge.harness.report import Cell, ConformanceMatrix
 MODEL_FIXTURE = "conformance_model"
 CHECK_PARAM = "conformance_check"
 SESSION_KEY = pytest.StashKey["ConformanceSession"]()
+DTYPES = ("float32", "bfloat16", "float16")
 TARGETS_KEY = pytest.StashKey[list["Target"]]()
 
 
@@ -102,6 +111,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "requires_capability(name): skip unless the adapter declares it")
+    # Every option is checked before any model loads: a bad one is one usage error, not N failed tests
+    # or, for the report path, a traceback after hours of real-weights checks.
+    check_model_options(config)
+    check_report_path(config.getoption("vlmforge_report"))
     for module in config.getoption("vlmforge_adapter_modules"):
         load_adapter_module(module)
     config.stash[TARGETS_KEY] = select_targets(config)
@@ -110,15 +123,52 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(session, "vlmforge-conformance-session")
 
 
+def check_model_options(config: pytest.Config) -> None:
+    """``--model-dtype`` / ``--model-device``: one usage error listing the valid values."""
+    dtype = config.getoption("vlmforge_dtype")
+    if dtype is not None and dtype not in DTYPES:
+        raise pytest.UsageError(f"--model-dtype {dtype!r} is not one of: {', '.join(DTYPES)}")
+    try:
+        resolve_device(config.getoption("vlmforge_device"))
+    except DeviceError as error:
+        raise pytest.UsageError(f"--model-device: {error}") from None
+
+
+def check_report_path(path: str | None) -> None:
+    """Refuse a ``--conformance-report`` path whose PATH.json / PATH.md cannot be written."""
+    if not path:
+        return
+    base = Path(path).expanduser().absolute()
+    folder = next(d for d in (base.parent, *base.parent.parents) if d.exists())  # the report creates the rest
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise pytest.UsageError(
+            f"--conformance-report {path}: cannot create files under {folder} (not a writable folder); "
+            "pick a path you can write to"
+        )
+    for target in (base.with_suffix(".json"), base.with_suffix(".md")):
+        writable = os.access(target, os.W_OK) if target.exists() else True
+        if target.is_dir() or not writable:
+            raise pytest.UsageError(
+                f"--conformance-report {path}: cannot write {target} (a folder or not writable); "
+                "pick a path you can write to"
+            )
+
+
 def load_adapter_module(module: str) -> None:
-    """Import an adapter module by file path or dotted name so it registers its family."""
+    """Import an adapter module by file path or dotted name; it must register at least one family."""
+    ModelRegistry.adapters()  # discover the installed families first, so the module's are told apart
     try:
         if module.endswith(".py"):
-            ModelRegistry.import_adapter_file(module)
+            imported = ModelRegistry.import_adapter_file(module)
         else:
-            ModelRegistry.import_adapter_module(module)
-    except AdapterDiscoveryError as error:
+            imported = ModelRegistry.import_adapter_module(module)
+    except (AdapterDiscoveryError, ValueError, TypeError) as error:
         raise pytest.UsageError(f"--adapter-module {module}: {error}") from None
+    if not any(adapter.__module__ == imported.__name__ for adapter in ModelRegistry.adapters().values()):
+        raise pytest.UsageError(
+            f"--adapter-module {module} registered no family: it must define a ModelAdapter subclass "
+            "decorated with @ModelRegistry.register(<name>) (scaffold-new-model writes one)"
+        )
 
 
 def select_targets(config: pytest.Config) -> list[Target]:
@@ -140,7 +190,7 @@ def select_targets(config: pytest.Config) -> list[Target]:
     for name in requested:
         try:
             resolution = ModelRegistry.resolve(name)
-        except UnknownModelError as error:
+        except (UnknownModelError, CheckpointLoadError) as error:
             raise pytest.UsageError(f"--model {name}: {error}") from None
         except UnsupportedArchitectureError as error:
             targets.append(Target(name, skip_reason=f"not a supported image+text VLM: {error}"))
@@ -259,10 +309,36 @@ class ConformanceSession:
             skipped.setdefault((model, cell.message), []).append(check)
         for (model, reason), checks in skipped.items():
             terminalreporter.write_line(f"SKIP {model} / {', '.join(checks)}: {reason}")
+        for model, reason in self.untested:
+            terminalreporter.write_line(
+                f"ERROR {model}: no conformance check ran (all skipped: {reason}). The session fails so "
+                "that a run which tested nothing is never green; test a supported image+text VLM."
+            )
         path = self.config.getoption("vlmforge_report")
         if path and not hasattr(self.config, "workerinput"):
-            json_path, md_path = matrix.write(path)
+            try:
+                json_path, md_path = matrix.write(path)
+            except OSError as error:  # checked at start-up; the folder may have gone since
+                terminalreporter.write_line(f"ERROR: could not write the conformance report {path}: {error}")
+                return
             terminalreporter.write_line(f"conformance report: {json_path} and {md_path}")
+
+    @property
+    def untested(self) -> list[tuple[str, str]]:
+        """``(model, reason)`` for each model with recorded checks of which none ran (all skipped)."""
+        untested = []
+        for model, row in self.matrix.cells.items():
+            if row and all(cell.outcome == "skipped" for cell in row.values()):
+                reasons = sorted({cell.message for cell in row.values()})
+                untested.append((model, "; ".join(reasons)[:300]))
+        return untested
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        """A model on which no check ran fails the session (the controller decides under xdist)."""
+        if hasattr(self.config, "workerinput"):
+            return
+        if self.untested and exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def matrix_row(item: pytest.Item) -> str:

@@ -7,8 +7,13 @@ Examples::
     scaffold-new-model Qwen/Qwen2.5-VL-7B-Instruct --dry-run  # a hub id from the local HF cache / store
     scaffold-new-model gemma3 --verify --report gemma3.md     # then run the conformance suite on it
 
+``--dest`` is a project root: a vlmforge checkout (the module goes into ``vlmforge/adapters/``), your own
+Python project (into its ``vlmforge_adapters/`` package, created on first use), or a folder that does not
+exist yet (created, as a new project). Without ``--dest``: this vlmforge checkout when vlmforge is
+installed from one (editable), else the current directory, never site-packages.
+
 Exit codes: 0 success, 1 the conformance suite failed (``--verify``), 2 bad input (the message says
-what to do; nothing was written), 130 interrupted (nothing was written).
+what to do; nothing was written), 130 interrupted (the message says whether anything was written).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import argparse
 import keyword
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -25,28 +31,48 @@ from pathlib import Path
 
 import yaml
 
-from vlmforge.scaffold.errors import EXIT_BAD_INPUT, EXIT_VERIFY_FAILED, ScaffoldError
+from vlmforge.core.errors import VLMForgeError
+from vlmforge.scaffold.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_VERIFY_FAILED,
+    ScaffoldError,
+)
 from vlmforge.scaffold.generate import (
     TEMPLATE_DIR,
+    Destination,
     RenderedFamily,
-    answers_relpath,
     default_template,
     existing_family_conflicts,
     install,
     render_family,
+    resolve_destination,
+    sweep_stale,
+    temp_prefix,
     validate_module,
 )
 from vlmforge.scaffold.research import ResearchReport, default_family_name, offline, research
 
 __all__ = ["build_parser", "default_dest", "main", "run_verify"]
 
-_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
+_CHECKOUT = Path(__file__).resolve().parents[2]
+
+
+def installed_from_checkout() -> bool:
+    """Whether this vlmforge runs from a source tree (editable install), not from an installed wheel."""
+    return (_CHECKOUT / "pyproject.toml").is_file() and (_CHECKOUT / "vlmforge" / "adapters").is_dir()
+
+
 def default_dest() -> Path:
-    """The project that contains this ``vlmforge`` package (``<root>/vlmforge/adapters``)."""
-    return Path(__file__).resolve().parents[2]
+    """This vlmforge checkout when running from one; else the current directory (the user's project).
+
+    From an installed wheel the package's parent is site-packages, which is never a destination.
+    """
+    return _CHECKOUT if installed_from_checkout() else Path.cwd()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,10 +96,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint", action="append", default=[], metavar="ID", help="extra checkpoint id; repeatable"
     )
     parser.add_argument(
-        "--dest", type=Path, default=None, help="project to write into (default: this vlmforge checkout)"
+        "--dest",
+        type=Path,
+        default=None,
+        help="project root to write into: a vlmforge checkout (vlmforge/adapters/), your own Python "
+        "project (its vlmforge_adapters/ package), or a new folder to create (default: this vlmforge "
+        "checkout when installed editable, else the current directory)",
     )
     parser.add_argument(
-        "--dry-run", action="store_true", help="print the research and the files; write nothing into --dest"
+        "--dry-run",
+        action="store_true",
+        help="print the research and the files; write nothing into --dest (with --verify: run the "
+        "conformance suite on the rendered module from a temporary folder)",
     )
     parser.add_argument("--force", action="store_true", help="overwrite an existing family module")
     parser.add_argument(
@@ -114,12 +148,12 @@ def _template_source(args: argparse.Namespace) -> dict[str, str | None]:
 
 
 def _check_name(name: str) -> str:
+    # A leading underscore would allow __init__ / __main__ (the package's own files) and private modules.
     if not _NAME.match(name) or keyword.iskeyword(name):
         raise ScaffoldError(
-            f"--name {name!r} is not a valid family id: use a lowercase Python identifier (letters a-z, "
-            "digits, underscores, not starting with a digit, not a keyword), e.g. --name my_vlm. It becomes "
-            "the module "
-            "file name and the tiny model name tiny/<name>."
+            f"--name {name!r} is not a valid family id: use a lowercase Python identifier that starts with "
+            "a letter (letters a-z, digits, underscores; not a keyword), e.g. --name my_vlm. It becomes "
+            "the module file name and the tiny model name tiny/<name>."
         )
     return name
 
@@ -167,14 +201,13 @@ def _notes(report: ResearchReport) -> str:
     return "; ".join(notes)
 
 
-def _resolve_dest(dest: Path | None) -> Path:
-    dest = (dest or default_dest()).expanduser()
-    if not dest.is_dir():
-        raise ScaffoldError(
-            f"--dest {dest} is not an existing directory: point at the root of a project that has (or should "
-            "get) a vlmforge/adapters folder"
-        )
-    return dest.resolve()
+def _resolve_dest(dest: Path | None, *, dry_run: bool) -> Destination:
+    """The destination, after the start-up sweep of what killed earlier runs left there."""
+    root = dest if dest is not None else default_dest()
+    if not dry_run:  # a dry run writes nothing into --dest, not even a recovery
+        for note in sweep_stale(root):
+            print(f"scaffold-new-model: {note}", file=sys.stderr)
+    return resolve_destination(root)
 
 
 def _print_summary(report: ResearchReport) -> None:
@@ -188,16 +221,24 @@ def _print_summary(report: ResearchReport) -> None:
         print(f"  - {answer.question} [{answer.status}]: {answer.evidence.removeprefix('unknown: ')[:200]}")
 
 
+def suite_command(name: str, module: Path | None) -> list[str]:
+    """The pytest command that runs the conformance suite on ``tiny/<name>``.
+
+    ``module`` is passed as ``--adapter-module`` (needed unless the installed vlmforge discovers it).
+    """
+    command = ["pytest", "--pyargs", "vlmforge.harness.suite", "--model", f"tiny/{name}"]
+    return [*command, "--adapter-module", str(module)] if module is not None else command
+
+
 def run_verify(name: str, module: Path, *, timeout: float = 1800.0) -> int:
     """Run the conformance suite on ``tiny/<name>`` with ``module`` registered; print the matrix."""
-    with tempfile.TemporaryDirectory(prefix="vlmforge-verify-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=temp_prefix("verify")) as tmp:
         report = Path(tmp) / "conformance"
         command = [
-            sys.executable, "-m", "pytest", "--pyargs", "vlmforge.harness.suite",
-            "--model", f"tiny/{name}", "--adapter-module", str(module),
+            sys.executable, "-m", *suite_command(name, module),
             "-q", "--conformance-report", str(report), "-p", "no:cacheprovider",
         ]  # fmt: skip
-        print("$ " + " ".join(command))
+        print("$ " + shlex.join(command))
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
         try:
             result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
@@ -216,95 +257,156 @@ def run_verify(name: str, module: Path, *, timeout: float = 1800.0) -> int:
         return 0 if result.returncode == 0 else EXIT_VERIFY_FAILED
 
 
+def _check_output_path(path: Path | None, option: str) -> None:
+    """Refuse an unwritable ``--report`` / ``--answers`` path before any work (it is written last)."""
+    if path is None:
+        return
+    path = path.expanduser()
+    if path.is_dir():
+        raise ScaffoldError(f"{option} {path} is a folder: pass a file path, e.g. {path / 'research.md'}")
+    if not path.parent.is_dir():
+        raise ScaffoldError(f"{option} {path}: folder {path.parent} does not exist; create it first")
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ScaffoldError(f"{option} {path} is not writable: pick a path you can write to")
+
+
 def _write_output(path: Path, text: str, what: str) -> None:
     """Write a ``--report`` / ``--answers`` file; an unwritable path is bad input, not a traceback."""
     try:
-        path.write_text(text)
+        path.expanduser().write_text(text)
     except OSError as error:
         raise ScaffoldError(f"cannot write {what} to {path}: {error.strerror or error}") from error
 
 
-def _scan_conflicts(dest: Path, name: str, report: ResearchReport, *, force: bool, dry_run: bool) -> None:
-    """The one conflict scan: by file name, family name and model_type; refuse, or note it on a dry run."""
+def _scan_conflicts(
+    destination: Destination, name: str, spec: dict[str, tuple[str, ...]], *, force: bool, dry_run: bool
+) -> None:
+    """The one conflict scan: file name, family name, model_type, checkpoints and aliases, against the
+    destination's modules and every family this environment registers; refuse, or note it on a dry run."""
     if force:
         return
-    conflicts = existing_family_conflicts(dest, name, tuple(report.value("model_types", ())))
+    try:
+        conflicts = existing_family_conflicts(destination.package_dir, name, registry=True, **spec)
+    except VLMForgeError as error:  # an installed adapter module that does not import
+        raise ScaffoldError(f"cannot check for conflicting families: {error}") from error
     if conflicts and dry_run:
         print("note: a real run would refuse without --force: " + "; ".join(conflicts))
     elif conflicts:
         raise ScaffoldError(
-            "; ".join(conflicts)
-            + f". Refusing to write family {name!r} without --force (or pick another --name)."
+            "family "
+            + repr(name)
+            + " would clash with what exists: "
+            + "; ".join(conflicts)
+            + ". A name, model_type, checkpoint or alias must belong to one family, or loading it picks "
+            "one silently. Pick another --name / --alias / --checkpoint, or pass --force to write anyway."
         )
 
 
-def _print_dry_run(markdown: str, rendered: RenderedFamily, dest: Path) -> None:
+def _print_dry_run(markdown: str, rendered: RenderedFamily, destination: Destination) -> None:
     print(markdown)
     for rel in rendered.files:
-        print(f"--- would write {dest / rel}")
+        print(f"--- would write {destination.package_dir / rel.name}")
         print((rendered.root / rel).read_text())
 
 
-def _print_next_steps(name: str, written: list[Path]) -> None:
+def _print_next_steps(name: str, destination: Destination, written: list[Path]) -> None:
+    """What was written and the exact commands that use it from here."""
     for path in written:
         print(f"wrote {path}")
-    todo_count = sum(path.read_text().count("# TODO(vlmforge):") for path in written if path.suffix == ".py")
-    print(
-        f"Next: resolve the {todo_count} TODO(vlmforge) comment(s), then "
-        f"`pytest --pyargs vlmforge.harness.suite --model tiny/{name}`. "
-        f"Update later with `copier update -a {answers_relpath(name)}`."
-    )
+    module = destination.module(name)
+    todo_count = module.read_text().count("# TODO(vlmforge):")
+    discovered = destination.is_checkout and destination.root == _CHECKOUT and installed_from_checkout()
+    command = shlex.join(suite_command(name, None if discovered else module))
+    print(f"Next: resolve the {todo_count} TODO(vlmforge) comment(s), then `{command}`.")
+    if destination.is_checkout:
+        answers = destination.answers(name).relative_to(destination.root)
+        print(f"Update later with `copier update -a {answers}` (run in {destination.root}).")
+    else:
+        print(
+            f"To load it without --adapter-module, add to {destination.root / 'pyproject.toml'} and "
+            f'reinstall your project:\n  [project.entry-points."vlmforge.adapters"]\n'
+            f'  {name} = "{destination.package}.{name}"'
+        )
 
 
-def _run(args: argparse.Namespace) -> int:
-    """Validate the input, research, write the optional outputs, render, validate, install, verify."""
-    dest = _resolve_dest(args.dest)
-    given_name = _check_name(args.name) if args.name is not None else None
+def _check_args(args: argparse.Namespace) -> str | None:
+    """Checks that need no research: the given --name, option combinations, output paths."""
     if args.interactive and not sys.stdin.isatty():
         raise ScaffoldError(
             "--interactive needs a terminal for copier's questionnaire; run it without redirection"
         )
+    _check_output_path(args.report, "--report")
+    _check_output_path(args.answers, "--answers")
+    return _check_name(args.name) if args.name is not None else None
+
+
+def _run(args: argparse.Namespace, written: list[Path]) -> int:
+    """Validate the input, research, render, validate, install, write the outputs, verify.
+
+    ``written`` receives the installed paths as soon as the install commits (for the interrupt message).
+    """
+    given_name = _check_args(args)
+    destination = _resolve_dest(args.dest, dry_run=args.dry_run)
     report = research(args.source, name=given_name, trust_remote_code=args.trust_remote_code)
     name = given_name or _check_name(default_family_name(report.model_type))
     checkpoints = _checkpoints(report, args.checkpoint)
     aliases = _aliases(args.alias, checkpoints)
-    markdown = report.to_markdown()
-    if args.report is not None:
-        _write_output(args.report, markdown, "the report")
-    _scan_conflicts(dest, name, report, force=args.force, dry_run=args.dry_run)
+    spec = {
+        "model_types": tuple(report.value("model_types", ())),
+        "checkpoints": tuple(checkpoints),
+        "aliases": tuple(aliases),
+    }
+    _scan_conflicts(destination, name, spec, force=args.force, dry_run=args.dry_run)
     answers = report.copier_answers(name, checkpoints=checkpoints, aliases=aliases, notes=_notes(report))
-    if args.answers is not None:
-        _write_output(
-            args.answers, yaml.safe_dump(answers, sort_keys=False, allow_unicode=True), "the answers"
-        )
     rendered = render_family(answers, interactive=args.interactive, **_template_source(args))
     try:
         validate_module(rendered.module, rendered.name)
         if args.dry_run:
-            _print_dry_run(markdown, rendered, dest)
-            return 0
+            _print_dry_run(report.to_markdown(), rendered, destination)
+            _write_outputs(args, report, answers)
+            return run_verify(rendered.name, rendered.module) if args.verify else 0
         _print_summary(report)
         # The scan above cleared `name`; install scans again only for a name the questionnaire changed.
-        written = install(rendered, dest, force=args.force or rendered.name == name)
+        written += install(rendered, destination, force=args.force or rendered.name == name)
     finally:
         rendered.cleanup()
-    _print_next_steps(rendered.name, written)
+    _write_outputs(args, report, answers)
+    _print_next_steps(rendered.name, destination, written)
     return run_verify(rendered.name, written[0]) if args.verify else 0
+
+
+def _write_outputs(args: argparse.Namespace, report: ResearchReport, answers: dict) -> None:
+    """``--report`` / ``--answers``, written only once the run has succeeded (never for a refused run)."""
+    if args.report is not None:
+        _write_output(args.report, report.to_markdown(), "the report")
+    if args.answers is not None:
+        text = yaml.safe_dump(answers, sort_keys=False, allow_unicode=True)
+        _write_output(args.answers, text, "the answers")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``scaffold-new-model``; returns the exit code (see the module docstring)."""
     args = build_parser().parse_args(argv)
+    written: list[Path] = []
     try:
         # Nothing the scaffolder does may reach the network: hub ids resolve from the local cache only.
         with offline():
-            return _run(args)
+            return _run(args, written)
     except ScaffoldError as error:
         print(f"scaffold-new-model: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("scaffold-new-model: interrupted; nothing was written", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        written = getattr(interrupt, "written", None) or written
+        if written:
+            print(
+                "scaffold-new-model: interrupted after the family was installed: "
+                + ", ".join(map(str, written))
+                + ". Keep it, or delete these files to undo it.",
+                file=sys.stderr,
+            )
+        else:
+            print("scaffold-new-model: interrupted; nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,11 +8,26 @@ from __future__ import annotations
 
 from vlmforge.core.errors import VLMForgeError
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_VERIFY_FAILED", "ScaffoldError"]
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_INTERRUPTED",
+    "EXIT_VERIFY_FAILED",
+    "InstalledThenInterrupted",
+    "ScaffoldError",
+]
 
 EXIT_BAD_INPUT = 2
 EXIT_VERIFY_FAILED = 1
+EXIT_INTERRUPTED = 130
 
 
 class ScaffoldError(VLMForgeError):
     """Bad input or an environment problem the user can fix; the message is the whole explanation."""
+
+
+class InstalledThenInterrupted(KeyboardInterrupt):
+    """Ctrl-C arrived after the install committed: the family *is* installed (``written``)."""
+
+    def __init__(self, written: list) -> None:
+        super().__init__(written)
+        self.written = written
