@@ -14,7 +14,7 @@ def test_list_shows_families_checkpoints_aliases_and_tiny_names(capsys):
 def test_demo_runs_offline_on_a_tiny_model(capsys):
     assert main(["demo", "tiny/smolvlm", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert "20 image tokens" in out and "cache['lm.blocks.0.attn.hook_pattern']: (1, 3," in out
+    assert "20 image tokens" in out and "cache['lm.blocks.0.attn.hook_pattern']: (1, 6," in out
 
 
 def test_demo_unknown_model_is_a_clear_error(capsys):

@@ -12,17 +12,23 @@ from PIL import Image
 from transformers import AutoConfig, PretrainedConfig
 
 from vlmforge.tiny import (
+    PROBE_IMAGE_SIZES,
+    DimensionCoincidenceError,
     TinyVLM,
     build_tiny_model,
     build_tiny_processor,
     build_tiny_tokenizer,
+    check_distinct_sizes,
     load_reference_config,
     model_class_for,
+    probe_image_tokens,
     reference_checkpoints,
     resample_layer_list,
     resolve_reference,
     shrink_config,
 )
+from vlmforge.tiny.shrink import DEFAULT_LIMITS
+from vlmforge.tiny.weights import is_norm
 
 # One reference checkpoint per family, plus transformers' default config of each family's model_type.
 REFERENCES = {
@@ -181,19 +187,10 @@ def test_reference_configs_carry_structural_facts() -> None:
 
 
 def test_tiny_sizes_keep_structure(tiny: TinyVLM) -> None:
-    real, _ = resolve_reference(tiny.reference)
-    real_text, text = _text_config(real), _text_config(tiny.config)
+    text = _text_config(tiny.config)
     assert text.hidden_size <= 64
     assert text.num_hidden_layers <= 4
     assert _vision_layers(tiny.config) <= 2
-    ratio = real_text.num_attention_heads // real_text.num_key_value_heads
-    assert text.num_attention_heads // text.num_key_value_heads == ratio
-    assert text.num_attention_heads % text.num_key_value_heads == 0
-    real_head_dim = getattr(real_text, "head_dim", None)
-    if real_head_dim is not None:
-        assert text.head_dim is not None and text.head_dim <= 32
-        real_decoupled = real_head_dim * real_text.num_attention_heads != real_text.hidden_size
-        assert (text.head_dim * text.num_attention_heads != text.hidden_size) == real_decoupled
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
     section = (text.rope_parameters or {}).get("mrope_section")
     if section is not None:
@@ -205,6 +202,48 @@ def test_tiny_sizes_keep_structure(tiny: TinyVLM) -> None:
     assert tiny.config._attn_implementation == "eager"
 
 
+def test_tiny_attention_geometry_exposes_mixups(tiny: TinyVLM) -> None:
+    """KV grouping, head_dim and scale mix-ups must change numbers on every tiny model the arch allows."""
+    real_text, text = _text_config(resolve_reference(tiny.reference)[0]), _text_config(tiny.config)
+    real_ratio = real_text.num_attention_heads // real_text.num_key_value_heads
+    heads, kv_heads = text.num_attention_heads, text.num_key_value_heads
+    assert heads % kv_heads == 0
+    if real_ratio == 1:
+        assert kv_heads == heads >= 2  # MHA stays MHA
+    elif real_text.num_key_value_heads == 1:
+        assert kv_heads == 1  # MQA stays MQA
+    else:
+        assert kv_heads >= 2  # >= 2 KV groups, each of >= 2 heads: grouping bugs change numbers
+        cap = DEFAULT_LIMITS.max_query_heads // DEFAULT_LIMITS.min_kv_heads
+        assert heads // kv_heads == min(real_ratio, cap) >= 2
+    if getattr(text, "head_dim", None) is not None:
+        # An explicit head_dim field is honoured by the modeling code: q_proj is heads * head_dim wide.
+        assert text.head_dim * heads != text.hidden_size
+        assert text.head_dim % 2 == 0 and text.head_dim >= DEFAULT_LIMITS.min_head_dim
+        q_widths = {
+            m.out_features for n, m in tiny.model.get_decoder().named_modules() if n.endswith("q_proj")
+        }
+        assert q_widths == {heads * text.head_dim}
+    else:
+        # No head_dim field: the architecture derives head_dim = hidden // heads (forced coupling).
+        assert text.hidden_size % heads == 0
+
+
+@pytest.mark.parametrize(
+    ("checkpoint", "direction"),
+    [("Qwen/Qwen3-VL-4B-Instruct", 1), ("Qwen/Qwen3-VL-2B-Instruct", 1), ("mistral3", -1)],
+)
+def test_head_dim_decoupling_direction(checkpoint: str, direction: int) -> None:
+    """A real q width > hidden stays >, < stays < (even with head_dim at its floor); coupled goes >."""
+    text = _text_config(shrink_config(resolve_reference(checkpoint)[0]))
+    difference = text.head_dim * text.num_attention_heads - text.hidden_size
+    assert difference * direction > 0
+    assert text.head_dim >= DEFAULT_LIMITS.min_head_dim
+    section = (text.rope_parameters or {}).get("mrope_section")
+    if section is not None:
+        assert sum(section) == text.head_dim // 2
+
+
 def test_deepstack_taps_existing_vision_layers() -> None:
     for source in ("Qwen/Qwen3-VL-2B-Instruct", "Qwen/Qwen3-VL-8B-Instruct", "qwen3_vl"):
         tiny_config = shrink_config(resolve_reference(source)[0])
@@ -212,12 +251,6 @@ def test_deepstack_taps_existing_vision_layers() -> None:
         assert indexes == [0, 1]
         # Some decoder layers stay un-injected, so injected and plain layers both exist.
         assert len(indexes) < _text_config(tiny_config).num_hidden_layers
-
-
-def test_qwen3_vl_4b_keeps_decoupled_head_dim() -> None:
-    text = _text_config(shrink_config(load_reference_config("Qwen/Qwen3-VL-4B-Instruct")))
-    assert text.head_dim * text.num_attention_heads != text.hidden_size
-    assert sum(text.rope_parameters["mrope_section"]) == text.head_dim // 2
 
 
 def test_windowed_vit_keeps_a_windowed_and_a_full_block() -> None:
@@ -363,6 +396,16 @@ def test_eager_attentions(tiny: TinyVLM, single_inputs: dict[str, torch.Tensor])
     assert output.attentions[0].shape == (1, text.num_attention_heads, sequence, sequence)
 
 
+def _randomized_parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Norm weights and biases and every bias: the parameters HF initialises to a constant."""
+    found = {}
+    for module_name, module in model.named_modules():
+        for name, parameter in module.named_parameters(recurse=False):
+            if name == "bias" or (name == "weight" and is_norm(module)):
+                found[f"{module_name}.{name}"] = parameter
+    return found
+
+
 @pytest.mark.parametrize("source", list(REFERENCES.values()))
 def test_same_seed_same_weights_and_tokenizer(source: str) -> None:
     first, second, other = (build_tiny_model(source, seed=s) for s in (0, 0, 1))
@@ -370,8 +413,83 @@ def test_same_seed_same_weights_and_tokenizer(source: str) -> None:
     assert first_state.keys() == second_state.keys()
     assert all(torch.equal(first_state[k], second_state[k]) for k in first_state)
     assert any(not torch.equal(first_state[k], v) for k, v in other.model.state_dict().items())
+    # Norm weights and biases are seeded too: each one differs between seeds.
+    other_randomized = _randomized_parameters(other.model)
+    for name, parameter in _randomized_parameters(first.model).items():
+        assert not torch.equal(parameter, other_randomized[name]), name
     first_tokenizer = first.processor.tokenizer.backend_tokenizer.to_str()
     assert first_tokenizer == second.processor.tokenizer.backend_tokenizer.to_str()
+
+
+def test_norms_and_biases_are_off_their_init_values(tiny: TinyVLM) -> None:
+    """HF inits norms to 1 (or 0) and biases to 0: with those, norm and bias mix-ups are invisible."""
+    randomized = _randomized_parameters(tiny.model)
+    norm_weights = [n for n in randomized if not n.endswith("bias")]
+    assert norm_weights, "the model has norms, they must be found"
+    for name, parameter in randomized.items():
+        assert parameter.numel() == 1 or parameter.std() > 0.01, f"{name} is (nearly) constant"
+    # No other parameter is left constant either (a new family's layer scale or latent init would show here).
+    for name, parameter in tiny.model.named_parameters():
+        assert parameter.numel() == 1 or parameter.std() > 0, f"{name} is constant"
+
+
+def test_q_k_v_biases_are_random_where_the_architecture_has_them() -> None:
+    decoder = build_tiny_model(REFERENCES["qwen2_5_vl"]).model.get_decoder()
+    attention = decoder.layers[0].self_attn
+    for projection in (attention.q_proj, attention.k_proj, attention.v_proj):
+        assert projection.bias is not None and projection.bias.abs().max() > 0.01
+    assert attention.o_proj.bias is None  # which modules have a bias is the architecture's, unchanged
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("source", list(REFERENCES.values()))
+def test_randomized_models_stay_finite_in_half_precision(source: str, dtype: torch.dtype) -> None:
+    tiny = build_tiny_model(source, dtype=dtype)
+    reference = build_tiny_model(source)
+    with torch.no_grad():
+        logits = tiny.model(**_inputs(tiny, [PROMPT], [SINGLE_IMAGE])).logits
+        reference_logits = reference.model(**_inputs(reference, [PROMPT], [SINGLE_IMAGE])).logits
+    assert torch.isfinite(logits).all()
+    # The half-precision build is the rounded fp32 build (norm/bias noise is drawn in fp32).
+    torch.testing.assert_close(logits.float(), reference_logits, atol=0.1, rtol=0)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Size coincidences
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_probe_sizes_are_the_harness_probe_sizes() -> None:
+    from vlmforge.harness.probes import PROBE_SIZES
+
+    assert tuple(PROBE_IMAGE_SIZES) == tuple(PROBE_SIZES)
+
+
+def test_tiny_sizes_do_not_coincide(tiny: TinyVLM) -> None:
+    image_tokens = probe_image_tokens(tiny.processor, tiny.config)
+    assert image_tokens and all(count > 0 for count in image_tokens.values())
+    check_distinct_sizes(tiny.config, image_tokens)  # build_tiny_model ran it too; here it is explicit
+
+
+def test_coincidence_guard_fires_on_crafted_config() -> None:
+    config = shrink_config(load_reference_config("Qwen/Qwen3-VL-2B-Instruct"))
+    check_distinct_sizes(config, {"56x56": 4})
+    text = _text_config(config)
+    kv_width = text.num_key_value_heads * text.head_dim
+    config.vision_config.hidden_size = kv_width
+    with pytest.raises(
+        DimensionCoincidenceError, match=rf"kv_heads\*head_dim == vision_config.hidden_size == {kv_width}"
+    ):
+        check_distinct_sizes(config)
+    config.vision_config.hidden_size = 32
+    with pytest.raises(DimensionCoincidenceError, match=r"hidden_size == image tokens \(56x56\)"):
+        check_distinct_sizes(config, {"56x56": text.hidden_size})
+
+
+def test_forced_equalities_are_not_coincidences() -> None:
+    # Qwen2.5-VL derives head_dim = hidden // heads (no head_dim field); llava's decoder is MHA (kv == q).
+    for source in (REFERENCES["qwen2_5_vl"], REFERENCES["llava"]):
+        check_distinct_sizes(shrink_config(load_reference_config(source)))
 
 
 @pytest.mark.parametrize("model_type", ["qwen2_vl", "llava_next", "idefics2"])

@@ -6,15 +6,19 @@ trained in-process on a built-in corpus, weights are random under a seed.
 
 from vlmforge.core.runtime import register_model_builder
 
-from .model import TinyVLM, build_tiny_model, model_class_for
+from .dimensions import DimensionCoincidenceError, check_distinct_sizes
+from .model import PROBE_IMAGE_SIZES, TinyVLM, build_tiny_model, model_class_for, probe_image_tokens
 from .pipeline import TinyRecipe, resolve_reference, tiny_recipe
 from .processor import build_tiny_processor, processor_for_config
 from .recipes import TokenizerRecipe, resolve_processor_classes, stored_families, tokenizer_recipe
 from .reference import UnknownCheckpointError, load_reference_config, reference_checkpoints
 from .shrink import ShrinkLimits, resample_layer_list, shrink_config
 from .tokenizer import build_tiny_tokenizer
+from .weights import randomize_norms_and_biases
 
 __all__ = [
+    "PROBE_IMAGE_SIZES",
+    "DimensionCoincidenceError",
     "ShrinkLimits",
     "TinyRecipe",
     "TinyVLM",
@@ -23,9 +27,12 @@ __all__ = [
     "build_tiny_model",
     "build_tiny_processor",
     "build_tiny_tokenizer",
+    "check_distinct_sizes",
     "load_reference_config",
     "model_class_for",
+    "probe_image_tokens",
     "processor_for_config",
+    "randomize_norms_and_biases",
     "reference_checkpoints",
     "resample_layer_list",
     "resolve_processor_classes",

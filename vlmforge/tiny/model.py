@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
 import transformers
+from PIL import Image
 from transformers import AutoModelForImageTextToText, PretrainedConfig, PreTrainedModel, ProcessorMixin
 
+from .dimensions import check_distinct_sizes
 from .pipeline import tiny_recipe
 from .processor import processor_for_config
+from .weights import randomize_norms_and_biases
 
-__all__ = ["TinyVLM", "build_tiny_model", "model_class_for"]
+__all__ = ["PROBE_IMAGE_SIZES", "TinyVLM", "build_tiny_model", "model_class_for", "probe_image_tokens"]
+
+# (width, height) of the probe images the conformance harness feeds (vlmforge.harness.probes.PROBE_SIZES;
+# tiny sits below the harness and cannot import it, a test keeps the two equal).
+PROBE_IMAGE_SIZES = ((56, 56), (84, 56), (40, 72))
 
 
 @dataclass(frozen=True)
@@ -58,8 +66,12 @@ def build_tiny_model(
 ) -> TinyVLM:
     """Build a tiny random model + processor for a stored checkpoint id, a model_type or a config.
 
-    Steps: tiny tokenizer -> token ids -> :func:`shrink_config` -> model class -> processor. Everything is
-    offline and deterministic: the same ``seed`` gives identical weights and an identical tokenizer.
+    Steps: tiny tokenizer -> token ids -> :func:`shrink_config` -> model class -> random norms and biases
+    (:func:`randomize_norms_and_biases`) -> processor -> size check. Everything is offline and
+    deterministic: the same ``seed`` gives identical weights and an identical tokenizer.
+
+    Raises:
+        DimensionCoincidenceError: two tiny sizes are equal by accident (:func:`check_distinct_sizes`).
     """
     recipe = tiny_recipe(checkpoint_or_config, seed=seed)
     _set_dtype(recipe.config, dtype)
@@ -68,6 +80,36 @@ def build_tiny_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = cls._from_config(recipe.config, attn_implementation="eager", dtype=dtype)
+        # HF init leaves norms at 1 and biases at 0, which makes norm and bias mix-ups invisible.
+        randomize_norms_and_biases(model)
     model.eval()
     processor = processor_for_config(model.config, recipe.tokenizer)
+    check_distinct_sizes(model.config, probe_image_tokens(processor, model.config))
     return TinyVLM(model=model, processor=processor, config=model.config, reference=recipe.reference)
+
+
+def probe_image_tokens(processor: ProcessorMixin, config: PretrainedConfig) -> dict[str, int]:
+    """Image-token count of a one-image chat prompt for each probe size (``{"56x56": 4, ...}``).
+
+    Empty when the config has no image token id or the processor cannot process an image (with a warning);
+    a size whose prompt has no image token is left out. Counts depend on the image size only, so the probe
+    images are blank.
+    """
+    image_token_id = getattr(config, "image_token_id", None)
+    if not isinstance(image_token_id, int):
+        return {}
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe."}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    counts = {}
+    for width, height in PROBE_IMAGE_SIZES:
+        image = Image.new("RGB", (width, height), (127, 127, 127))
+        try:
+            input_ids = processor(text=[prompt], images=[image], return_tensors="pt")["input_ids"]
+        except Exception as error:  # any processor failure means "count unknown"
+            # A processor that cannot handle an image fails where it is used (the harness says why); here it
+            # only means the image-token counts cannot take part in the size check.
+            warnings.warn(f"image-token count unknown, not size-checked: {error!r}", stacklevel=2)
+            return {}
+        if count := int((input_ids == image_token_id).sum()):
+            counts[f"{width}x{height}"] = count
+    return counts

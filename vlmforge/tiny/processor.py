@@ -16,6 +16,7 @@ from transformers import PretrainedConfig, PreTrainedTokenizerFast, ProcessorMix
 
 from .pipeline import tiny_recipe
 from .recipes import CHATML_IMAGE_PLACEHOLDER, resolve_processor_classes
+from .shrink import LATENT_COUNT_KEYS
 
 __all__ = ["build_tiny_processor", "processor_for_config"]
 
@@ -127,15 +128,28 @@ def _generic_component_kwargs(cls: type, config: PretrainedConfig) -> dict[str, 
     return kwargs
 
 
+def _latent_count(config: PretrainedConfig) -> int | None:
+    """Image tokens per image of a learned-query resampler (in any sub-config), if the model has one."""
+    for key in config.sub_configs:
+        sub_config = getattr(config, key, None)
+        if isinstance(sub_config, PretrainedConfig):
+            count = next((getattr(sub_config, k) for k in LATENT_COUNT_KEYS if hasattr(sub_config, k)), None)
+            if isinstance(count, int):
+                return count
+    return None
+
+
 def _generic_processor_kwargs(cls: type, config: PretrainedConfig) -> dict[str, Any]:
     """Processor ``__init__`` arguments mirroring config fields (patch size, feature strategy, seq length)."""
     vision = _vision(config)
+    # The shrinker cuts a resampler's latent count; its processor must expand the image token to match.
+    seq_length = getattr(config, "image_seq_length", None) or _latent_count(config)
     sources = {
         "patch_size": getattr(vision, "patch_size", None),
         "vision_feature_select_strategy": getattr(config, "vision_feature_select_strategy", None),
-        "image_seq_len": getattr(config, "image_seq_length", None),
-        "image_seq_length": getattr(config, "image_seq_length", None),
-        "num_image_tokens": getattr(config, "image_seq_length", None),
+        "image_seq_len": seq_length,
+        "image_seq_length": seq_length,
+        "num_image_tokens": seq_length,
     }
     parameters = inspect.signature(cls.__init__).parameters
     return {name: value for name, value in sources.items() if name in parameters and value is not None}

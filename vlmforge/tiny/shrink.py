@@ -6,10 +6,15 @@ The shrinker never looks at model names. It walks the sub-config tree, finds the
 ``mrope_section``, ``*_token_id``...). A new family that follows transformers' naming conventions therefore
 shrinks without code changes; that is also what the scaffolder relies on for families with no recipe.
 
-Structure that adapters care about is preserved on purpose: the GQA ratio, an explicit ``head_dim`` that is
-decoupled from ``hidden_size // num_attention_heads``, the repeating pattern of per-layer lists (sliding vs
-full attention, windowed vs full ViT blocks), and layer *taps* such as DeepStack, which are remapped onto
-layers that still exist instead of silently disappearing.
+Structure that adapters care about is preserved on purpose: the attention kind (MHA, MQA, GQA with its ratio
+up to 4 and at least 2 KV groups), an explicit ``head_dim`` that is decoupled from
+``hidden_size // num_attention_heads``, the repeating pattern of per-layer lists (sliding vs full attention,
+windowed vs full ViT blocks), and layer *taps* such as DeepStack, which are remapped onto layers that still
+exist instead of silently disappearing.
+
+Sizes are also chosen so that mix-ups stay visible: a decoder whose config takes an explicit ``head_dim``
+gets ``head_dim * heads != hidden`` even where the real checkpoint happens to have them equal, and no FFN is
+as wide as its block. (Sizes that still coincide are caught by :mod:`vlmforge.tiny.dimensions`.)
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
-__all__ = ["ShrinkLimits", "resample_layer_list", "shrink_config"]
+__all__ = ["LATENT_COUNT_KEYS", "ShrinkLimits", "resample_layer_list", "shrink_config"]
 
 
 @dataclass(frozen=True)
@@ -37,9 +42,20 @@ class ShrinkLimits:
     encoder_base_heads: int = 2
     max_head_dim: int = 16
     min_head_dim: int = 8
+    # GQA keeps >= 2 KV groups of >= 2 heads (one group hides head -> group mapping bugs), so the ratio
+    # is capped at max_query_heads // min_kv_heads = 4: ratios up to 4 stay exact, larger ones become 4
+    # (still GQA). The exact ratio 8 of Qwen2.5-VL would need 16 heads; its Qwen2 decoder forces
+    # hidden = heads * head_dim with head_dim >= min_head_dim, so hidden 128: that doubles the embeddings
+    # and the real-vocabulary build time (test_shrunk_72b_config_builds_fast then nears its 2 s limit).
+    min_kv_heads: int = 2
+    max_query_heads: int = 8
+    # Added to a real-coupled but explicit head_dim so that head_dim * heads != hidden (even: RoPE pairs).
+    head_dim_offset: int = 4
     # Tiny prompts are 20-100 tokens: a real 4096-token window would make sliding layers indistinguishable
     # from full attention, so windows are cut to a size that actually masks something.
     sliding_window: int = 16
+    # Image tokens per image of a learned-query resampler: not a power of two, unlike every width here.
+    resampler_latents: int = 10
     experts: int = 4
     experts_per_token: int = 2
 
@@ -59,6 +75,8 @@ _DECODER_WIDTH_KEYS = ("out_hidden_size", "text_hidden_size")
 # Pixel-shuffle / patch-merge factors: image grids must be divisible by them.
 _MERGE_FACTOR_KEYS = ("scale_factor", "spatial_merge_size", "merge_size")
 _ROPE_KEYS = ("rope_parameters", "rope_scaling")
+# Learned-query resamplers (Idefics2's perceiver): the latent count is the number of image tokens per image.
+LATENT_COUNT_KEYS = ("resampler_n_latents",)
 _TOKEN_SUFFIXES = ("_token_id", "_token_index", "_token_ids")
 _INDEX_LIST_SUFFIXES = ("_indexes", "_indices")
 
@@ -162,10 +180,83 @@ def _width_key(node: Mapping[str, Any]) -> str:
     return "embed_dim" if isinstance(node.get("embed_dim"), int) else "hidden_size"
 
 
+def _choose_heads(heads: int, kv_heads: int, base_heads: int, limits: ShrinkLimits) -> tuple[int, int]:
+    """Tiny (query heads, KV heads) with the real attention kind: MHA, MQA or GQA.
+
+    GQA gets at least ``min_kv_heads`` KV groups, so a wrong head -> KV-group mapping (interleaved instead
+    of repeated, or the reverse) changes the output; with a single KV head every mapping is correct.
+    """
+    if heads % kv_heads:
+        raise ValueError(f"num_attention_heads={heads} is not a multiple of num_key_value_heads={kv_heads}")
+    ratio = heads // kv_heads
+    if ratio == 1:
+        # MHA stays MHA: group size 1 is the real structure, and it still has >= 2 heads to mix up.
+        new_heads = max(limits.min_kv_heads, base_heads)
+        return new_heads, new_heads
+    if kv_heads == 1:
+        # MQA stays MQA: one KV head is the real structure, so any grouping is right on the real model too.
+        new_heads = max(2, min(base_heads, limits.max_query_heads))
+        return new_heads, 1
+    # Keep the exact GQA ratio (it is part of the structure adapters must handle) when the query heads fit
+    # under `max_query_heads`; otherwise the largest ratio that fits, which is still >= 2 (still GQA).
+    new_ratio = min(ratio, max(2, limits.max_query_heads // limits.min_kv_heads))
+    new_kv = max(limits.min_kv_heads, base_heads // new_ratio)
+    return new_kv * new_ratio, new_kv
+
+
+def _choose_head_dim(
+    real: tuple[int, int, object], new_heads: int, coupled: int, decouple: bool, limits: ShrinkLimits
+) -> tuple[int, int]:
+    """The tiny (head_dim, width) for ``new_heads`` tiny heads whose coupled head_dim is ``coupled``.
+
+    ``real`` is the real (width, heads, head_dim field). The width is ``new_heads * coupled`` unless a
+    decoupled head_dim cannot move below ``min_head_dim``, in which case the width grows instead.
+    """
+    hidden, heads, real_head_dim = real
+    width = new_heads * coupled
+    if not isinstance(real_head_dim, int):
+        # No explicit head_dim field: the modeling code derives head_dim = width // heads, so
+        # head_dim * heads == width is forced by the architecture (e.g. Qwen2.5-VL's Qwen2 decoder).
+        return coupled, width
+    scale = real_head_dim * heads / hidden
+    if scale == 1 and not decouple:
+        return coupled, width
+    if scale == 1:
+        # The real checkpoint happens to have head_dim == hidden / heads, but its config class takes an
+        # explicit head_dim that the modeling code honours: decouple it anyway, so a head_dim or attention
+        # scale derived from hidden / heads is visible on the tiny model (as on real configs such as
+        # Qwen3-VL-4B). The offset is even, so RoPE still rotates whole pairs.
+        return coupled + limits.head_dim_offset, width
+    # The real model decouples head_dim from hidden/heads (q_proj is not square): keep that property, in the
+    # same direction, so code that assumes hidden == heads * head_dim is caught by the tiny model.
+    head_dim = _round_to(coupled * scale, 4, limits.min_head_dim)
+    if head_dim != coupled:
+        return head_dim, width
+    if scale > 1:
+        return coupled + limits.head_dim_offset, width
+    if coupled - limits.head_dim_offset >= limits.min_head_dim:
+        return coupled - limits.head_dim_offset, width
+    return coupled, new_heads * (coupled + limits.head_dim_offset)  # head_dim at its floor: widen instead
+
+
+def _shrink_ffn(node: dict[str, Any], old_hidden: int, new_hidden: int) -> None:
+    """Scale every FFN width with the model width (keeping its ratio, within [hidden / 2, 4 * hidden])."""
+    for key in _FFN_KEYS:
+        if isinstance(node.get(key), int) and node[key] > 0:
+            scaled = _round_to(new_hidden * node[key] / old_hidden, 8, 8)
+            scaled = min(4 * new_hidden, max(new_hidden // 2, scaled))
+            # A square FFN (e.g. a default config whose ratio rounds to 1) would hide up/down mix-ups.
+            node[key] = scaled + 8 if scaled == new_hidden else scaled
+
+
 def _shrink_attention(
-    node: dict[str, Any], hidden_budget: int, base_heads: int, limits: ShrinkLimits
+    node: dict[str, Any], hidden_budget: int, base_heads: int, limits: ShrinkLimits, *, decouple: bool = False
 ) -> _Geometry:
-    """Rewrite width, heads, KV heads and head_dim; returns the new width and head_dim."""
+    """Rewrite width, heads, KV heads, head_dim and FFN widths; returns the new width and head_dim.
+
+    ``decouple`` asks for ``head_dim * heads != width`` wherever the config has an explicit head_dim
+    (the decoder, see :func:`_choose_head_dim`).
+    """
     width_key = _width_key(node)
     hidden = node.get(width_key)
     heads_key = _first_key(node, _HEAD_KEYS)
@@ -173,25 +264,13 @@ def _shrink_attention(
     if not isinstance(hidden, int) or heads_key is None:
         return _Geometry(hidden=hidden_budget, head_dim=limits.max_head_dim)
     heads = node[heads_key]
-    kv_heads = node[kv_key] if kv_key else heads
-    if heads % kv_heads:
-        raise ValueError(f"num_attention_heads={heads} is not a multiple of num_key_value_heads={kv_heads}")
-    ratio = heads // kv_heads  # the GQA ratio is part of the structure adapters must handle: keep it exact
-
-    new_kv = max(1, base_heads // ratio)
-    new_heads = new_kv * ratio
+    new_heads, new_kv = _choose_heads(heads, node[kv_key] if kv_key else heads, base_heads, limits)
+    # The coupled head_dim is even (RoPE rotates pairs) and makes heads * head_dim fit the budget, unless
+    # the head count needs more (then it is min_head_dim).
     coupled = max(limits.min_head_dim, min(limits.max_head_dim, 2 * ((hidden_budget // new_heads) // 2)))
-    new_hidden = new_heads * coupled
-    new_head_dim = coupled
-
     real_head_dim = node.get("head_dim")
-    if isinstance(real_head_dim, int) and real_head_dim * heads != hidden:
-        # The real model decouples head_dim from hidden/heads (q_proj is not square): keep that property,
-        # in the same direction, so code that assumes hidden == heads * head_dim is caught by the tiny model.
-        scale = real_head_dim * heads / hidden
-        new_head_dim = _round_to(coupled * scale, 4, limits.min_head_dim)
-        if new_head_dim == coupled:
-            new_head_dim = coupled + (4 if scale > 1 else -4)
+    real = (hidden, heads, real_head_dim)
+    new_head_dim, new_hidden = _choose_head_dim(real, new_heads, coupled, decouple, limits)
 
     node[width_key] = new_hidden
     node[heads_key] = new_heads
@@ -199,11 +278,7 @@ def _shrink_attention(
         node[kv_key] = new_kv
     if isinstance(real_head_dim, int):
         node["head_dim"] = new_head_dim
-    for key in _FFN_KEYS:
-        if isinstance(node.get(key), int) and node[key] > 0:
-            node[key] = min(
-                4 * new_hidden, max(new_hidden // 2, _round_to(new_hidden * node[key] / hidden, 8, 8))
-            )
+    _shrink_ffn(node, hidden, new_hidden)
     return _Geometry(hidden=new_hidden, head_dim=new_head_dim)
 
 
@@ -340,6 +415,77 @@ def _walk(
     return nodes
 
 
+def _shrink_decoder(node: _Node, vocab_size: int | None, limits: ShrinkLimits) -> _Geometry:
+    geometry = _shrink_attention(
+        node.data, limits.text_hidden, limits.text_base_heads, limits, decouple=limits.head_dim_offset != 0
+    )
+    _shrink_rope(node.data, type(node.config), geometry.head_dim)
+    _shrink_depth(node.data, limits.text_layers, limits)
+    if vocab_size is not None and "vocab_size" in node.data:
+        node.data["vocab_size"] = vocab_size
+    return geometry
+
+
+def _shrink_encoder(node: _Node, text_width: int, limits: ShrinkLimits) -> tuple[int, int] | None:
+    """Shrink one encoder sub-config; returns its (old, new) depth."""
+    geometry = _shrink_attention(node.data, limits.encoder_hidden, limits.encoder_base_heads, limits)
+    _shrink_rope(node.data, type(node.config), geometry.head_dim)
+    depth = _shrink_depth(node.data, limits.encoder_layers, limits)
+    decoder_width_keys = _DECODER_WIDTH_KEYS
+    if _width_key(node.data) != "hidden_size":
+        decoder_width_keys = (*decoder_width_keys, "hidden_size")
+    for key in decoder_width_keys:
+        if isinstance(node.data.get(key), int):
+            node.data[key] = text_width
+    if isinstance(node.data.get("projection_dim"), int):
+        node.data["projection_dim"] = geometry.hidden
+    for key in LATENT_COUNT_KEYS:
+        if isinstance(node.data.get(key), int):
+            node.data[key] = min(node.data[key], limits.resampler_latents)
+    ancestors = []
+    parent = node.parent
+    while parent is not None:
+        ancestors.append(parent.data)
+        parent = parent.parent
+    _shrink_image_geometry(node.data, _merge_factor(node.data, *ancestors))
+    return depth
+
+
+def _shrink_root(
+    tree: dict[str, Any], depths: Mapping[tuple[str, ...], tuple[int, int]], vocab_size: int | None
+) -> None:
+    """Composite-level fields: vocabulary, the vision layer taps and the image sequence length."""
+    if vocab_size is not None and isinstance(tree.get("vocab_size"), int):
+        tree["vocab_size"] = vocab_size
+    vision = tree.get("vision_config")
+    if not isinstance(vision, dict) or ("vision_config",) not in depths:
+        return
+    old, new = depths[("vision_config",)]
+    layer = tree.get("vision_feature_layer")
+    if isinstance(layer, int):
+        tree["vision_feature_layer"] = _remap_hidden_state_index(layer, old, new)
+    elif isinstance(layer, list):
+        remapped = [_remap_hidden_state_index(i, old, new) for i in layer]
+        tree["vision_feature_layer"] = list(dict.fromkeys(remapped))
+    patch, size = vision.get("patch_size"), vision.get("image_size")
+    if all(isinstance(v, int) for v in (tree.get("image_seq_length"), patch, size)):
+        tree["image_seq_length"] = (size // patch) ** 2 // _merge_factor(tree) ** 2
+
+
+def _apply_all_token_ids(
+    nodes: Sequence[_Node], token_ids: Mapping[str, int | list[int]], vocab_size: int | None
+) -> None:
+    missing: list[str] = []
+    for node in nodes:
+        prefix = "".join(f"{p}." for p in node.path)
+        _apply_token_ids(node.data, type(node.config), token_ids, vocab_size, prefix, missing)
+    if missing:
+        raise ValueError(
+            f"token-id fields point outside the tiny vocabulary of {vocab_size}: {', '.join(missing)}; "
+            "pass their new values in `token_ids`"
+        )
+
+
 def shrink_config(
     config: PretrainedConfig,
     *,
@@ -362,66 +508,17 @@ def shrink_config(
         ValueError: a token-id field would point outside the new vocabulary and ``token_ids`` does not say
             what it should become.
     """
-    token_ids = dict(token_ids or {})
     tree = config.to_dict()
     nodes = _walk(config, tree, (), None)
     text_config = config.get_text_config(decoder=True)
     text_node = next((n for n in nodes if n.config is text_config), nodes[0])
-
-    text_geometry = _shrink_attention(text_node.data, limits.text_hidden, limits.text_base_heads, limits)
-    _shrink_rope(text_node.data, type(text_node.config), text_geometry.head_dim)
-    _shrink_depth(text_node.data, limits.text_layers, limits)
-    if vocab_size is not None and "vocab_size" in text_node.data:
-        text_node.data["vocab_size"] = vocab_size
-
+    text_geometry = _shrink_decoder(text_node, vocab_size, limits)
     # Every sub-config other than the decoder is an encoder (vision tower, audio tower, their backbones).
-    encoders = [n for n in nodes[1:] if n is not text_node]
     depths: dict[tuple[str, ...], tuple[int, int]] = {}
-    for node in encoders:
-        geometry = _shrink_attention(node.data, limits.encoder_hidden, limits.encoder_base_heads, limits)
-        _shrink_rope(node.data, type(node.config), geometry.head_dim)
-        depth = _shrink_depth(node.data, limits.encoder_layers, limits)
-        if depth is not None:
+    for node in nodes[1:]:
+        if node is not text_node and (depth := _shrink_encoder(node, text_geometry.hidden, limits)):
             depths[node.path] = depth
-        decoder_width_keys = _DECODER_WIDTH_KEYS
-        if _width_key(node.data) != "hidden_size":
-            decoder_width_keys = (*decoder_width_keys, "hidden_size")
-        for key in decoder_width_keys:
-            if isinstance(node.data.get(key), int):
-                node.data[key] = text_geometry.hidden
-        if isinstance(node.data.get("projection_dim"), int):
-            node.data["projection_dim"] = geometry.hidden
-        ancestors = []
-        parent = node.parent
-        while parent is not None:
-            ancestors.append(parent.data)
-            parent = parent.parent
-        _shrink_image_geometry(node.data, _merge_factor(node.data, *ancestors))
-
-    root = nodes[0].data
     if text_node is not nodes[0]:
-        if vocab_size is not None and isinstance(root.get("vocab_size"), int):
-            root["vocab_size"] = vocab_size
-        vision = tree.get("vision_config")
-        if isinstance(vision, dict) and ("vision_config",) in depths:
-            old, new = depths[("vision_config",)]
-            layer = root.get("vision_feature_layer")
-            if isinstance(layer, int):
-                root["vision_feature_layer"] = _remap_hidden_state_index(layer, old, new)
-            elif isinstance(layer, list):
-                remapped = [_remap_hidden_state_index(i, old, new) for i in layer]
-                root["vision_feature_layer"] = list(dict.fromkeys(remapped))
-            patch, size = vision.get("patch_size"), vision.get("image_size")
-            if all(isinstance(v, int) for v in (root.get("image_seq_length"), patch, size)):
-                root["image_seq_length"] = (size // patch) ** 2 // _merge_factor(root) ** 2
-
-    missing: list[str] = []
-    for node in nodes:
-        prefix = "".join(f"{p}." for p in node.path)
-        _apply_token_ids(node.data, type(node.config), token_ids, vocab_size, prefix, missing)
-    if missing:
-        raise ValueError(
-            f"token-id fields point outside the tiny vocabulary of {vocab_size}: {', '.join(missing)}; "
-            "pass their new values in `token_ids`"
-        )
+        _shrink_root(tree, depths, vocab_size)
+    _apply_all_token_ids(nodes, dict(token_ids or {}), vocab_size)
     return type(config).from_dict(tree)
