@@ -16,8 +16,11 @@ SECTIONS = (
     checks.image_tokens,
     checks.capabilities,
     checks.attention,
+    checks.cached_attention,
     checks.activations,
+    checks.hook_values,
     checks.generation,
+    checks.patching,
 )
 
 
@@ -30,7 +33,7 @@ def variant(family: str, **spec_changes: object) -> HookedVLM:
 
 def test_every_builtin_check_is_the_function_of_its_name_in_its_section():
     builtin = {name: c for name, c in CHECKS.items() if c.function.__module__.startswith(checks.__name__)}
-    assert len(builtin) == 19
+    assert len(builtin) == 31
     for name, registered in builtin.items():
         assert registered.function.__name__ == name
         [section] = [s for s in SECTIONS if s.__name__ == registered.function.__module__]
@@ -41,7 +44,11 @@ def test_every_builtin_check_is_the_function_of_its_name_in_its_section():
 def test_every_capability_has_its_check_and_batching_checks_require_it():
     assert {f"capability_{name}" for name in CAPABILITY_NAMES} <= set(CHECKS)
     requiring = {name for name, c in CHECKS.items() if c.requires == "supports_batching"}
-    assert requiring == {"attention_vs_eager_padded_batch", "generation_batch_parity"}
+    assert requiring == {
+        "attention_vs_eager_padded_batch",
+        "cached_patterns_vs_eager_padded_batch",
+        "generation_batch_parity",
+    }
 
 
 def test_a_second_function_with_a_taken_name_is_refused():

@@ -62,5 +62,20 @@ def test_every_required_mutant_kind_is_present():
         "flip_contiguous_image_tokens",
         "flip_supports_batching",
         "flip_strict_residual_stream",
+        # hook values, generation, adapter recomputation details
+        "qkv_heads_scrambled",
+        "hook_in_before_input_norm",
+        "resid_pre_reads_output",
+        "generate_drops_image",
+        "q_norm_applied_to_k",
+        "qk_norm_after_rope",
+        "wrong_final_norm",
+        "qkv_bias_dropped",
+        "head_dim_from_hidden",
+        # cached attention and patching (the runtime's own paths)
+        "cached_pattern_1d_positions",
+        "cached_pattern_without_padding_mask",
+        "patch_next_layer",
+        "wildcard_skips_last_layer",
     }
     assert required <= names

@@ -127,6 +127,9 @@ class HookedVLM:
         )
         self.model_name = model_name or getattr(model.config, "_name_or_path", "") or adapter.spec.name
         self.cache: dict[str, torch.Tensor] = {}
+        # True while a recomputed hook (scores, pattern) re-runs q/k projections: hook functions are not
+        # called again then; each hook replays the replacement it made in the real pass instead.
+        self._recomputing = False
 
     # ------------------------------------------------------------- loading
     @classmethod
@@ -342,27 +345,17 @@ class HookedVLM:
         self, point: HookPoint, function: HookFunction, *, reader: bool
     ) -> torch.utils.hooks.RemovableHandle:
         module = self.adapter.module(point.spec.site, point.layer)
-        adapter = self.adapter
         direction = point.spec.direction
+        replayed: list[torch.Tensor | None] = [None]  # this hook's replacement in the current pass
 
         def call(raw: torch.Tensor) -> torch.Tensor | None:
             """Hand the formatted activation to ``function``; map a replacement back to raw shape."""
-            formatted = adapter.format_cache_item(point.hook_type, raw)
-            result = function(formatted, point)
-            if result is None or reader:
-                return None
-            if not isinstance(result, torch.Tensor):
-                kind = f"{type(result).__module__}.{type(result).__qualname__}".removeprefix("builtins.")
-                raise InvalidHookError(
-                    f"hook {point.name} returned a {kind}, not a torch.Tensor; return None or a tensor "
-                    f"of shape {tuple(formatted.shape)} (e.g. torch.as_tensor(value))"
-                )
-            if result.shape != formatted.shape:
-                raise InvalidHookError(
-                    f"hook {point.name} returned shape {tuple(result.shape)}; "
-                    f"return None or a tensor of shape {tuple(formatted.shape)}"
-                )
-            return result.reshape(raw.shape).to(raw.dtype)
+            if self._recomputing:
+                # The adapter re-runs q/k_proj to recompute scores: reproduce what the model computed in
+                # this pass (a patched q stays patched) without calling the user's function twice.
+                return replayed[0]
+            replayed[0] = replacement = self._apply(function, point, raw, reader=reader)
+            return replacement
 
         if direction == "output":
 
@@ -387,6 +380,27 @@ class HookedVLM:
             return module.register_forward_pre_hook(input_hook, with_kwargs=True)
 
         return self._register_computed(point, module, function)
+
+    def _apply(
+        self, function: HookFunction, point: HookPoint, raw: torch.Tensor, *, reader: bool
+    ) -> torch.Tensor | None:
+        """Call ``function`` on the formatted activation; its replacement mapped back to raw shape."""
+        formatted = self.adapter.format_cache_item(point.hook_type, raw)
+        result = function(formatted, point)
+        if result is None or reader:
+            return None
+        if not isinstance(result, torch.Tensor):
+            kind = f"{type(result).__module__}.{type(result).__qualname__}".removeprefix("builtins.")
+            raise InvalidHookError(
+                f"hook {point.name} returned a {kind}, not a torch.Tensor; return None or a tensor "
+                f"of shape {tuple(formatted.shape)} (e.g. torch.as_tensor(value))"
+            )
+        if result.shape != formatted.shape:
+            raise InvalidHookError(
+                f"hook {point.name} returned shape {tuple(result.shape)}; "
+                f"return None or a tensor of shape {tuple(formatted.shape)}"
+            )
+        return result.reshape(raw.shape).to(raw.dtype)
 
     def _register_computed(
         self, point: HookPoint, module: nn.Module, function: HookFunction
@@ -415,21 +429,26 @@ class HookedVLM:
             else adapter.compute_attention_scores
         )
 
-        def attention_hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
-            past = kwargs.get("past_key_values")
-            if past is not None and past.get_seq_length(point.layer) > 0:
-                return  # a cached decoding step sees one query row only: nothing full to recompute
+        def attention_hook(_module: nn.Module, args: tuple, kwargs: dict, _output: Any) -> None:
+            # A forward (post) hook: args/kwargs are what the attention really received, after every
+            # pre-hook (a patch on attn.hook_in included), whatever order the hooks were registered in.
             hidden_states = args[0] if args else kwargs["hidden_states"]
-            observe(
-                compute(
+            past = kwargs.get("past_key_values")
+            if past is not None and past.get_seq_length(point.layer) > hidden_states.shape[1]:
+                return  # a cached decoding step sees one query row only: nothing full to recompute
+            self._recomputing = True
+            try:
+                value = compute(
                     hidden_states,
                     point.layer,
                     attention_mask=kwargs.get("attention_mask"),
                     position_embeddings=kwargs.get("position_embeddings"),
                 )
-            )
+            finally:
+                self._recomputing = False
+            observe(value)
 
-        return module.register_forward_pre_hook(attention_hook, with_kwargs=True)
+        return module.register_forward_hook(attention_hook, with_kwargs=True)
 
     def __repr__(self) -> str:
         return (

@@ -13,12 +13,14 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from vlmforge.core.adapter import ModelAdapter
+from vlmforge.core.hooks import HOOK_TYPES, HookPoint, HookType
 from vlmforge.core.registry import ModelRegistry
-from vlmforge.core.runtime import HookedVLM
+from vlmforge.core.runtime import HookedVLM, HookFunction
 from vlmforge.harness.checks import CHECKS
 from vlmforge.tiny import build_tiny_model
 
@@ -120,6 +122,179 @@ def _flip(capability: str, family: str) -> Mutant:
     )
 
 
+# Helpers of the hook-value, generation and recomputation-detail mutants (H5).
+@dataclass(frozen=True)
+class _RelocatedHookPoint(HookPoint):
+    """A hook point the runtime captures at another site than the hook table says (same cache name)."""
+
+    relocated: HookType = HOOK_TYPES["hook_resid_pre"]
+
+    @property
+    def spec(self) -> HookType:
+        return self.relocated
+
+
+def relocated_hook(hook_type: str, site: HookType) -> RuntimeMutation:
+    """A runtime mutation that captures ``hook_type`` at ``site`` (a module role and direction) instead."""
+
+    def mutate(base: type[HookedVLM]) -> type[HookedVLM]:
+        def _register(
+            self: HookedVLM, point: HookPoint, function: HookFunction, *, reader: bool
+        ) -> torch.utils.hooks.RemovableHandle:
+            if point.hook_type == hook_type:
+                point = _RelocatedHookPoint(point.layer, point.hook_type, site)
+            return base._register(self, point, function, reader=reader)
+
+        return type(f"Mutant{base.__name__}", (base,), {"_register": _register})
+
+    return mutate
+
+
+#: What a runtime that "forgets" the image drops: the pixels and their per-image metadata.
+IMAGE_INPUT_KEYS = ("pixel_values", "pixel_attention_mask", "image_grid_thw", "image_sizes")
+
+
+def _generate_without_image(base: type[HookedVLM]) -> type[HookedVLM]:
+    def generate(
+        self: HookedVLM, inputs: Any, max_new_tokens: int = 32, do_sample: bool = False, **kwargs: Any
+    ) -> Any:
+        # A generate that rebuilds the model kwargs from the "text" inputs: the image tokens stay in
+        # input_ids, the pixels are lost (after HookedVLM's own input validation would have passed).
+        text_side = {key: value for key, value in inputs.items() if key not in IMAGE_INPUT_KEYS}
+        kwargs.setdefault("return_dict_in_generate", True)
+        with torch.no_grad():
+            return self.model.generate(
+                **text_side, max_new_tokens=max_new_tokens, do_sample=do_sample, **kwargs
+            )
+
+    return type(f"Mutant{base.__name__}", (base,), {"generate": generate})
+
+
+_QKV_HOOKS = ("attn.hook_q", "attn.hook_k", "attn.hook_v")
+
+
+def _qkv_heads_transposed(self: ModelAdapter, hook_type: str, item: Any) -> Any:
+    formatted = super(type(self), self).format_cache_item(hook_type, item)  # the family's own
+    if hook_type not in _QKV_HOOKS or not isinstance(formatted, torch.Tensor):
+        return formatted
+    # Split as [d_h, heads] and transposed back to the documented [heads, d_h] shape: right shape, every
+    # entry from the wrong (head, dim).
+    batch, length, heads, head_dim = formatted.shape
+    return formatted.reshape(batch, length, head_dim, heads).transpose(2, 3)
+
+
+def _scores_qk_norm_after_rope(
+    self: ModelAdapter,
+    hidden_states: torch.Tensor,
+    layer: int,
+    attention_mask: torch.Tensor | None = None,
+    position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    # Qwen3 normalises q/k per head *before* RoPE; with unit norm weights the order would not matter
+    # (RoPE is a rotation, RMS-preserving), with real (random) weights it does.
+    attn, recipe = self.get_lm_attn(layer), self.spec.attention
+    query = self._project_heads(self.get_lm_q_proj(layer), attn, None, hidden_states)
+    key = self._project_heads(self.get_lm_k_proj(layer), attn, None, hidden_states)
+    cos, sin = position_embeddings or self._default_position_embeddings(hidden_states)
+    query, key = self._rotary(query, key, cos, sin)
+    query, key = getattr(attn, recipe.q_norm)(query), getattr(attn, recipe.k_norm)(key)
+    key = self._repeat_kv(key, query.shape[1] // key.shape[1])
+    return torch.matmul(query, key.transpose(2, 3)) * self._scaling(attn)
+
+
+def _last_input_norm_as_final(self: ModelAdapter) -> torch.nn.Module:
+    return self.get_lm_input_norm(self.lm_num_layers - 1)
+
+
+def _project_heads_without_bias(
+    self: ModelAdapter,
+    projection: torch.nn.Module,
+    attn: torch.nn.Module,
+    norm: str | None,
+    hidden_states: torch.Tensor,
+) -> torch.Tensor:
+    batch, length, _ = hidden_states.shape
+    states = torch.nn.functional.linear(hidden_states, projection.weight)  # the q/k/v bias forgotten
+    states = states.view(batch, length, -1, self.lm_head_dim)
+    if norm is not None:
+        states = getattr(attn, norm)(states)
+    return states.transpose(1, 2)
+
+
+def _head_dim_from_hidden(self: ModelAdapter) -> int:
+    return self.lm_hidden_dim // self.lm_num_heads  # ignores Qwen3's explicit head_dim
+
+
+def _input_norm_as_mlp_norm(self: ModelAdapter, layer: int) -> torch.nn.Module:
+    return self.get_lm_input_norm(layer)  # input_layernorm / post_attention_layernorm mixed up
+
+
+# Helpers of the cached-attention and patching mutants (H6).
+class _AdapterWithout:
+    """Delegates to an adapter, except that its ``compute_attention_*`` never receive ``keyword``."""
+
+    def __init__(self, adapter: ModelAdapter, keyword: str) -> None:
+        self._adapter, self._keyword = adapter, keyword
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._adapter, name)
+
+    def compute_attention_scores(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        kwargs.pop(self._keyword, None)
+        return self._adapter.compute_attention_scores(*args, **kwargs)
+
+    def compute_attention_patterns(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        kwargs.pop(self._keyword, None)
+        return self._adapter.compute_attention_patterns(*args, **kwargs)
+
+
+def computed_hooks_without(keyword: str) -> RuntimeMutation:
+    """A runtime mutation whose recomputed attention hooks forget to pass the layer's ``keyword``.
+
+    Only the runtime's hooks are affected: the adapter itself (called directly by the attention
+    checks) stays right, as when the bug is in ``HookedVLM._register_computed``.
+    """
+
+    def mutate(base: type[HookedVLM]) -> type[HookedVLM]:
+        def _register_computed(
+            self: HookedVLM, point: HookPoint, module: torch.nn.Module, function: HookFunction
+        ) -> torch.utils.hooks.RemovableHandle:
+            # The runtime binds self.adapter into the hook it builds: bind the forgetful one.
+            real = self.adapter
+            self.adapter = _AdapterWithout(real, keyword)  # type: ignore[assignment]
+            try:
+                return base._register_computed(self, point, module, function)
+            finally:
+                self.adapter = real
+
+        return type(f"Mutant{base.__name__}", (base,), {"_register_computed": _register_computed})
+
+    return mutate
+
+
+def _patches_on_next_layer(base: type[HookedVLM]) -> type[HookedVLM]:
+    def _register(
+        self: HookedVLM, point: HookPoint, function: HookFunction, *, reader: bool
+    ) -> torch.utils.hooks.RemovableHandle:
+        if not reader:  # off by one in the patching path only: run_with_cache still reads the right layer
+            point = HookPoint((point.layer + 1) % self.lm_num_layers, point.hook_type)
+        return base._register(self, point, function, reader=reader)
+
+    return type(f"Mutant{base.__name__}", (base,), {"_register": _register})
+
+
+def _wildcard_skips_last_layer(base: type[HookedVLM]) -> type[HookedVLM]:
+    def run_with_hooks(self: HookedVLM, hooks: Any) -> Any:
+        # range(n - 1) where range(n) was meant: "lm.blocks.*.<hook>" never reaches the last layer.
+        explicit: list[tuple[str, HookFunction]] = []
+        for name, function in hooks:
+            layers = range(self.lm_num_layers - 1) if ".*." in name else [None]
+            explicit += [(name if i is None else name.replace("*", str(i)), function) for i in layers]
+        return base.run_with_hooks(self, explicit)
+
+    return type(f"Mutant{base.__name__}", (base,), {"run_with_hooks": run_with_hooks})
+
+
 MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "rope_skipped",
@@ -184,7 +359,128 @@ MUTANTS: tuple[Mutant, ...] = (
         with_methods(compute_attention_patterns=_mask_ignored),
         ("attention_vs_eager",),
     ),
+    Mutant(
+        "qkv_heads_scrambled",
+        "qwen2_5_vl",
+        "format_cache_item splits q/k/v as [d_h, heads] and transposes (shape kept, values scrambled)",
+        with_methods(format_cache_item=_qkv_heads_transposed),
+        ("hook_values_attention",),
+    ),
+    Mutant(
+        "hook_in_before_input_norm",
+        "llava",
+        "attn.hook_in captured at the decoder layer's input (before the input norm)",
+        unchanged,
+        ("hook_values_attention_in", "hook_values_attention"),
+        runtime=relocated_hook("attn.hook_in", HOOK_TYPES["hook_resid_pre"]),
+    ),
+    Mutant(
+        "resid_pre_reads_output",
+        "qwen3_vl",
+        "hook_resid_pre captured from the decoder layer's output",
+        unchanged,
+        ("hook_values_residual",),
+        runtime=relocated_hook("hook_resid_pre", HOOK_TYPES["hook_resid_post"]),
+    ),
+    Mutant(
+        "generate_drops_image",
+        "llava",
+        "generate() strips pixel_values and the image metadata",
+        unchanged,
+        ("generation_first_step_logits",),
+        runtime=_generate_without_image,
+    ),
+    Mutant(
+        "q_norm_applied_to_k",
+        "qwen3_vl",
+        "keys normalised with the query norm",
+        with_spec(attention__k_norm="q_norm"),
+        ("attention_vs_eager",),
+    ),
+    Mutant(
+        "qk_norm_after_rope",
+        "qwen3_vl",
+        "per-head q/k norm applied after RoPE instead of before",
+        with_methods(compute_attention_scores=_scores_qk_norm_after_rope),
+        ("attention_vs_eager",),
+    ),
+    Mutant(
+        "wrong_final_norm",
+        "smolvlm",
+        "get_lm_norm returns the last layer's input norm",
+        with_methods(get_lm_norm=_last_input_norm_as_final),
+        ("logit_lens",),
+    ),
+    Mutant(
+        "qkv_bias_dropped",
+        "qwen2_5_vl",
+        "recomputed q/k use the projection weight without its bias",
+        with_methods(_project_heads=_project_heads_without_bias),
+        ("attention_vs_eager",),
+    ),
+    Mutant(
+        "head_dim_from_hidden",
+        "qwen3_vl",
+        "lm_head_dim = hidden // heads, ignoring the config's explicit head_dim",
+        with_methods(lm_head_dim=property(_head_dim_from_hidden)),
+        ("contract_shapes", "attention_vs_eager"),
+    ),
+    Mutant(
+        "mlp_norm_is_input_norm",
+        "smolvlm",
+        "get_lm_mlp_norm returns the layer's input norm",
+        with_methods(get_lm_mlp_norm=_input_norm_as_mlp_norm),
+        ("hook_values_mlp_in",),
+    ),
+    Mutant(
+        "mlp_pre_reads_up_proj",
+        "qwen2_5_vl",
+        "mlp.hook_pre captured at up_proj's output instead of gate_proj's",
+        unchanged,
+        ("hook_values_mlp_gate_up",),
+        runtime=relocated_hook("mlp.hook_pre", HOOK_TYPES["mlp.hook_pre_linear"]),
+    ),
+    Mutant(
+        "mlp_out_reads_resid_post",
+        "llava",
+        "mlp.hook_out captured at the decoder layer's output (residual added)",
+        unchanged,
+        ("hook_values_mlp_out",),
+        runtime=relocated_hook("mlp.hook_out", HOOK_TYPES["hook_resid_post"]),
+    ),
     # --- harness truth: hook values, generation, adapter recomputation details (helper H5 appends here)
+    Mutant(
+        "cached_pattern_1d_positions",
+        "qwen3_vl",
+        "recomputed attention hooks ignore the layer's position_embeddings (1-D positions, not M-RoPE)",
+        unchanged,
+        ("cached_patterns_vs_eager", "cached_patterns_during_generate"),
+        runtime=computed_hooks_without("position_embeddings"),
+    ),
+    Mutant(
+        "cached_pattern_without_padding_mask",
+        "llava",
+        "recomputed attention hooks drop the attention mask (causal only: padding keys attended)",
+        unchanged,
+        ("cached_patterns_vs_eager_padded_batch",),
+        runtime=computed_hooks_without("attention_mask"),
+    ),
+    Mutant(
+        "patch_next_layer",
+        "qwen3_vl",
+        "run_with_hooks attaches a patch on lm.blocks.i to layer i + 1",
+        unchanged,
+        ("patching_layer_locality",),
+        runtime=_patches_on_next_layer,
+    ),
+    Mutant(
+        "wildcard_skips_last_layer",
+        "smolvlm",
+        "lm.blocks.*.<hook> in run_with_hooks expands to every layer but the last",
+        unchanged,
+        ("patching_wildcard",),
+        runtime=_wildcard_skips_last_layer,
+    ),
     # --- harness truth: cached attention and patching (helper H6 appends here)
     _flip("contiguous_image_tokens", "smolvlm"),
     _flip("supports_batching", "llava"),

@@ -12,8 +12,13 @@ One module per part of the contract, imported here in matrix order:
 * :mod:`.image_tokens` — the image token and where image features land;
 * :mod:`.capabilities` — declared capability flags vs measured;
 * :mod:`.attention` — recomputed scores and patterns vs eager attention;
+* :mod:`.cached_attention` — scores and patterns as read from ``run_with_cache`` (forward, padded
+  batch, ``generate``) vs eager attention;
 * :mod:`.activations` — cached activations vs the model's outputs, non-invasive caching;
-* :mod:`.generation` — ``generate`` vs the forward pass, batched vs single generation.
+* :mod:`.hook_values` — every hook type's cached value vs a reference computed without the hooks;
+* :mod:`.generation` — ``generate`` vs the forward pass, batched vs single generation;
+* :mod:`.patching` — ``run_with_hooks``: patches land on the named layer only, identity / None are
+  no-ops, wildcards hit every layer once.
 """
 
 from vlmforge.harness.checks.registry import (
@@ -31,8 +36,11 @@ from vlmforge.harness.checks import contract
 from vlmforge.harness.checks import image_tokens
 from vlmforge.harness.checks import capabilities
 from vlmforge.harness.checks import attention
+from vlmforge.harness.checks import cached_attention
 from vlmforge.harness.checks import activations
+from vlmforge.harness.checks import hook_values
 from vlmforge.harness.checks import generation
+from vlmforge.harness.checks import patching
 
 # isort: on
 from vlmforge.harness.checks.attention import compare_attention_to_eager, real_query_rows
@@ -45,13 +53,16 @@ __all__ = [
     "CheckResult",
     "activations",
     "attention",
+    "cached_attention",
     "capabilities",
     "check",
     "compare_attention_to_eager",
     "contract",
     "generation",
+    "hook_values",
     "image_tokens",
     "missing_capability",
+    "patching",
     "real_query_rows",
     "register_check",
 ]

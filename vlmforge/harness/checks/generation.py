@@ -2,27 +2,62 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch
+
 from vlmforge.core.runtime import HookedVLM
 from vlmforge.harness.checks.registry import CheckResult, check
 from vlmforge.harness.compare import CheckFailure, max_abs_difference
-from vlmforge.harness.probes import probe_batch, single_probe
+from vlmforge.harness.probes import PROBE_PROMPTS, probe_batch, single_probe
 from vlmforge.harness.tolerances import scaled, tolerance_for
 
 
+def text_only_probe(vlm: HookedVLM) -> Any:
+    """The single probe's question without its image: chat-templated text only, no pixel inputs.
+
+    Built through the family's own processor (so the template and any text-side inputs such as
+    ``mm_token_type_ids`` are what the model expects), with no image tokens and no ``pixel_values``.
+    """
+    messages = [{"role": "user", "content": [{"type": "text", "text": PROBE_PROMPTS[1]}]}]
+    text = vlm.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    inputs = vlm.processor(text=[text], return_tensors="pt")
+    return {key: value.to(vlm.device) for key, value in inputs.items() if isinstance(value, torch.Tensor)}
+
+
 @check
-def generation_first_token(vlm: HookedVLM) -> CheckResult:
-    """The first greedily generated token is the argmax of the forward pass's last logits."""
+def generation_first_step_logits(vlm: HookedVLM) -> CheckResult:
+    """``generate``'s first-step logits equal the forward pass's last-position logits, image included."""
     inputs = single_probe(vlm)
-    expected = int(vlm.forward(inputs).logits[0, -1].argmax())
-    generated = vlm.generate(inputs, max_new_tokens=1, do_sample=False).sequences
-    length = inputs["input_ids"].shape[1]
-    got = int(generated[0, length])
-    if got != expected:
+    expected = vlm.forward(inputs).logits[:, -1]
+    tolerance = scaled(tolerance_for(vlm.dtype).activation, expected)
+    # The control: the comparison is only evidence that generate() sees the image if dropping the image
+    # moves these logits by more than the tolerance (the greedy token alone often does not change).
+    without_image = max_abs_difference(vlm.forward(text_only_probe(vlm)).logits[:, -1], expected)
+    if without_image.value <= tolerance:
         raise CheckFailure(
-            f"generate() produced token {got}, forward argmax is {expected}",
-            hint="generation inputs (pixel_values, mm_token_type_ids) dropped by prepare_messages",
+            "the comparison cannot tell image from no image: the text-only prompt's last-position "
+            f"logits are within the tolerance {tolerance:.3g} of the with-image ones",
+            max_diff=without_image.value,
+            hint="the probe image / the vision tower's effect on the language model",
         )
-    return CheckResult(detail=f"token {got}")
+    logits = vlm.generate(inputs, max_new_tokens=1, do_sample=False, output_logits=True).logits
+    if not logits:
+        raise CheckFailure("generate(output_logits=True) returned no logits", hint="HookedVLM.generate")
+    difference = max_abs_difference(logits[0], expected)
+    if difference.value > tolerance:
+        raise CheckFailure(
+            f"generate()'s first-step logits differ from forward's last-position logits by more than "
+            f"{tolerance:.3g}",
+            max_diff=difference.value,
+            where=difference.describe(("batch", "vocab")),
+            hint="generation inputs (pixel_values, image_grid_thw, mm_token_type_ids) dropped or altered "
+            "between prepare_messages and generate",
+        )
+    return CheckResult(
+        difference.value,
+        f"tolerance {tolerance:.3g}; without the image these logits move by {without_image.value:.3g}",
+    )
 
 
 @check(requires="supports_batching")
