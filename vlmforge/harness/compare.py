@@ -102,14 +102,16 @@ def compare_layers(
     kind: str,
     what: str,
     hint: str,
+    axes: Sequence[str] | None = None,
 ) -> float:
     """Compare ``(layer, actual, expected)`` pairs by max-abs difference; return the worst difference.
 
     ``kind`` picks the tolerance ("pattern": absolute, on [B, H, L, L]; "activation": relative to
-    the reference, on [B, L, D]). Fails at the first layer over tolerance, naming it.
+    the reference, on [B, L, D]); ``axes`` names the dimensions in a failure (default: by ``kind``).
+    Fails at the first layer over tolerance, naming it.
     """
     tolerance = getattr(tolerance_for(vlm.dtype), kind)
-    axes = PATTERN_AXES if kind == "pattern" else STATE_AXES
+    axes = axes or (PATTERN_AXES if kind == "pattern" else STATE_AXES)
     differences = [
         assert_close(
             actual,

@@ -528,7 +528,8 @@ def main() -> int:
     """Print the kill table: every mutant, the checks that caught it, and whether the expected ones did."""
     bases: dict[str, HookedVLM] = {}
     escaped = 0
-    print(f"{'mutant':<34}{'family':<12}{'expected':<8}caught by")
+    width = max(len(mutant.name) for mutant in MUTANTS) + 2
+    print(f"{'mutant':<{width}}{'family':<12}{'expected':<10}caught by")
     for mutant in MUTANTS:
         if mutant.family not in bases:
             adapter_class = ModelRegistry.adapters()[mutant.family]
@@ -539,7 +540,7 @@ def main() -> int:
         ok = all(name in failed for name in mutant.caught_by)
         escaped += not ok
         print(
-            f"{mutant.name:<34}{mutant.family:<12}{'yes' if ok else 'NO':<8}{', '.join(failed)}"
+            f"{mutant.name:<{width}}{mutant.family:<12}{'yes' if ok else 'NO':<10}{', '.join(failed)}"
             f"  ({time.perf_counter() - started:.1f}s)"
         )
     return 1 if escaped else 0

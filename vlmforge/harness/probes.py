@@ -7,6 +7,7 @@ image-token counts.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,3 +98,16 @@ def language_model_inputs_embeds(vlm: HookedVLM, inputs: Any) -> torch.Tensor:
     if not captured:
         raise RuntimeError("the language model was not called with inputs_embeds")
     return captured[0]
+
+
+def cached_forward(
+    vlm: HookedVLM, hook_types: Sequence[str], inputs: Any, **forward_kwargs: Any
+) -> tuple[Any, list[dict[str, torch.Tensor]]]:
+    """Forward ``inputs`` caching ``hook_types``: the model output and one {hook type: value} per layer."""
+    with vlm.run_with_cache([f"lm.blocks.*.{hook}" for hook in hook_types]):
+        outputs = vlm.forward(inputs, **forward_kwargs)
+    per_layer = [
+        {hook: vlm.cache[f"lm.blocks.{layer}.{hook}"] for hook in hook_types}
+        for layer in range(vlm.lm_num_layers)
+    ]
+    return outputs, per_layer

@@ -10,18 +10,13 @@ from vlmforge.core.hooks import HOOK_TYPES
 from vlmforge.core.runtime import HookedVLM
 from vlmforge.harness.checks.registry import CheckResult, check
 from vlmforge.harness.compare import CheckFailure, assert_close, compare_layers, max_abs_difference
-from vlmforge.harness.probes import single_probe
+from vlmforge.harness.probes import cached_forward, single_probe
 from vlmforge.harness.tolerances import scaled, tolerance_for
 
 
 def cached_per_layer(vlm: HookedVLM, hook_types: Sequence[str]) -> list[dict[str, torch.Tensor]]:
     """Forward the single probe caching ``hook_types``; one {hook type: activation} dict per layer."""
-    with vlm.run_with_cache([f"lm.blocks.*.{hook}" for hook in hook_types]):
-        vlm.forward(single_probe(vlm))
-    return [
-        {hook: vlm.cache[f"lm.blocks.{layer}.{hook}"] for hook in hook_types}
-        for layer in range(vlm.lm_num_layers)
-    ]
+    return cached_forward(vlm, hook_types, single_probe(vlm))[1]
 
 
 @check

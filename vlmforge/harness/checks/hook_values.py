@@ -27,9 +27,8 @@ from vlmforge.core.roles import INPUT_NORM, MLP_NORM, Role
 from vlmforge.core.runtime import HookedVLM
 from vlmforge.harness.checks.activations import not_a_gated_mlp
 from vlmforge.harness.checks.registry import CheckResult, NotApplicable, check
-from vlmforge.harness.compare import STATE_AXES, assert_close
-from vlmforge.harness.probes import single_probe
-from vlmforge.harness.tolerances import tolerance_for
+from vlmforge.harness.compare import STATE_AXES, compare_layers
+from vlmforge.harness.probes import cached_forward, single_probe
 
 HEAD_AXES = ("batch", "position", "head", "dim")
 Pair = tuple[int, torch.Tensor, torch.Tensor]
@@ -76,19 +75,6 @@ def recorded(
             handle.remove()
 
 
-def cached_forward(
-    vlm: HookedVLM, hook_types: Sequence[str], inputs: Any, **forward_kwargs: Any
-) -> tuple[Any, list[dict[str, torch.Tensor]]]:
-    """Forward ``inputs`` caching ``hook_types``: the model output and one {hook type: value} per layer."""
-    with vlm.run_with_cache([f"lm.blocks.*.{hook}" for hook in hook_types]):
-        outputs = vlm.forward(inputs, **forward_kwargs)
-    per_layer = [
-        {hook: vlm.cache[f"lm.blocks.{layer}.{hook}"] for hook in hook_types}
-        for layer in range(vlm.lm_num_layers)
-    ]
-    return outputs, per_layer
-
-
 def compare_values(
     vlm: HookedVLM, pairs: Iterable[Pair], *, what: str, hint: str, axes: Sequence[str] = STATE_AXES
 ) -> float:
@@ -96,21 +82,7 @@ def compare_values(
 
     Fails at the first layer over tolerance, naming the layer and the index along ``axes``.
     """
-    tolerance = tolerance_for(vlm.dtype).activation
-    differences = [
-        assert_close(
-            cached,
-            reference,
-            tolerance=tolerance,
-            relative=True,
-            what=what,
-            axes=axes,
-            prefix=f"layer {layer}",
-            hint=hint,
-        )
-        for layer, cached, reference in pairs
-    ]
-    return max(differences, default=0.0)
+    return compare_layers(vlm, pairs, kind="activation", what=what, hint=hint, axes=axes)
 
 
 def undeclared(role: Role) -> NotApplicable:
