@@ -3,7 +3,7 @@
 One table per surface (runtime, harness plugin, scaffolder), each row: the input, the error type or exit
 code, and the words the message must contain (what was wrong and what to do). Then the install's
 fault injection: Ctrl-C and SIGKILL at every step of the install, deterministically through
-:func:`vlmforge.scaffold.generate.checkpoint`, and the next run's start-up sweep.
+:func:`vlmforge.scaffold.install.checkpoint`, and the next run's start-up sweep.
 """
 
 from __future__ import annotations
@@ -32,10 +32,12 @@ from vlmforge.core.errors import (
 )
 from vlmforge.core.registry import ModelRegistry
 from vlmforge.core.runtime import HookedVLM
-from vlmforge.scaffold import cli, generate
+from vlmforge.scaffold import cli, install
 from vlmforge.scaffold.cli import main
+from vlmforge.scaffold.destinations import Destination, resolve_destination
 from vlmforge.scaffold.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED
-from vlmforge.scaffold.generate import KILL_AT_ENV, Destination, render_family, resolve_destination
+from vlmforge.scaffold.generate import RenderedFamily, render_family
+from vlmforge.scaffold.install import KILL_AT_ENV
 
 SUITE = ("--pyargs", "vlmforge.harness.suite", "-p", "no:cacheprovider", "-p", "no:xdist")
 IMAGE = Image.new("RGB", (32, 32), "red")
@@ -50,7 +52,7 @@ def snapshot(root: Path) -> dict[str, bytes]:
 
 def our_temp_folders() -> set[str]:
     """This process's scaffolder temporary folders (each test must leave none behind)."""
-    prefixes = tuple(f"{prefix}{os.getpid()}-" for prefix in generate.TEMP_PREFIXES)
+    prefixes = tuple(f"{prefix}{os.getpid()}-" for prefix in install.TEMP_PREFIXES)
     return {p.name for p in Path(tempfile.gettempdir()).iterdir() if p.name.startswith(prefixes)}
 
 
@@ -383,7 +385,7 @@ def test_next_command_names_the_module_outside_the_installed_project(
 # The install under Ctrl-C and SIGKILL at every step
 # =================================================================================================
 @pytest.fixture(scope="module")
-def rendered(researched) -> Iterator[generate.RenderedFamily]:
+def rendered(researched) -> Iterator[RenderedFamily]:
     report = researched("llava")
     family = render_family(report.copier_answers("faulty", checkpoints=[], aliases={}, notes=""))
     yield family
@@ -401,13 +403,13 @@ def _scenario(kind: str, tmp_path: Path) -> Destination:
     return resolve_destination(tmp_path / "project")
 
 
-def _steps(rendered: generate.RenderedFamily, kind: str, tmp_path: Path, monkeypatch) -> list[str]:
+def _steps(rendered: RenderedFamily, kind: str, tmp_path: Path, monkeypatch) -> list[str]:
     """The install's checkpoint names, recorded from a clean run (then undone)."""
     steps: list[str] = []
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    monkeypatch.setattr(generate, "checkpoint", lambda step, **_: steps.append(step))
-    generate.install(rendered, _scenario(kind, scratch), force=True)
+    monkeypatch.setattr(install, "checkpoint", lambda step, **_: steps.append(step))
+    install.install(rendered, _scenario(kind, scratch), force=True)
     monkeypatch.undo()
     return steps
 
@@ -434,9 +436,9 @@ def test_ctrl_c_at_every_step_rolls_back(
             if name == _at:
                 raise KeyboardInterrupt
 
-        monkeypatch.setattr(generate, "checkpoint", interrupt)
+        monkeypatch.setattr(install, "checkpoint", interrupt)
         with pytest.raises(KeyboardInterrupt):
-            generate.install(rendered, destination, force=True)
+            install.install(rendered, destination, force=True)
         _assert_untouched(root, before)
         assert (root / "project").exists() == (kind == "overwrite"), step  # a created folder goes too
 
@@ -444,16 +446,16 @@ def test_ctrl_c_at_every_step_rolls_back(
 def test_a_real_sigint_is_deferred_to_the_next_step(
     rendered, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_checkpoint = generate.checkpoint
+    real_checkpoint = install.checkpoint
 
     def send_sigint(step: str, **kwargs: Any) -> None:
         if step == "replaced:0":  # between the two renames: the handler must only note it
             os.kill(os.getpid(), signal.SIGINT)
         real_checkpoint(step, **kwargs)
 
-    monkeypatch.setattr(generate, "checkpoint", send_sigint)
+    monkeypatch.setattr(install, "checkpoint", send_sigint)
     with pytest.raises(KeyboardInterrupt):
-        generate.install(rendered, _scenario("new", tmp_path), force=True)
+        install.install(rendered, _scenario("new", tmp_path), force=True)
     _assert_untouched(tmp_path, {})
 
 
@@ -463,7 +465,7 @@ def _killed_install(rendered, destination: Destination, step: str) -> bool:
     if pid == 0:  # the child: never return into pytest
         try:
             os.environ[KILL_AT_ENV] = step
-            generate.install(rendered, destination, force=True)
+            install.install(rendered, destination, force=True)
         finally:
             os._exit(0)
     _, status = os.waitpid(pid, 0)
@@ -481,7 +483,7 @@ def test_sigkill_at_every_step_is_recovered_by_the_next_run(
         destination = _scenario(kind, root)
         before = snapshot(root / "project")
         assert _killed_install(rendered, destination, step), step
-        notes = generate.sweep_stale(root / "project")
+        notes = install.sweep_stale(root / "project")
         if step == "committed":  # killed after the commit: the family is installed, the backups go
             assert snapshot(destination.package_dir)["faulty.py"].startswith(b'"""') or kind == "new"
             assert not [p for p in root.rglob(".*") if "vlmforge-" in p.name]
@@ -489,7 +491,7 @@ def test_sigkill_at_every_step_is_recovered_by_the_next_run(
         assert notes, step
         _assert_untouched(root, before)
         # ... and the next install is not refused by what the killed one left.
-        generate.install(rendered, resolve_destination(root / "project"), force=True)
+        install.install(rendered, resolve_destination(root / "project"), force=True)
 
 
 def test_cli_after_a_sigkill_between_the_renames_recovers(
@@ -523,7 +525,7 @@ def test_ctrl_c_in_the_cli_during_install_says_nothing_was_written(
         if step == "replaced:1":
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(generate, "checkpoint", interrupt)
+    monkeypatch.setattr(install, "checkpoint", interrupt)
     assert main(["llava", "--name", "cc", "--dest", str(tmp_path / "p"), "--force"]) == EXIT_INTERRUPTED
     assert "interrupted; nothing was written" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vlmforge.scaffold import cli, generate
+from vlmforge.scaffold import cli, install
 from vlmforge.scaffold.cli import default_dest, main
 from vlmforge.scaffold.errors import EXIT_BAD_INPUT, EXIT_VERIFY_FAILED
 from vlmforge.scaffold.generate import TEMPLATE_DIR
@@ -228,7 +228,7 @@ def test_read_only_dest_is_a_clear_error(
             def denied(*args, **kwargs):
                 raise PermissionError(13, "Permission denied")
 
-            monkeypatch.setattr(generate, "_write_new", denied)
+            monkeypatch.setattr(install, "_write_new", denied)
         assert main(["llava", "--dest", str(dest), "--force"]) == EXIT_BAD_INPUT
         message = _error(capsys)
         assert "cannot write into" in message and "Permission denied" in message and "--dest" in message

@@ -11,7 +11,8 @@ import copier
 import pytest
 
 from vlmforge.scaffold.cli import main
-from vlmforge.scaffold.generate import TEMPLATE_DIR, GenerationError, answers_relpath, render_family
+from vlmforge.scaffold.destinations import answers_relpath
+from vlmforge.scaffold.generate import TEMPLATE_DIR, GenerationError, render_family
 
 GIT = shutil.which("git")
 

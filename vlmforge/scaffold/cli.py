@@ -32,6 +32,8 @@ from pathlib import Path
 import yaml
 
 from vlmforge.core.errors import VLMForgeError
+from vlmforge.scaffold.conflicts import existing_family_conflicts
+from vlmforge.scaffold.destinations import Destination, resolve_destination
 from vlmforge.scaffold.errors import (
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
@@ -40,17 +42,12 @@ from vlmforge.scaffold.errors import (
 )
 from vlmforge.scaffold.generate import (
     TEMPLATE_DIR,
-    Destination,
     RenderedFamily,
     default_template,
-    existing_family_conflicts,
-    install,
     render_family,
-    resolve_destination,
-    sweep_stale,
-    temp_prefix,
     validate_module,
 )
+from vlmforge.scaffold.install import install, sweep_stale, temp_prefix
 from vlmforge.scaffold.research import ResearchReport, default_family_name, offline, research
 
 __all__ = ["build_parser", "default_dest", "main", "run_verify"]

@@ -12,6 +12,7 @@ __all__ = [
     "EXIT_BAD_INPUT",
     "EXIT_INTERRUPTED",
     "EXIT_VERIFY_FAILED",
+    "GenerationError",
     "InstalledThenInterrupted",
     "ScaffoldError",
 ]
@@ -23,6 +24,10 @@ EXIT_INTERRUPTED = 130
 
 class ScaffoldError(VLMForgeError):
     """Bad input or an environment problem the user can fix; the message is the whole explanation."""
+
+
+class GenerationError(ScaffoldError):
+    """The template rendered something that does not parse, import or register; nothing was written."""
 
 
 class InstalledThenInterrupted(KeyboardInterrupt):
