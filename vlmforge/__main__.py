@@ -1,12 +1,14 @@
 """``python -m vlmforge``: list the supported models, or run a short demo on one of them.
 
 python -m vlmforge list
+python -m vlmforge families --json   # the CI matrix: registered, available family names
 python -m vlmforge demo tiny/qwen3_vl
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 
@@ -17,6 +19,7 @@ from vlmforge.harness.probes import probe_image
 
 
 def _list() -> int:
+    """Print every registered family with its checkpoints, aliases, tiny model and capabilities."""
     for row in ModelRegistry.listing():
         state = "available" if row["available"] else f"UNAVAILABLE ({row['why_unavailable']})"
         flags = ", ".join(f"{k}={v}" for k, v in row["capabilities"].items())
@@ -28,7 +31,26 @@ def _list() -> int:
     return 0
 
 
+def family_names() -> list[str]:
+    """Sorted names of the registered families usable with the installed transformers.
+
+    These are the families ``pytest --pyargs vlmforge.harness.suite --all-models`` tests, and the
+    CI workflow's matrix (``.github/workflows/conformance.yml`` reads them from ``families --json``).
+    """
+    return sorted(
+        name for name, adapter in ModelRegistry.adapters().items() if ModelRegistry.is_available(adapter)
+    )
+
+
+def _families(as_json: bool) -> int:
+    """Print :func:`family_names`: a JSON list on one line, or one name per line."""
+    names = family_names()
+    print(json.dumps(names) if as_json else "\n".join(names))
+    return 0
+
+
 def _demo(name: str, device: str) -> int:
+    """Load ``name``, prompt it with a probe image, generate a few tokens and cache two hooks."""
     started = time.perf_counter()
     vlm = HookedVLM.from_pretrained(name, device=device)
     print(f"loaded {vlm!r} in {time.perf_counter() - started:.2f}s on {vlm.device} ({vlm.dtype})")
@@ -56,11 +78,16 @@ def _demo(name: str, device: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` (default: ``sys.argv[1:]``), run the command and return its exit status."""
     parser = argparse.ArgumentParser(
         prog="python -m vlmforge", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="supported families, checkpoints, aliases and tiny models")
+    families = commands.add_parser(
+        "families", help="names of the registered families available with this transformers (the CI matrix)"
+    )
+    families.add_argument("--json", action="store_true", help="print a JSON list on one line")
     demo = commands.add_parser("demo", help="load a model, prompt it, generate, cache hooks")
     demo.add_argument(
         "model", nargs="?", default="tiny/llava", help="alias, hub id, local dir or tiny/<family>"
@@ -68,7 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     try:
-        return _list() if args.command == "list" else _demo(args.model, args.device)
+        if args.command == "list":
+            return _list()
+        if args.command == "families":
+            return _families(args.json)
+        return _demo(args.model, args.device)
     except VLMForgeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,6 +1,11 @@
-"""``python -m vlmforge``: the listing and the demo a newcomer runs first."""
+"""``python -m vlmforge``: the listing and the demo a newcomer runs first; the CI matrix's families."""
+
+import json
+
+import pytest
 
 from vlmforge.__main__ import main
+from vlmforge.core.registry import ModelRegistry
 
 
 def test_list_shows_families_checkpoints_aliases_and_tiny_names(capsys):
@@ -20,3 +25,33 @@ def test_demo_runs_offline_on_a_tiny_model(capsys):
 def test_demo_unknown_model_is_a_clear_error(capsys):
     assert main(["demo", "no-such-model"]) == 2
     assert "unknown model 'no-such-model'" in capsys.readouterr().err
+
+
+def registered_available_families() -> list[str]:
+    return sorted(n for n, a in ModelRegistry.adapters().items() if ModelRegistry.is_available(a))
+
+
+def test_families_json_is_the_sorted_registered_families(capsys):
+    assert main(["families", "--json"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1  # one line: `echo "families=$(...)" >> $GITHUB_OUTPUT` in CI
+    assert json.loads(out) == registered_available_families()
+    assert {"llava", "smolvlm", "qwen2_5_vl", "qwen3_vl"} <= set(json.loads(out))
+
+
+def test_families_without_json_prints_one_per_line(capsys):
+    assert main(["families"]) == 0
+    assert capsys.readouterr().out.splitlines() == registered_available_families()
+
+
+def test_families_leaves_out_families_this_transformers_lacks(capsys, monkeypatch):
+    monkeypatch.setattr(ModelRegistry, "is_available", classmethod(lambda cls, a: a.spec.name != "llava"))
+    assert main(["families", "--json"]) == 0
+    assert "llava" not in json.loads(capsys.readouterr().out)
+
+
+def test_families_bad_option_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["families", "--jsn"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --jsn" in capsys.readouterr().err
