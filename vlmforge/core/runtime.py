@@ -252,9 +252,8 @@ class HookedVLM:
                 f"attention_mask and pixel_values), got {type(inputs).__name__}"
             )
         input_ids = inputs["input_ids"]
-        image_token = self.adapter.get_image_token_id()
-        has_image_tokens = image_token is not None and bool((input_ids == image_token).any())
-        if inputs.get("pixel_values") is None and has_image_tokens:
+        # Only without pixel_values: the token scan is a device sync, kept off the every-forward path.
+        if inputs.get("pixel_values") is None and self._has_image_tokens(input_ids):
             raise InputError(
                 "the prompt has image tokens but the inputs have no pixel_values: pass the whole "
                 "prepare_messages(...) result, not only its input_ids"
@@ -268,6 +267,10 @@ class HookedVLM:
                 f"{maximum} positions: shorten the task / system prompt, use a smaller image, or generate "
                 "fewer tokens"
             )
+
+    def _has_image_tokens(self, input_ids: torch.Tensor) -> bool:
+        image_token = self.adapter.get_image_token_id()
+        return image_token is not None and bool((input_ids == image_token).any())
 
     def forward(self, inputs: Any, **kwargs: Any) -> Any:
         """One forward pass (no gradients); returns the Hugging Face model output."""
