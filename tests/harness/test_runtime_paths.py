@@ -14,7 +14,6 @@ from tests.conftest import SEED_FAMILIES
 from vlmforge.core.hooks import HookPoint
 from vlmforge.core.runtime import HookedVLM, HookFunction
 from vlmforge.harness.checks import CHECKS
-from vlmforge.harness.checks.cached_attention import eager_attention
 from vlmforge.harness.mutants import MUTANTS, mutant_vlm
 from vlmforge.harness.probes import single_probe
 
@@ -104,15 +103,15 @@ def test_identity_and_none_failure_names_the_hook_type(tiny, hook_type, lossy_no
         assert part in message, message
 
 
-def test_eager_reference_on_a_model_running_sdpa():
-    """The cached-attention checks switch to eager for their reference and restore the model's own."""
+def test_cached_attention_checks_leave_the_models_implementation_as_it_was():
+    """The checks run hooks under SDPA and eager and switch to eager for their reference: afterwards the
+    model runs what it ran before, also a model set to eager by its user."""
     vlm = HookedVLM.from_pretrained("tiny/qwen3_vl", device="cpu")  # private: its attention is changed
-    vlm.model.set_attn_implementation("sdpa")
-    with eager_attention(vlm):
-        assert vlm.adapter.lm_config._attn_implementation == "eager"
-    assert vlm.adapter.lm_config._attn_implementation == "sdpa"
-    assert CHECKS["cached_patterns_during_generate"].function(vlm).max_diff == 0.0
-    assert vlm.adapter.lm_config._attn_implementation == "sdpa"
+    for implementation in ("sdpa", "eager"):
+        vlm.model.set_attn_implementation(implementation)
+        for name in ("cached_patterns_vs_eager_padded_batch", "cached_patterns_during_generate"):
+            assert CHECKS[name].function(vlm).max_diff == 0.0
+            assert vlm.adapter.lm_config._attn_implementation == implementation
 
 
 # Two runtime bugs these checks found (fixed in core/runtime.py): recomputed hooks re-ran the user's

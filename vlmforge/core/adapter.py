@@ -11,7 +11,6 @@ Shapes used throughout (as in ``modeling_llama.py``):
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 from collections.abc import Callable
 from functools import cached_property
@@ -91,6 +90,39 @@ def causal_mask(
     return mask[None, None].expand(batch, 1, length, length)
 
 
+def additive_mask(
+    attention_mask: torch.Tensor | None, scores: torch.Tensor, sliding_window: int | None = None
+) -> torch.Tensor:
+    """The mask a layer received, as the additive fp32 mask eager attention adds to ``scores``.
+
+    Each attention implementation hands the layer its own form of the same mask:
+
+    * ``None`` — SDPA with no padding (causal via ``is_causal``): the causal mask is built, windowed
+      when the layer has a ``sliding_window``;
+    * boolean ``[B, 1, Lq, Lk]`` — SDPA: ``True`` where attended, mapped to 0 / ``finfo.min``, which
+      is exactly how transformers derives eager's mask from it;
+    * floating ``[B, 1, Lq, Lk]`` — eager: already additive, cut to the key length.
+
+    Args:
+        attention_mask: the ``attention_mask`` keyword the attention module received.
+        scores: ``[B, H, Lq, Lk]`` pre-mask scores (fp32) the mask will be added to.
+        sliding_window: the layer's window, used only to build the ``None`` case.
+    """
+    if attention_mask is None:
+        return causal_mask(scores.shape[0], scores.shape[-1], torch.float32, scores.device, sliding_window)
+    if not isinstance(attention_mask, torch.Tensor):
+        raise ContractError(
+            f"the attention layer received a {type(attention_mask).__name__} mask; recomputed patterns "
+            "support eager / SDPA masks (None, bool or float tensors): load the model with "
+            'attn_implementation="sdpa" or "eager"'
+        )
+    attention_mask = attention_mask[..., : scores.shape[-1]]
+    if attention_mask.dtype == torch.bool:
+        zero = torch.zeros((), dtype=torch.float32, device=attention_mask.device)
+        return torch.where(attention_mask, zero, torch.finfo(torch.float32).min)
+    return attention_mask.float()
+
+
 class ModelAdapter:
     """Uniform access to a VLM's language model for interpretability tooling.
 
@@ -109,13 +141,9 @@ class ModelAdapter:
         self.model = model
         #: The tokenizer, when known (HookedVLM sets it): image-token lookup by string falls back to it.
         self.tokenizer: Any | None = None
+        # The model keeps its own attention implementation (SDPA on most checkpoints): patterns are
+        # recomputed from the layer's inputs, whatever mask form that implementation hands the layer.
         self._language_model = resolve_attribute(model, self.spec.language_model, what="language model")
-        # Eager attention is what output_attentions needs and what compute_attention_* reproduces.
-        setter = getattr(model, "set_attn_implementation", None)
-        if callable(setter):
-            # Already eager, or a model without configurable attention: nothing to do.
-            with contextlib.suppress(ValueError, TypeError, NotImplementedError):
-                setter("eager")
 
     @property
     def language_model(self) -> nn.Module:
@@ -344,23 +372,21 @@ class ModelAdapter:
     ) -> torch.Tensor:
         """Attention probabilities [B, H, L, L]: softmax(scores + mask), computed in fp32.
 
-        ``attention_mask`` is the additive float mask the decoder hands the layer ([B, 1, L, L]; a
-        sliding-window layer gets its own). When it is ``None`` a causal mask is built, honouring the
-        attention module's ``sliding_window`` when it has one. Returned in the input's dtype, as
-        eager attention returns its weights.
+        ``attention_mask`` is the mask the decoder hands the layer (a sliding-window layer gets its
+        own), in the form of the active implementation: ``None`` (causal), boolean (SDPA) or additive
+        float (eager); see :func:`additive_mask`. Returned in the input's dtype, as eager attention
+        returns its weights.
         """
         scores = self.compute_attention_scores(hidden_states, layer, None, position_embeddings)
         with torch.no_grad():
             scores = scores.float()
-            if attention_mask is None:
-                window = getattr(self.get_lm_attn(layer), "sliding_window", None)
-                attention_mask = causal_mask(
-                    scores.shape[0], scores.shape[-1], scores.dtype, scores.device, window
-                )
-            else:
-                attention_mask = attention_mask[..., : scores.shape[-1]].float()
-            patterns = torch.softmax(scores + attention_mask, dim=-1)
+            mask = additive_mask(attention_mask, scores, self.sliding_window(layer))
+            patterns = torch.softmax(scores + mask, dim=-1)
         return patterns.to(hidden_states.dtype)
+
+    def sliding_window(self, layer: int) -> int | None:
+        """The attention window of ``layer`` (``None`` for full attention)."""
+        return getattr(self.get_lm_attn(layer), "sliding_window", None)
 
     def _default_position_embeddings(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         rotary = getattr(self._language_model, "rotary_emb", None)

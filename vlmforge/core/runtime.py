@@ -48,6 +48,32 @@ _CHECKPOINT_ERRORS = (OSError, ValueError, SafetensorError, EOFError)
 DEVICE_HELP = "'auto' (CUDA > MPS > CPU), 'cpu', 'cuda', 'cuda:<index>' or 'mps'"
 
 
+def _attention_configs(model: nn.Module) -> list[Any]:
+    """Every config whose ``_attn_implementation`` a forward of ``model`` reads.
+
+    The model's own, each sub-model's (vision tower, decoder) and their registered sub-configs, each
+    once: a composite VLM can run SDPA in the decoder and eager in an encoder that lacks SDPA.
+    """
+    found: dict[int, Any] = {}
+    pending = [module.config for module in model.modules() if hasattr(module, "config")]
+    while pending:
+        config = pending.pop()
+        if id(config) in found or not hasattr(config, "_attn_implementation_internal"):
+            continue
+        found[id(config)] = config
+        pending += [getattr(config, key, None) for key in getattr(config, "sub_configs", {})]
+    return list(found.values())
+
+
+def _placement_device(place: Any) -> torch.device | None:
+    """A device_map value as a torch device; ``None`` for offloaded places ("disk", "meta")."""
+    if isinstance(place, int):
+        return torch.device("cuda", place)
+    if str(place) in ("disk", "meta"):
+        return None
+    return torch.device(place)
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
     """``"auto"`` picks CUDA, then MPS, then CPU; an explicit device must exist on this machine.
 
@@ -93,6 +119,17 @@ def _replace_first(value: Any, tensor: torch.Tensor) -> Any:
     if isinstance(value, list):
         return [tensor, *value[1:]]
     return tensor
+
+
+def _require_accelerate() -> None:
+    """device_map loading goes through accelerate: say which extra provides it when it is missing."""
+    try:
+        import accelerate  # noqa: F401
+    except ImportError as error:
+        raise InputError(
+            'device_map needs accelerate: pip install "vlmforge[sharding]" (or pass device=... to load '
+            "the whole model on one device)"
+        ) from error
 
 
 class HookedVLM:
@@ -141,28 +178,44 @@ class HookedVLM:
         *,
         seed: int = 0,
         trust_remote_code: bool = False,
+        device_map: str | dict[str, Any] | None = None,
         **model_kwargs: Any,
     ) -> HookedVLM:
         """Load a supported model by alias, checkpoint id, local directory or ``tiny/<family>``.
 
+        The model keeps its checkpoint's attention implementation (SDPA where transformers has it);
+        calls that ask for ``output_attentions`` switch to eager for their duration only.
+
         Args:
             name_or_path: what to load; ``tiny/<family>`` builds a tiny random model offline.
-            device: ``"auto"`` (CUDA > MPS > CPU) or an explicit device.
+            device: ``"auto"`` (CUDA > MPS > CPU) or an explicit device; ignored with ``device_map``.
             dtype: defaults to bfloat16 on CUDA and float32 elsewhere (tiny models: float32).
             seed: seed of the tiny model's random weights.
             trust_remote_code: passed to transformers; off by default.
+            device_map: shard the checkpoint across devices through accelerate (``"auto"``, or a
+                ``{module path: device | "disk"}`` dict, as transformers takes it); needs the
+                ``sharding`` extra (``pip install "vlmforge[sharding]"``). Checkpoints only.
             model_kwargs: forwarded to the model class's ``from_pretrained`` (``local_files_only``,
-                ``revision`` and ``cache_dir`` also to the processor's).
+                ``revision`` and ``cache_dir`` also to the processor's; ``offload_folder`` with a
+                device_map that offloads to disk).
         """
         resolution = ModelRegistry.resolve(name_or_path)
-        target = resolve_device(device)
+        target = resolve_device(device) if device_map is None else None
         builder = MODEL_BUILDERS.get(resolution.source)
+        if builder is not None and device_map is not None:
+            raise InputError(
+                f"device_map shards a checkpoint while it loads; {name_or_path!r} is built in memory. "
+                "Pass device=... instead, or save the model (save_pretrained) and load that directory."
+            )
         if builder is not None:
             model, hf_processor = builder(resolution.location, seed=seed, dtype=dtype or torch.float32)
             model = model.to(target)
         elif resolution.source == "tiny":
             raise CheckpointLoadError(f"{name_or_path}: tiny models need `import vlmforge.tiny` first")
         else:
+            if device_map is not None:
+                _require_accelerate()
+                model_kwargs["device_map"] = device_map
             model, hf_processor = cls._load_checkpoint(
                 resolution, target, dtype, trust_remote_code=trust_remote_code, **model_kwargs
             )
@@ -172,17 +225,18 @@ class HookedVLM:
     @staticmethod
     def _load_checkpoint(
         resolution: Resolution,
-        device: torch.device,
+        device: torch.device | None,
         dtype: torch.dtype | None,
         *,
         trust_remote_code: bool,
         **model_kwargs: Any,
     ) -> tuple[nn.Module, Any]:
+        """The checkpoint's model (on ``device``, or placed by ``model_kwargs["device_map"]``) + processor."""
         spec = resolution.adapter_class.spec
         model_class = getattr(transformers, spec.model_class)
         if dtype is None:
-            dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-        model_kwargs.setdefault("attn_implementation", "eager")
+            on_cuda = device.type == "cuda" if device is not None else torch.cuda.is_available()
+            dtype = torch.bfloat16 if on_cuda else torch.float32
         # Hub-access options apply to the processor files as much as to the weights.
         shared = {
             k: model_kwargs[k] for k in ("local_files_only", "revision", "cache_dir") if k in model_kwargs
@@ -205,7 +259,7 @@ class HookedVLM:
                 "local checkpoint directory or pre-populate the Hugging Face cache; for an offline "
                 f"demo use 'tiny/{spec.name}'."
             ) from error
-        return model.to(device), processor
+        return (model if device is None else model.to(device)), processor
 
     # ------------------------------------------------------------ properties
     @property
@@ -215,6 +269,15 @@ class HookedVLM:
 
     @property
     def device(self) -> torch.device:
+        """Where inputs go: the input embeddings' device (under a ``device_map``, the first device)."""
+        device_map = getattr(self.model, "hf_device_map", None)
+        if device_map:
+            placed = [device for device in map(_placement_device, device_map.values()) if device is not None]
+            if placed:
+                return placed[0]
+        embeddings = self.model.get_input_embeddings()
+        if embeddings is not None:
+            return embeddings.weight.device
         return next(self.model.parameters()).device
 
     @property
@@ -272,10 +335,42 @@ class HookedVLM:
         image_token = self.adapter.get_image_token_id()
         return image_token is not None and bool((input_ids == image_token).any())
 
+    @contextlib.contextmanager
+    def attention_implementation(self, implementation: str) -> Iterator[None]:
+        """Run the block with ``implementation`` (``"eager"``, ``"sdpa"``, ...) in every sub-model.
+
+        Each sub-model's own implementation is restored afterwards, also when the block raises.
+        ``forward``/``generate`` use this for ``output_attentions=True``: only eager returns weights.
+        """
+        configs = _attention_configs(self.model)
+        saved = [(config, config._attn_implementation_internal) for config in configs]
+        if all(value == implementation for _, value in saved):
+            yield
+            return
+        try:
+            try:
+                self.model.set_attn_implementation(implementation)
+            except (ValueError, ImportError) as error:
+                raise InputError(
+                    f"{type(self.model).__name__} cannot run attention implementation {implementation!r}: "
+                    f"{error}"
+                ) from error
+            yield
+        finally:
+            # Written back directly: re-validating the original choices could only fail or warn again.
+            for config, value in saved:
+                config._attn_implementation_internal = value
+
+    def _attention_for(self, kwargs: Mapping[str, Any]) -> contextlib.AbstractContextManager[None]:
+        """Eager for a call that asks for ``output_attentions`` (SDPA returns no weights), else as loaded."""
+        if kwargs.get("output_attentions"):
+            return self.attention_implementation("eager")
+        return contextlib.nullcontext()
+
     def forward(self, inputs: Any, **kwargs: Any) -> Any:
         """One forward pass (no gradients); returns the Hugging Face model output."""
         self._check_inputs(inputs)
-        with torch.no_grad():
+        with self._attention_for(kwargs), torch.no_grad():
             return self.model(**inputs, **kwargs)
 
     forward_batch = forward
@@ -289,7 +384,7 @@ class HookedVLM:
         tokenizer = self.prompt_processor.tokenizer
         if getattr(tokenizer, "pad_token_id", None) is not None:
             kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)
-        with torch.no_grad():
+        with self._attention_for(kwargs), torch.no_grad():
             return self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=do_sample, **kwargs)
 
     generate_batch = generate

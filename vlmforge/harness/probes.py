@@ -7,8 +7,9 @@ image-token counts.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -53,12 +54,15 @@ class AttentionCall:
 
     layer: int
     hidden_states: torch.Tensor  # [B, L, D]
-    attention_mask: torch.Tensor | None  # additive [B, 1, L, L] under eager
+    attention_mask: torch.Tensor | None  # additive [B, 1, L, L] under eager; None / bool under SDPA
     position_embeddings: tuple[torch.Tensor, torch.Tensor] | None  # (cos, sin), each [B, L, d_h]
+    args: tuple = ()  # the call exactly as made, to re-run the module on the same inputs
+    kwargs: dict = field(default_factory=dict)
 
 
-def run_eager_with_attention_inputs(vlm: HookedVLM, inputs: Any) -> tuple[Any, list[AttentionCall]]:
-    """Forward with ``output_attentions``/``output_hidden_states``; record each layer's attention inputs."""
+@contextlib.contextmanager
+def recorded_attention_calls(vlm: HookedVLM) -> Iterator[list[AttentionCall]]:
+    """Record each layer's first attention call in the block; the list is filled (layer order) at exit."""
     calls: dict[int, AttentionCall] = {}
     handles = []
     for layer, attn in enumerate(vlm.adapter.lm_attn):
@@ -70,15 +74,46 @@ def run_eager_with_attention_inputs(vlm: HookedVLM, inputs: Any) -> tuple[Any, l
                     args[0] if args else kwargs["hidden_states"],
                     kwargs.get("attention_mask"),
                     kwargs.get("position_embeddings"),
+                    args,
+                    dict(kwargs),
                 )
 
         handles.append(attn.register_forward_pre_hook(record, with_kwargs=True))
+    recorded: list[AttentionCall] = []
     try:
-        outputs = vlm.forward(inputs, output_attentions=True, output_hidden_states=True)
+        yield recorded
     finally:
         for handle in handles:
             handle.remove()
-    return outputs, [calls[i] for i in sorted(calls)]
+    recorded += [calls[layer] for layer in sorted(calls)]
+
+
+def run_eager_with_attention_inputs(vlm: HookedVLM, inputs: Any) -> tuple[Any, list[AttentionCall]]:
+    """Forward with ``output_attentions``/``output_hidden_states``; record each layer's attention inputs."""
+    with recorded_attention_calls(vlm) as calls:
+        outputs = vlm.forward(inputs, output_attentions=True, output_hidden_states=True)
+    return outputs, calls
+
+
+def eager_weights(vlm: HookedVLM, call: AttentionCall, eager_mask: torch.Tensor | None) -> torch.Tensor:
+    """Transformers' own eager attention weights [B, H, L, L] on exactly the inputs of ``call``.
+
+    ``call`` may come from a pass under any implementation (SDPA's hidden states differ from eager's
+    in the last bits, so a separate eager forward is no exact reference for it); the layer's
+    attention module is re-run under eager with ``eager_mask``, the additive mask an eager pass of the
+    same inputs gave the layer (masks depend on positions and padding only). The KV cache is left
+    out so the re-run neither extends nor reads it.
+    """
+    kwargs = {**call.kwargs, "attention_mask": eager_mask}
+    for key in ("past_key_values", "past_key_value"):
+        if key in kwargs:
+            kwargs[key] = None
+    with vlm.attention_implementation("eager"), torch.no_grad():
+        output = vlm.adapter.get_lm_attn(call.layer)(*call.args, **kwargs)
+    weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+    if not isinstance(weights, torch.Tensor):
+        raise RuntimeError(f"layer {call.layer}'s attention module returned no weights under eager")
+    return weights
 
 
 def language_model_inputs_embeds(vlm: HookedVLM, inputs: Any) -> torch.Tensor:

@@ -13,6 +13,7 @@ from transformers import AutoModelForImageTextToText, PretrainedConfig, PreTrain
 from .dimensions import check_distinct_sizes
 from .pipeline import tiny_recipe
 from .processor import processor_for_config
+from .shrink import DEFAULT_LIMITS, ShrinkLimits
 from .weights import randomize_norms_and_biases
 
 __all__ = ["PROBE_IMAGE_SIZES", "TinyVLM", "build_tiny_model", "model_class_for", "probe_image_tokens"]
@@ -27,7 +28,7 @@ class TinyVLM:
     """A tiny model with its processor.
 
     Attributes:
-        model: the HF model, eval mode, eager attention, random weights fixed by the seed.
+        model: the HF model, eval mode, default attention implementation, random weights fixed by the seed.
         processor: the family's real HF processor (tiny tokenizer, small images).
         config: the tiny config (``model.config``).
         reference: the checkpoint id or model_type it was shrunk from.
@@ -63,6 +64,7 @@ def build_tiny_model(
     *,
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
+    limits: ShrinkLimits = DEFAULT_LIMITS,
 ) -> TinyVLM:
     """Build a tiny random model + processor for a stored checkpoint id, a model_type or a config.
 
@@ -73,13 +75,14 @@ def build_tiny_model(
     Raises:
         DimensionCoincidenceError: two tiny sizes are equal by accident (:func:`check_distinct_sizes`).
     """
-    recipe = tiny_recipe(checkpoint_or_config, seed=seed)
+    recipe = tiny_recipe(checkpoint_or_config, seed=seed, limits=limits)
     _set_dtype(recipe.config, dtype)
     cls = model_class_for(recipe.config)
     # Fork the global RNG so building a model neither depends on nor disturbs the caller's random state.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = cls._from_config(recipe.config, attn_implementation="eager", dtype=dtype)
+        # transformers' default implementation (SDPA where the model supports it), as a checkpoint loads.
+        model = cls._from_config(recipe.config, dtype=dtype)
         # HF init leaves norms at 1 and biases at 0, which makes norm and bias mix-ups invisible.
         randomize_norms_and_biases(model)
     model.eval()

@@ -9,7 +9,7 @@ from transformers import AutoConfig, PretrainedConfig, PreTrainedTokenizerFast
 
 from .recipes import TokenizerRecipe, tokenizer_recipe
 from .reference import load_reference_config, reference_checkpoints
-from .shrink import shrink_config
+from .shrink import DEFAULT_LIMITS, ShrinkLimits, shrink_config
 from .tokenizer import build_tiny_tokenizer
 
 __all__ = ["TinyRecipe", "resolve_reference", "tiny_recipe"]
@@ -51,12 +51,17 @@ class TinyRecipe:
     config: PretrainedConfig
 
 
-def tiny_recipe(checkpoint_or_config: str | PretrainedConfig, *, seed: int = 0) -> TinyRecipe:
-    """Run tokenizer -> token ids -> shrink for a checkpoint id, a model_type or a config."""
+def tiny_recipe(
+    checkpoint_or_config: str | PretrainedConfig, *, seed: int = 0, limits: ShrinkLimits = DEFAULT_LIMITS
+) -> TinyRecipe:
+    """Run tokenizer -> token ids -> shrink for a checkpoint id, a model_type or a config.
+
+    ``limits`` sets the tiny sizes (benchmarks build larger models from the same recipe).
+    """
     real_config, reference = resolve_reference(checkpoint_or_config)
     tokens = tokenizer_recipe(real_config)
     tokenizer = build_tiny_tokenizer(seed=seed, **tokens.tokenizer_kwargs())
     token_ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in tokens.token_fields.items()}
-    config = shrink_config(real_config, vocab_size=len(tokenizer), token_ids=token_ids)
+    config = shrink_config(real_config, vocab_size=len(tokenizer), token_ids=token_ids, limits=limits)
     config.name_or_path = f"tiny-random/{reference}"
     return TinyRecipe(reference, real_config, tokens, tokenizer, token_ids, config)

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from vlmforge.core.adapter import causal_mask
+from vlmforge.core.adapter import additive_mask
 from vlmforge.core.runtime import HookedVLM
 from vlmforge.harness.checks.registry import CheckResult, check
 from vlmforge.harness.compare import CheckFailure, compare_layers
@@ -80,11 +80,7 @@ def scores_softmax_patterns(vlm: HookedVLM) -> CheckResult:
             args = (call.hidden_states, call.layer, call.attention_mask, call.position_embeddings)
             scores = vlm.adapter.compute_attention_scores(*args)
             patterns = vlm.adapter.compute_attention_patterns(*args)
-            if call.attention_mask is None:
-                window = getattr(vlm.adapter.get_lm_attn(call.layer), "sliding_window", None)
-                mask = causal_mask(scores.shape[0], scores.shape[-1], torch.float32, scores.device, window)
-            else:
-                mask = call.attention_mask[..., : scores.shape[-1]].float()
+            mask = additive_mask(call.attention_mask, scores, vlm.adapter.sliding_window(call.layer))
             # Rounded to the model dtype as eager rounds its weights, so the comparison is exact.
             yield call.layer, patterns, torch.softmax(scores.float() + mask, dim=-1).to(patterns.dtype)
 

@@ -4,23 +4,31 @@
 checks go through the runtime instead (``run_with_cache`` around ``forward`` or ``generate``), so
 they also prove that the runtime hands the recomputation the layer's own ``position_embeddings``
 (M-RoPE) and ``attention_mask`` (padding), and that KV-cached decoding steps leave the cached
-prompt pass alone. The reference is eager ``output_attentions`` of the very same pass.
+prompt pass alone. The hooks run under the model's own attention implementation (SDPA) and under
+eager; the reference is transformers' eager attention on exactly the inputs each layer received.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
+from itertools import count
 from typing import Any
 
 import torch
 
-from vlmforge.core.adapter import causal_mask
+from vlmforge.core.adapter import additive_mask
 from vlmforge.core.runtime import HookedVLM
 from vlmforge.harness.checks.attention import real_query_rows
 from vlmforge.harness.checks.registry import CheckResult, check
 from vlmforge.harness.compare import CheckFailure, compare_layers
-from vlmforge.harness.probes import AttentionCall, probe_batch, run_eager_with_attention_inputs, single_probe
+from vlmforge.harness.probes import (
+    AttentionCall,
+    eager_weights,
+    probe_batch,
+    recorded_attention_calls,
+    run_eager_with_attention_inputs,
+    single_probe,
+)
 
 ATTENTION_HOOKS = ("attn.hook_pattern", "attn.hook_scores")
 #: Where to look when a cached pattern disagrees with eager: the runtime's computed-hook plumbing.
@@ -30,23 +38,14 @@ RUNTIME_HINT = (
 )
 
 
-@contextlib.contextmanager
-def eager_attention(vlm: HookedVLM) -> Iterator[None]:
-    """Run the block with eager attention, the only implementation that returns its weights.
+def implementations_under_test(vlm: HookedVLM) -> tuple[str, ...]:
+    """The model's own attention implementation (SDPA: ``None`` or boolean masks), then eager (float masks).
 
-    The adapter selects eager today; this keeps the reference explicit should a model run SDPA
-    (which refuses ``output_attentions``), and restores the model's own implementation afterwards.
+    Hooks must be right under the implementation users run (the loaded one) and under eager, which
+    every ``output_attentions`` call switches to; each hands the layer its mask in another form.
     """
-    previous = getattr(vlm.model.config, "_attn_implementation", None)
-    current = getattr(vlm.adapter.lm_config, "_attn_implementation", previous)
-    if current in (None, "eager") or not callable(getattr(vlm.model, "set_attn_implementation", None)):
-        yield
-        return
-    vlm.model.set_attn_implementation("eager")
-    try:
-        yield
-    finally:
-        vlm.model.set_attn_implementation(previous)
+    loaded = getattr(vlm.adapter.lm_config, "_attn_implementation", None) or "eager"
+    return tuple(dict.fromkeys((loaded, "eager")))
 
 
 def cached(vlm: HookedVLM, hook_type: str) -> list[torch.Tensor]:
@@ -58,60 +57,74 @@ def cached(vlm: HookedVLM, hook_type: str) -> list[torch.Tensor]:
     return [vlm.cache[name] for name in names]
 
 
-def layer_mask(vlm: HookedVLM, call: AttentionCall, scores: torch.Tensor) -> torch.Tensor:
-    """The additive fp32 mask eager added to ``call``'s scores (causal, windowed, when none was passed)."""
-    if call.attention_mask is None:
-        window = getattr(vlm.adapter.get_lm_attn(call.layer), "sliding_window", None)
-        return causal_mask(scores.shape[0], scores.shape[-1], torch.float32, scores.device, window)
-    return call.attention_mask[..., : scores.shape[-1]].float()
+def compare_to_eager_on_same_inputs(
+    vlm: HookedVLM,
+    implementation: str,
+    calls: list[AttentionCall],
+    reference_calls: list[AttentionCall],
+    padding: torch.Tensor | None = None,
+) -> float:
+    """Cached patterns and scores of a pass under ``implementation`` vs eager weights on its inputs.
 
-
-def compare_cached_attention(vlm: HookedVLM, inputs: Any) -> float:
-    """Patterns and scores cached by ``run_with_cache`` vs eager ``output_attentions`` of the same forward.
-
-    Patterns are compared directly; scores through softmax(scores + the layer's mask), rounded to the
-    model dtype as eager rounds its weights. Rows of padding queries are excluded, as in
-    :func:`~vlmforge.harness.checks.attention.compare_attention_to_eager`.
+    ``calls`` are that pass's attention inputs, ``reference_calls`` an eager pass's (for the additive
+    mask eager uses). Scores are compared through softmax(scores + mask), rounded to the model dtype
+    as eager rounds its weights. ``padding`` ([B, 1, L, 1], True on padding queries) rows are excluded.
     """
-    with eager_attention(vlm), vlm.run_with_cache([f"lm.blocks.*.{hook}" for hook in ATTENTION_HOOKS]):
-        outputs, calls = run_eager_with_attention_inputs(vlm, inputs)
-    eager = outputs.attentions
-    if eager is None or len(eager) != vlm.lm_num_layers:
-        raise CheckFailure(
-            "the model returned no per-layer attentions under eager with output_attentions=True"
-        )
-    padding = ~real_query_rows(inputs)
     patterns, scores = cached(vlm, "attn.hook_pattern"), cached(vlm, "attn.hook_scores")
+    references = [eager_weights(vlm, call, ref.attention_mask) for call, ref in zip(calls, reference_calls)]
+
+    def hide(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor if padding is None else tensor.masked_fill(padding, 0)
 
     def from_scores() -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-        for call, layer_scores, reference in zip(calls, scores, eager):
-            softmax = torch.softmax(layer_scores.float() + layer_mask(vlm, call, layer_scores), dim=-1)
-            yield (
-                call.layer,
-                softmax.to(reference.dtype).masked_fill(padding, 0),
-                reference.masked_fill(padding, 0),
-            )
+        for call, layer_scores, reference in zip(reference_calls, scores, references):
+            mask = additive_mask(call.attention_mask, layer_scores, vlm.adapter.sliding_window(call.layer))
+            softmax = torch.softmax(layer_scores.float() + mask, dim=-1)
+            yield call.layer, hide(softmax.to(reference.dtype)), hide(reference)
 
-    worst = compare_layers(
-        vlm,
-        (
-            (layer, pattern.masked_fill(padding, 0), reference.masked_fill(padding, 0))
-            for layer, (pattern, reference) in enumerate(zip(patterns, eager))
-        ),
-        kind="pattern",
-        what="cached attn.hook_pattern (run_with_cache) vs eager output_attentions",
-        hint=RUNTIME_HINT,
-    )
     return max(
-        worst,
+        compare_layers(
+            vlm,
+            ((layer, hide(pattern), hide(ref)) for layer, pattern, ref in zip(count(), patterns, references)),
+            kind="pattern",
+            what=f"cached attn.hook_pattern ({implementation} pass) vs eager attention on the same inputs",
+            hint=RUNTIME_HINT,
+        ),
         compare_layers(
             vlm,
             from_scores(),
             kind="pattern",
-            what="softmax(cached attn.hook_scores + mask) vs eager output_attentions",
+            what=f"softmax(cached attn.hook_scores ({implementation} pass) + mask) vs eager attention",
             hint=RUNTIME_HINT,
         ),
     )
+
+
+def compare_cached_attention(vlm: HookedVLM, inputs: Any) -> float:
+    """Patterns and scores cached by ``run_with_cache`` around ``forward`` vs eager attention.
+
+    The hooks run under each of :func:`implementations_under_test`; the reference is transformers'
+    eager attention re-run on exactly the inputs each layer received in that pass
+    (:func:`~vlmforge.harness.probes.eager_weights`). Rows of padding queries are excluded, as in
+    :func:`~vlmforge.harness.checks.attention.compare_attention_to_eager`.
+    """
+    outputs, reference_calls = run_eager_with_attention_inputs(vlm, inputs)
+    if outputs.attentions is None or len(outputs.attentions) != vlm.lm_num_layers:
+        raise CheckFailure(
+            "the model returned no per-layer attentions under eager with output_attentions=True"
+        )
+    padding = ~real_query_rows(inputs)
+    worst = 0.0
+    for implementation in implementations_under_test(vlm):
+        with (
+            vlm.attention_implementation(implementation),
+            recorded_attention_calls(vlm) as calls,
+            vlm.run_with_cache([f"lm.blocks.*.{hook}" for hook in ATTENTION_HOOKS]),
+        ):
+            vlm.forward(inputs)
+        difference = compare_to_eager_on_same_inputs(vlm, implementation, calls, reference_calls, padding)
+        worst = max(worst, difference)
+    return worst
 
 
 @check
@@ -145,27 +158,27 @@ def _assert_prompt_shapes(vlm: HookedVLM, eager_first_step: tuple[torch.Tensor, 
 
 @check
 def cached_patterns_during_generate(vlm: HookedVLM) -> CheckResult:
-    """Patterns cached around KV-cached ``generate`` are the prompt pass's: equal its eager attentions."""
+    """Patterns cached around KV-cached ``generate`` are the prompt pass's: equal eager attention on it."""
     new_tokens = 3
     inputs = single_probe(vlm)
-    with eager_attention(vlm), vlm.run_with_cache([f"lm.blocks.*.{hook}" for hook in ATTENTION_HOOKS]):
-        generated = vlm.generate(
-            inputs,
-            max_new_tokens=new_tokens,
-            min_new_tokens=new_tokens,  # the decoding steps under test must actually run
-            output_attentions=True,
-            return_dict_in_generate=True,
-        )
-    steps = generated.attentions
+    # The decoding steps under test must actually run: min_new_tokens.
+    options = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "return_dict_in_generate": True}
+    with recorded_attention_calls(vlm) as reference_calls:
+        reference = vlm.generate(inputs, output_attentions=True, **options)  # switches to eager itself
+    steps = reference.attentions
     if steps is None or len(steps) != new_tokens or len(steps[0]) != vlm.lm_num_layers:
         count = "no" if steps is None else len(steps)
         raise CheckFailure(f"generate returned attentions for {count} steps, expected {new_tokens}")
-    _assert_prompt_shapes(vlm, steps[0])
-    worst = compare_layers(
-        vlm,
-        ((layer, pattern, steps[0][layer]) for layer, pattern in enumerate(cached(vlm, "attn.hook_pattern"))),
-        kind="pattern",
-        what="cached attn.hook_pattern around generate vs generate's first-step eager attentions",
-        hint=RUNTIME_HINT,
-    )
-    return CheckResult(worst, f"prompt pass of {new_tokens}-token generate, {vlm.lm_num_layers} layers")
+    worst = 0.0
+    for implementation in implementations_under_test(vlm):
+        with (
+            vlm.attention_implementation(implementation),
+            recorded_attention_calls(vlm) as calls,
+            vlm.run_with_cache([f"lm.blocks.*.{hook}" for hook in ATTENTION_HOOKS]),
+        ):
+            vlm.generate(inputs, **options)
+        _assert_prompt_shapes(vlm, steps[0])
+        worst = max(worst, compare_to_eager_on_same_inputs(vlm, implementation, calls, reference_calls))
+    implementations = " and ".join(implementations_under_test(vlm))
+    detail = f"prompt pass of {new_tokens}-token generate under {implementations}, {vlm.lm_num_layers} layers"
+    return CheckResult(worst, detail)
