@@ -12,6 +12,7 @@ import dataclasses
 import sys
 import time
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,6 +121,27 @@ def _flip(capability: str, family: str) -> Mutant:
         mutate,
         (f"capability_{capability}",),
     )
+
+
+# Helpers of the SDPA-default mutants: mask forms and the eager switch (issue #11).
+def _bool_mask_as(convert: Callable[[torch.Tensor], torch.Tensor]) -> AdapterMutation:
+    """An adapter whose patterns take SDPA's boolean mask through ``convert`` instead of 0 / -inf."""
+
+    def compute_attention_patterns(
+        self: ModelAdapter, hidden_states, layer, attention_mask=None, position_embeddings=None
+    ) -> torch.Tensor:
+        if isinstance(attention_mask, torch.Tensor) and attention_mask.dtype == torch.bool:
+            attention_mask = convert(attention_mask)
+        return super(type(self), self).compute_attention_patterns(
+            hidden_states, layer, attention_mask, position_embeddings
+        )
+
+    return with_methods(compute_attention_patterns=compute_attention_patterns)
+
+
+def _output_attentions_without_eager(base: type[HookedVLM]) -> type[HookedVLM]:
+    """A runtime that never switches to eager: SDPA silently returns no attention weights."""
+    return type(f"Mutant{base.__name__}", (base,), {"_attention_for": lambda self, kwargs: nullcontext()})
 
 
 # Helpers of the hook-value, generation and recomputation-detail mutants (H5).
@@ -480,6 +502,28 @@ MUTANTS: tuple[Mutant, ...] = (
         unchanged,
         ("patching_wildcard",),
         runtime=_wildcard_skips_last_layer,
+    ),
+    Mutant(
+        "sdpa_mask_cast_to_float",
+        "llava",
+        "SDPA's boolean mask added as 1.0 / 0.0 (the pre-SDPA float handling): padding keys attended",
+        _bool_mask_as(lambda mask: mask.float()),
+        ("cached_patterns_vs_eager_padded_batch",),
+    ),
+    Mutant(
+        "sdpa_mask_inverted",
+        "qwen2_5_vl",
+        "SDPA's boolean mask read the wrong way round (True taken as masked)",
+        _bool_mask_as(lambda mask: torch.where(mask, torch.finfo(torch.float32).min, 0.0)),
+        ("cached_patterns_vs_eager_padded_batch",),
+    ),
+    Mutant(
+        "output_attentions_under_sdpa",
+        "smolvlm",
+        "forward(output_attentions=True) keeps SDPA, which returns no weights",
+        unchanged,
+        ("attention_vs_eager", "cached_patterns_vs_eager", "cached_patterns_during_generate"),
+        runtime=_output_attentions_without_eager,
     ),
     # --- harness truth: cached attention and patching (helper H6 appends here)
     _flip("contiguous_image_tokens", "smolvlm"),
