@@ -17,6 +17,7 @@ from functools import cached_property
 from typing import Any, ClassVar
 
 import torch
+import transformers
 from torch import nn
 
 from vlmforge.core.errors import ContractError
@@ -123,14 +124,35 @@ def additive_mask(
     return attention_mask.float()
 
 
+class _FromSpec:
+    """A class attribute computed from the adapter class's ``spec`` when read."""
+
+    def __init__(self, compute: Callable[[type], Any], doc: str) -> None:
+        self.compute = compute
+        self.__doc__ = doc
+
+    def __get__(self, instance: Any, owner: type) -> Any:
+        if not hasattr(owner, "spec"):
+            raise AttributeError(f"{owner.__name__} has no `spec`, so no {self.__doc__}")
+        return self.compute(owner)
+
+
 class ModelAdapter:
     """Uniform access to a VLM's language model for interpretability tooling.
 
     Args:
         model: the Hugging Face ``*ForConditionalGeneration`` model.
+
+    Class attributes (VLM Spectra's): ``SUPPORTED_MODELS`` (the family's checkpoint ids, set on
+    registration), ``MODEL_CLASS`` (the transformers model class) and ``PROCESSOR_CLASS``
+    (``transformers.AutoProcessor``); both load through ``.from_pretrained``.
     """
 
     spec: ClassVar[FamilySpec]
+    MODEL_CLASS: ClassVar[Any] = _FromSpec(
+        lambda cls: getattr(transformers, cls.spec.model_class), "transformers model class"
+    )
+    PROCESSOR_CLASS: ClassVar[Any] = _FromSpec(lambda cls: transformers.AutoProcessor, "processor class")
     #: The prompt processor this family uses. The generic one reads ``spec.prompt``; a family whose
     #: prompting truly differs names its own subclass here (nothing chooses processors by name).
     processor_class: ClassVar[type[VLMProcessor]] = VLMProcessor
@@ -141,9 +163,21 @@ class ModelAdapter:
         self.model = model
         #: The tokenizer, when known (HookedVLM sets it): image-token lookup by string falls back to it.
         self.tokenizer: Any | None = None
+        #: The Hugging Face processor, when known (``set_processor``; HookedVLM sets it).
+        self.processor: Any | None = None
+        config = getattr(model, "config", None)
+        #: The attention implementation the model was loaded with (restored after eager calls).
+        self._original_attn_impl: str = getattr(config, "_attn_implementation", None) or "sdpa"
         # The model keeps its own attention implementation (SDPA on most checkpoints): patterns are
         # recomputed from the layer's inputs, whatever mask form that implementation hands the layer.
         self._language_model = resolve_attribute(model, self.spec.language_model, what="language model")
+
+    def set_processor(self, processor: Any) -> None:
+        """Store the Hugging Face processor (and its tokenizer, for the image-token lookup)."""
+        self.processor = processor
+        tokenizer = getattr(processor, "tokenizer", None)
+        if tokenizer is not None:
+            self.tokenizer = tokenizer
 
     @property
     def language_model(self) -> nn.Module:
@@ -361,7 +395,8 @@ class ModelAdapter:
                 cos, sin = position_embeddings or self._default_position_embeddings(hidden_states)
                 query, key = self._rotary(query, key, cos, sin)
             key = self._repeat_kv(key, query.shape[1] // key.shape[1])
-            return torch.matmul(query, key.transpose(2, 3)) * self._scaling(attn)
+            # In place on the fresh product: one [B, H, L, L] buffer, not two (bit-identical to `* s`).
+            return torch.matmul(query, key.transpose(2, 3)).mul_(self._scaling(attn))
 
     def compute_attention_patterns(
         self,
@@ -381,7 +416,7 @@ class ModelAdapter:
         with torch.no_grad():
             scores = scores.float()
             mask = additive_mask(attention_mask, scores, self.sliding_window(layer))
-            patterns = torch.softmax(scores + mask, dim=-1)
+            patterns = torch.softmax(scores.add_(mask), dim=-1)  # scores is ours: add in place
         return patterns.to(hidden_states.dtype)
 
     def sliding_window(self, layer: int) -> int | None:
@@ -409,6 +444,13 @@ class ModelAdapter:
             return torch.einsum("blhd,ehd->blhe", z.to(per_head.dtype), per_head)
 
     # -------------------------------------------------------------- cache format
+    def format_cache(self, cache: dict[str, Any]) -> dict[str, Any]:
+        """``format_cache_item`` applied to every ``lm.blocks.{i}.<hook type>`` entry of ``cache``."""
+        return {
+            name: self.format_cache_item(name.split(".", 3)[-1] if name.count(".") >= 3 else name, value)
+            for name, value in cache.items()
+        }
+
     def format_cache_item(self, hook_type: str, item: Any) -> Any:
         """Normalise a captured activation: unwrap tuples, split heads for q/k/v/z.
 
