@@ -1,6 +1,7 @@
 """The contract, registry, hook runtime and prompt processing that every family shares."""
 
 from vlmforge.core.adapter import ModelAdapter
+from vlmforge.core.cache import ActivationCache
 from vlmforge.core.errors import (
     AdapterDiscoveryError,
     CheckpointLoadError,
@@ -11,7 +12,14 @@ from vlmforge.core.errors import (
     UnsupportedArchitectureError,
     VLMForgeError,
 )
-from vlmforge.core.hooks import HOOK_TYPES, HookPoint, expand_hook_names
+from vlmforge.core.hooks import (
+    ALL_HOOK_TYPES,
+    HOOK_TYPES,
+    MASK_HOOK_TYPES,
+    HookPoint,
+    RawHook,
+    expand_hook_names,
+)
 from vlmforge.core.processing import VLMProcessor, load_image
 from vlmforge.core.registry import ModelRegistry, Resolution
 from vlmforge.core.roles import ROLES, Role
@@ -27,9 +35,12 @@ from vlmforge.core.spec import (
 )
 
 __all__ = [
+    "ALL_HOOK_TYPES",
     "CAPABILITY_NAMES",
     "HOOK_TYPES",
+    "MASK_HOOK_TYPES",
     "ROLES",
+    "ActivationCache",
     "AdapterDiscoveryError",
     "AttentionRecipe",
     "Capabilities",
@@ -45,6 +56,7 @@ __all__ = [
     "ModelRegistry",
     "ModulePaths",
     "PromptFormat",
+    "RawHook",
     "Resolution",
     "Role",
     "UnknownModelError",

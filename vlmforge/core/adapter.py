@@ -78,17 +78,29 @@ def repeat_kv(states: torch.Tensor, n_rep: int) -> torch.Tensor:
 
 
 def causal_mask(
-    batch: int, length: int, dtype: torch.dtype, device: torch.device, sliding_window: int | None = None
+    batch: int,
+    length: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    sliding_window: int | None = None,
+    *,
+    past_length: int = 0,
+    masked_value: float | None = None,
 ) -> torch.Tensor:
-    """Additive causal mask [B, 1, L, L] (0 where attended, dtype-min elsewhere), as eager uses."""
-    query = torch.arange(length, device=device)[:, None]
-    key = torch.arange(length, device=device)[None, :]
+    """Additive causal mask ``[B, 1, L, past + L]``: 0 where attended, ``masked_value`` elsewhere.
+
+    Query ``i`` sits at position ``past_length + i`` and attends keys ``0 .. past_length + i``
+    (within ``sliding_window``, if any). ``masked_value`` defaults to ``finfo(dtype).min``, as eager
+    uses; a standalone mask handed to SDPA may use ``-inf``.
+    """
+    query = torch.arange(length, device=device)[:, None] + past_length
+    key = torch.arange(past_length + length, device=device)[None, :]
     allowed = key <= query
     if sliding_window is not None:
         allowed &= query - key < sliding_window
-    mask = torch.zeros(length, length, dtype=dtype, device=device)
-    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
-    return mask[None, None].expand(batch, 1, length, length)
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=device)
+    mask.masked_fill_(~allowed, torch.finfo(dtype).min if masked_value is None else masked_value)
+    return mask[None, None].expand(batch, 1, *allowed.shape)
 
 
 def additive_mask(

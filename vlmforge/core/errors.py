@@ -7,8 +7,11 @@ class VLMForgeError(Exception):
     """Base class of vlmforge's own errors."""
 
 
-class UnknownModelError(VLMForgeError, KeyError):
-    """A model name that is neither a supported id, an alias, a tiny model nor a local checkpoint."""
+class UnknownModelError(VLMForgeError, KeyError, ValueError):
+    """A model name that is neither a supported id, an alias, a tiny model nor a local checkpoint.
+
+    A ``ValueError`` as VLM Spectra raises for an unknown id (and a ``KeyError``, as before).
+    """
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else ""

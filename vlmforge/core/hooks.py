@@ -25,13 +25,22 @@ mlp.hook_out           mlp, output                 MLP output                   
 Recomputed hooks are derived from the captured inputs by the adapter (under ``no_grad``); they can
 be read by ``run_with_hooks`` functions but not patched, since the model never materialises them
 outside eager attention.
+
+One more hook type controls rather than carries activations, so it is kept out of ``HOOK_TYPES`` (the
+activation table the conformance harness checks shapes against) and listed in ``MASK_HOOK_TYPES``:
+``attn.hook_mask``, a forward pre-hook on the attention module's ``attention_mask`` keyword, whose value
+is the 4-D mask the attention receives (``[B, 1, L, L_k]``). Its functions see the mask as the
+attention implementation receives it (additive float under eager, boolean under SDPA with padding);
+where the decoder passes none (SDPA, no padding) an additive float causal mask (0 / ``-inf``) is built
+for the function, and written back only if the function changed or replaced it. Caching it stores
+that mask. Patching it is attention knock-out (:class:`vlmforge.core.patching.BlockAttention`).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from vlmforge.core.errors import InvalidHookError
 from vlmforge.core.roles import (
@@ -57,11 +66,12 @@ class HookType:
     Attributes:
         site: the role of the module the PyTorch hook attaches to (resolved per layer by the adapter).
         direction: ``"input"`` (forward pre-hook on the module's hidden-states argument),
-            ``"output"`` (forward hook on its output) or ``"computed"`` (recomputed by the adapter).
+            ``"output"`` (forward hook on its output), ``"computed"`` (recomputed by the adapter) or
+            ``"mask"`` (forward pre-hook on the ``attention_mask`` keyword).
     """
 
     site: Role
-    direction: Literal["input", "output", "computed"]
+    direction: Literal["input", "output", "computed", "mask"]
 
     @property
     def heads(self) -> Heads | None:
@@ -88,6 +98,12 @@ HOOK_TYPES: dict[str, HookType] = {
     "mlp.hook_out": HookType(MLP, "output"),
 }
 
+#: Hook types that control the computation instead of carrying an activation (see the module docstring).
+MASK_HOOK_TYPES: dict[str, HookType] = {"attn.hook_mask": HookType(ATTENTION, "mask")}
+
+#: Every hook type a name may use.
+ALL_HOOK_TYPES: dict[str, HookType] = {**HOOK_TYPES, **MASK_HOOK_TYPES}
+
 _HOOK_NAME = re.compile(r"^lm\.blocks\.(?P<layer>\*|-?\d+)\.(?P<type>.+)$")
 
 
@@ -104,7 +120,25 @@ class HookPoint:
 
     @property
     def spec(self) -> HookType:
-        return HOOK_TYPES[self.hook_type]
+        return ALL_HOOK_TYPES[self.hook_type]
+
+
+class RawHook:
+    """Marks a hook function to be called with the module call and the flat, raw value.
+
+    ``RawHook(fn)`` is called as ``fn(module, args, kwargs, value)`` (VLM Spectra's convention): the
+    value is the tensor as the module reads or returns it (q/k/v/z flat ``[B, L, heads * d_h]``), and a
+    returned tensor is written back as is. Plain functions get ``fn(activation, hook_point)`` with
+    heads split. ``vlmforge.spectra`` wraps every user function in this.
+    """
+
+    __slots__ = ("function",)
+
+    def __init__(self, function: Any) -> None:
+        self.function = function
+
+    def __call__(self, module: Any, args: tuple, kwargs: dict, value: Any) -> Any:
+        return self.function(module, args, kwargs, value)
 
 
 def expand_hook_names(names: str | list[str] | tuple[str, ...], num_layers: int) -> list[HookPoint]:
@@ -119,10 +153,10 @@ def expand_hook_names(names: str | list[str] | tuple[str, ...], num_layers: int)
     points: list[HookPoint] = []
     for name in names:
         match = _HOOK_NAME.match(name) if isinstance(name, str) else None
-        if match is None or match["type"] not in HOOK_TYPES:
+        if match is None or match["type"] not in ALL_HOOK_TYPES:
             raise InvalidHookError(
                 f"invalid hook name {name!r}: expected 'lm.blocks.<layer|*>.<hook type>' with hook type "
-                f"one of {', '.join(HOOK_TYPES)}"
+                f"one of {', '.join(ALL_HOOK_TYPES)}"
             )
         layer_text, hook_type = match["layer"], match["type"]
         if layer_text == "*":

@@ -14,13 +14,16 @@ import torch
 import transformers
 from torch import nn
 
-from vlmforge.core.adapter import ModelAdapter
+from vlmforge.core.adapter import ModelAdapter, causal_mask
+from vlmforge.core.cache import ActivationCache
 from vlmforge.core.errors import CheckpointLoadError, DeviceError, InputError, InvalidHookError
-from vlmforge.core.hooks import HookPoint, expand_hook_names
+from vlmforge.core.hooks import HookPoint, RawHook, expand_hook_names
 from vlmforge.core.processing import ImageInput, VLMProcessor
 from vlmforge.core.registry import ModelRegistry, Resolution
 
 HookFunction = Callable[[torch.Tensor, HookPoint], torch.Tensor | None]
+#: A hook function, native (``fn(activation, hook_point)``) or raw (:class:`RawHook`).
+AnyHookFunction = HookFunction | RawHook
 #: Builds ``(model, hf_processor)`` from a resolution's location, a seed and a dtype.
 ModelBuilder = Callable[..., tuple[nn.Module, Any]]
 
@@ -121,6 +124,29 @@ def _replace_first(value: Any, tensor: torch.Tensor) -> Any:
     return tensor
 
 
+class _Registration:
+    """One hook function registered on its module; readers can be moved behind later patches."""
+
+    def __init__(self, vlm: HookedVLM, point: HookPoint, function: AnyHookFunction, reader: bool) -> None:
+        self.vlm, self.point, self.function, self.reader = vlm, point, function, reader
+        self.handle: torch.utils.hooks.RemovableHandle | None = vlm._register(point, function, reader=reader)
+        if reader:
+            vlm._readers.append(self)
+
+    def reregister(self) -> None:
+        """Remove and register again: the function then runs after every hook registered so far."""
+        if self.handle is not None:
+            self.handle.remove()
+            self.handle = self.vlm._register(self.point, self.function, reader=self.reader)
+
+    def remove(self) -> None:
+        if self.handle is not None:
+            self.handle.remove()
+            self.handle = None
+        if self in self.vlm._readers:
+            self.vlm._readers.remove(self)
+
+
 def _require_accelerate() -> None:
     """device_map loading goes through accelerate: say which extra provides it when it is missing."""
     try:
@@ -163,7 +189,11 @@ class HookedVLM:
             else adapter.processor_class(processor, adapter.spec)
         )
         self.model_name = model_name or getattr(model.config, "_name_or_path", "") or adapter.spec.name
-        self.cache: dict[str, torch.Tensor] = {}
+        self.cache: ActivationCache = ActivationCache()
+        # Active cache (reader) registrations, kept behind every patch so a cache sees patched values.
+        self._readers: list[_Registration] = []
+        if getattr(adapter, "processor", None) is None and not isinstance(processor, VLMProcessor):
+            adapter.processor = processor
         # True while a recomputed hook (scores, pattern) re-runs q/k projections: hook functions are not
         # called again then; each hook replays the replacement it made in the real pass instead.
         self._recomputing = False
@@ -367,16 +397,40 @@ class HookedVLM:
             return self.attention_implementation("eager")
         return contextlib.nullcontext()
 
-    def forward(self, inputs: Any, **kwargs: Any) -> Any:
-        """One forward pass (no gradients); returns the Hugging Face model output."""
+    def _gradients(self, require_grads: bool) -> contextlib.AbstractContextManager[Any]:
+        """``no_grad``, or with ``require_grads`` gradients on (every parameter set to require them)."""
+        if not require_grads:
+            return torch.no_grad()
+        self.model.requires_grad_(True)  # not reverted, as in VLM Spectra: attribution runs backward after
+        return torch.enable_grad()
+
+    def forward(self, inputs: Any, *, require_grads: bool = False, **kwargs: Any) -> Any:
+        """One forward pass; returns the Hugging Face model output.
+
+        Runs under ``no_grad`` unless ``require_grads=True``, which turns gradients on for the call and
+        sets every parameter to require them (not reverted), so ``out.logits[...].backward()`` reaches
+        the parameters and any activation a hook kept with its graph (attribution). Recomputed hooks
+        (scores, patterns, head outputs) are computed without gradients either way.
+        """
         self._check_inputs(inputs)
-        with self._attention_for(kwargs), torch.no_grad():
+        with self._attention_for(kwargs), self._gradients(require_grads):
             return self.model(**inputs, **kwargs)
 
     forward_batch = forward
 
-    def generate(self, inputs: Any, max_new_tokens: int = 32, do_sample: bool = False, **kwargs: Any) -> Any:
-        """Generate; the result has ``.sequences`` (prompt + new tokens, [B, L + new])."""
+    def generate(
+        self,
+        inputs: Any,
+        max_new_tokens: int = 32,
+        do_sample: bool = False,
+        *,
+        require_grads: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        """Generate; the result has ``.sequences`` (prompt + new tokens, [B, L + new]).
+
+        ``require_grads`` as in :meth:`forward`.
+        """
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise InputError(f"max_new_tokens must be a whole number >= 1, got {max_new_tokens!r}")
         self._check_inputs(inputs, new_tokens=max_new_tokens)
@@ -384,22 +438,53 @@ class HookedVLM:
         tokenizer = self.prompt_processor.tokenizer
         if getattr(tokenizer, "pad_token_id", None) is not None:
             kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)
-        with self._attention_for(kwargs), torch.no_grad():
+        with self._attention_for(kwargs), self._gradients(require_grads):
             return self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=do_sample, **kwargs)
 
     generate_batch = generate
 
+    # ------------------------------------------------------------ components
+    def get_model_components(self) -> dict[str, Any]:
+        """The pieces a logit lens needs: ``norm`` (final norm), ``lm_head`` and ``tokenizer``."""
+        return {
+            "norm": self.adapter.get_lm_norm(),
+            "lm_head": self.adapter.get_lm_head(),
+            "tokenizer": self.prompt_processor.tokenizer,
+        }
+
+    def get_image_token_range(self, inputs: Any) -> tuple[int, int]:
+        """``(first, last)``: the inclusive positions of the image-token id in a one-row input.
+
+        On a family whose image tokens are not contiguous (tile markers in between), the range spans
+        the markers too.
+
+        Raises:
+            ValueError: more than one row, or no image token in the row.
+        """
+        input_ids = inputs["input_ids"] if isinstance(inputs, Mapping) else inputs
+        if input_ids.dim() == 2 and input_ids.shape[0] != 1:
+            raise InputError(f"get_image_token_range takes one row, got a batch of {input_ids.shape[0]}")
+        row = input_ids.reshape(-1)
+        positions = (row == self.adapter.get_image_token_id()).nonzero().flatten()
+        if positions.numel() == 0:
+            raise InputError("the input has no image tokens")
+        return int(positions[0]), int(positions[-1])
+
     # ----------------------------------------------------------------- hooks
     @contextlib.contextmanager
-    def run_with_cache(self, hook_names: str | Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
+    def run_with_cache(self, hook_names: str | Sequence[str]) -> Iterator[ActivationCache]:
         """Cache activations of ``hook_names`` during the block; afterwards in ``self.cache``.
 
+        Yields the :class:`ActivationCache` (a dict with ``stack``) that is also ``self.cache``.
         If several forward passes run inside the block (e.g. ``generate``), each name keeps the
         activation of the *first* pass, the full prompt. Cached tensors are detached copies, so the
         model's computation is untouched (logits are bit-identical with and without caching).
+
+        A cache records the value the model actually used: patch functions (``run_with_hooks``) run
+        before cache functions on the same hook, whichever block was opened first.
         """
         points = expand_hook_names(hook_names, self.lm_num_layers)
-        store: dict[str, torch.Tensor] = {}
+        store = ActivationCache()
 
         def remember(activation: torch.Tensor, point: HookPoint) -> None:
             if point.name not in store:
@@ -418,6 +503,11 @@ class HookedVLM:
         in [B, L, heads, d_h]); returning ``None`` leaves it unchanged. Recomputed hooks
         (``attn.hook_scores``, ``attn.hook_pattern``, ``attn.hook_head_out``) can only be read;
         scores and patterns are recomputed on full passes only (not on KV-cached decoding steps).
+
+        Order: patch functions run in list order (after ``*`` expansion), a nested block's after the
+        outer block's, and all of them before any cache function on the same hook.
+        ``attn.hook_mask`` functions get the attention mask (see :mod:`vlmforge.core.hooks`); any
+        function may be a patch helper from :mod:`vlmforge.core.patching`, or a :class:`RawHook`.
         """
         bound: list[tuple[HookPoint, HookFunction]] = []
         for entry in hooks:
@@ -429,36 +519,67 @@ class HookedVLM:
             yield
 
     @contextlib.contextmanager
-    def _hooks(self, bound: list[tuple[HookPoint, HookFunction]], *, reader: bool) -> Iterator[None]:
-        handles: list[torch.utils.hooks.RemovableHandle] = []
+    def _hooks(
+        self, bound: Sequence[tuple[HookPoint, AnyHookFunction]], *, reader: bool
+    ) -> Iterator[list[_Registration]]:
+        """Register ``bound`` for the block (always removed); yields the registrations.
+
+        Patches (``reader=False``) are registered after the active readers are moved behind: a reader
+        registered earlier is registered again, so it runs after the patch and records its result.
+        """
+        registrations: list[_Registration] = []
+        try:
+            registrations += self._add_hooks(bound, reader=reader)
+            yield registrations
+        finally:
+            for registration in registrations:
+                registration.remove()
+
+    def _add_hooks(
+        self, bound: Sequence[tuple[HookPoint, AnyHookFunction]], *, reader: bool
+    ) -> list[_Registration]:
+        """Register ``bound`` until the returned registrations are removed (``_hooks`` is the block form).
+
+        If one fails to register, those registered before it are removed and the error propagates.
+        """
+        registrations: list[_Registration] = []
         try:
             for point, function in bound:
-                handles.append(self._register(point, function, reader=reader))
-            yield
-        finally:
-            for handle in handles:
-                handle.remove()
+                registrations.append(_Registration(self, point, function, reader))
+        except BaseException:
+            for registration in registrations:
+                registration.remove()
+            raise
+        if not reader:
+            for registration in list(self._readers):
+                registration.reregister()
+        return registrations
 
     def _register(
-        self, point: HookPoint, function: HookFunction, *, reader: bool
+        self, point: HookPoint, function: AnyHookFunction, *, reader: bool
     ) -> torch.utils.hooks.RemovableHandle:
         module = self.adapter.module(point.spec.site, point.layer)
         direction = point.spec.direction
         replayed: list[torch.Tensor | None] = [None]  # this hook's replacement in the current pass
 
-        def call(raw: torch.Tensor) -> torch.Tensor | None:
-            """Hand the formatted activation to ``function``; map a replacement back to raw shape."""
+        def call(raw: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor | None:
+            """Hand the activation to ``function``; map a replacement back to raw shape."""
             if self._recomputing:
                 # The adapter re-runs q/k_proj to recompute scores: reproduce what the model computed in
                 # this pass (a patched q stays patched) without calling the user's function twice.
                 return replayed[0]
-            replayed[0] = replacement = self._apply(function, point, raw, reader=reader)
+            if isinstance(function, RawHook):
+                result = function(module, args, kwargs, raw)
+                replacement = None if reader else self._checked(result, point)
+            else:
+                replacement = self._apply(function, point, raw, reader=reader)
+            replayed[0] = replacement
             return replacement
 
         if direction == "output":
 
-            def output_hook(_module: nn.Module, _args: Any, output: Any) -> Any:
-                replacement = call(_first_tensor(output))
+            def output_hook(_module: nn.Module, args: Any, output: Any) -> Any:
+                replacement = call(_first_tensor(output), args, {})
                 return None if replacement is None else _replace_first(output, replacement)
 
             return module.register_forward_hook(output_hook)
@@ -467,17 +588,81 @@ class HookedVLM:
 
             def input_hook(_module: nn.Module, args: tuple, kwargs: dict) -> Any:
                 from_args = bool(args)
-                raw = args[0] if from_args else kwargs["hidden_states"]
-                replacement = call(raw)
+                raw = _first_tensor(args[0]) if from_args else kwargs.get("hidden_states")
+                if raw is None:
+                    return None
+                replacement = call(raw, args, kwargs)
                 if replacement is None:
                     return None
                 if from_args:
-                    return (replacement, *args[1:]), kwargs
+                    return (_replace_first(args[0], replacement), *args[1:]), kwargs
                 return args, {**kwargs, "hidden_states": replacement}
 
             return module.register_forward_pre_hook(input_hook, with_kwargs=True)
 
+        if direction == "mask":
+            return self._register_mask(point, module, function, reader=reader)
+
         return self._register_computed(point, module, function)
+
+    def _register_mask(
+        self, point: HookPoint, module: nn.Module, function: AnyHookFunction, *, reader: bool
+    ) -> torch.utils.hooks.RemovableHandle:
+        """``attn.hook_mask``: a pre-hook on the attention's ``attention_mask`` keyword."""
+
+        def mask_hook(_module: nn.Module, args: tuple, kwargs: dict) -> Any:
+            mask = kwargs.get("attention_mask")
+            synthesized = mask is None
+            if synthesized:
+                hidden_states = args[0] if args else kwargs.get("hidden_states")
+                if hidden_states is None:
+                    return None
+                mask = self._mask_for(point, hidden_states, kwargs)
+                pristine = mask.clone()
+            if isinstance(function, RawHook):
+                result = function(module, args, kwargs, mask)
+            else:
+                result = function(mask, point)
+            if reader:
+                return None
+            if result is None:
+                # In-place edits of a mask the model passed apply by themselves; a built one is
+                # handed over only if the function changed it (else SDPA keeps its causal fast path).
+                if not synthesized or torch.equal(mask, pristine):
+                    return None
+                result = mask
+            result = self._checked(result, point)
+            if result.is_floating_point():
+                hidden_states = args[0] if args else kwargs.get("hidden_states")
+                if hidden_states is not None:
+                    result = result.to(hidden_states.dtype)
+            return args, {**kwargs, "attention_mask": result}
+
+        return module.register_forward_pre_hook(mask_hook, with_kwargs=True)
+
+    def _mask_for(self, point: HookPoint, hidden_states: torch.Tensor, kwargs: dict) -> torch.Tensor:
+        """The causal mask for an attention call that got none (SDPA without padding)."""
+        past = kwargs.get("past_key_values")
+        past_length = 0 if past is None else int(past.get_seq_length(point.layer))
+        batch, length = hidden_states.shape[:2]
+        mask = causal_mask(
+            batch,
+            length,
+            hidden_states.dtype,
+            hidden_states.device,
+            self.adapter.sliding_window(point.layer),
+            past_length=past_length,
+            masked_value=float("-inf"),  # VLM Spectra's convention for the mask it builds
+        )
+        return mask.clone()  # a real tensor, not an expanded view: functions may edit it in place
+
+    @staticmethod
+    def _checked(result: Any, point: HookPoint) -> torch.Tensor | None:
+        """A raw function's result: ``None`` or a tensor, written back as returned."""
+        if result is None or isinstance(result, torch.Tensor):
+            return result
+        kind = f"{type(result).__module__}.{type(result).__qualname__}".removeprefix("builtins.")
+        raise InvalidHookError(f"hook {point.name} returned a {kind}, not a torch.Tensor: return None or one")
 
     def _apply(
         self, function: HookFunction, point: HookPoint, raw: torch.Tensor, *, reader: bool
@@ -506,6 +691,8 @@ class HookedVLM:
         adapter = self.adapter
 
         def observe(value: torch.Tensor) -> None:
+            if isinstance(function, RawHook):
+                raise InvalidHookError(f"{point.name} is recomputed (virtual): it takes no raw hook function")
             if function(value, point) is not None:
                 raise InvalidHookError(
                     f"{point.name} is recomputed from the attention inputs and cannot be patched; "
