@@ -1,0 +1,53 @@
+"""Logit lens: every family, checked against a hand computation from the weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from analysis_helpers import gradient_image
+
+from vlmforge.analysis import compute_logit_lens, logit_lens
+
+
+def _hidden_states(vlm):
+    inputs = vlm.prepare_messages("What is shown?", gradient_image(64, 48))
+    return inputs, vlm.forward(inputs, output_hidden_states=True).hidden_states
+
+
+def test_top_k_equals_a_hand_computation(family, tiny) -> None:
+    vlm = tiny(family)
+    inputs, hidden = _hidden_states(vlm)
+    norm, head = vlm.adapter.get_lm_norm(), vlm.adapter.get_lm_head()
+    tokenizer = vlm.prompt_processor.tokenizer
+    lens = compute_logit_lens(hidden, norm, head, tokenizer, top_k=5)
+    assert len(lens) == len(hidden) == vlm.lm_num_layers + 1
+    assert all(len(layer) == inputs["input_ids"].shape[1] for layer in lens)
+    # By hand: RMSNorm from its weight and epsilon, the unembedding as a matrix product, softmax.
+    layer, position = 1, -1
+    h = hidden[layer][0, position].double()
+    eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", None))
+    normed = h * torch.rsqrt(h.pow(2).mean() + eps) * norm.weight.double()
+    probabilities = torch.softmax(normed @ head.weight.double().T, dim=-1)
+    values, ids = probabilities.topk(5)
+    expected = [(tokenizer.decode([i]), f"{p:.4f}") for i, p in zip(ids.tolist(), values.tolist())]
+    got = lens[layer][position]
+    assert [p for _, p in got] == [p for _, p in expected]
+    assert [t for t, _ in got] == [t for t, _ in expected]
+    assert float(got[0][1]) >= float(got[-1][1])
+
+
+def test_tensor_forms_and_errors(tiny) -> None:
+    vlm = tiny("llava")
+    inputs, hidden = _hidden_states(vlm)
+    args = (vlm.adapter.get_lm_norm(), vlm.adapter.get_lm_head(), vlm.prompt_processor.tokenizer)
+    reference = compute_logit_lens(hidden, *args, top_k=3)
+    stacked = torch.stack(hidden)  # [layers, 1, seq, d]
+    assert compute_logit_lens(stacked, *args, top_k=3) == reference
+    assert compute_logit_lens(stacked[:, 0], *args, top_k=3) == reference
+    assert logit_lens(vlm, inputs, top_k=3) == reference
+    with pytest.raises(ValueError, match="one input"):
+        compute_logit_lens(tuple(h.repeat(2, 1, 1) for h in hidden), *args)
+    with pytest.raises(ValueError, match="one input"):
+        compute_logit_lens(stacked.repeat(1, 2, 1, 1), *args)
+    with pytest.raises(ValueError, match="top_k"):
+        compute_logit_lens(hidden, *args, top_k=0)

@@ -1,0 +1,401 @@
+"""Image geometry as the model sees it: which region of the original image each image token covers.
+
+:func:`image_info` derives the geometry for any registered family from what the family's own Hugging
+Face processor does to the image, never from a per-family table:
+
+* the processor is run on the image (through the family's prompt processor, so ``input_ids`` carry
+  the real image tokens);
+* processors that report a patch grid (``image_grid_thw``, Qwen-VL style) give the processed size as
+  grid x patch size, with the merge factor from the image processor or the vision config;
+* otherwise the processed size is the pixel tensor's spatial shape; a centre crop (``do_center_crop``)
+  is located by re-running the image processor with the crop switched off (which gives the resized
+  size) and applying the processor's centre-crop rule; a pad-to-square (``do_pad``) is accounted for;
+* the grid is processed size / (patch size x merge factor), and it is cross-checked against the number
+  of image tokens the processor put in ``input_ids``: a family whose image tokens are not one grid
+  over one view of the image (Idefics3 / SmolVLM tiling: several tiles plus a global view) raises
+  :class:`UnsupportedGeometryError` (a ``NotImplementedError``) that says why.
+
+Coordinates: sizes are ``(width, height)``; boxes are ``(x0, y0, x1, y1)`` in pixels. ``crop_box`` is in
+original-image pixels (it may extend past the image when the processor pads); corrected boxes and
+masks are in processed-image pixels, where the patch grid lives.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from vlmforge.analysis.patch_overview import DEFAULT_HIGHLIGHT, LabelMode, draw_patch_overview
+from vlmforge.core.errors import VLMForgeError
+from vlmforge.core.processing import load_image
+
+Box = tuple[float, float, float, float]
+
+
+class UnsupportedGeometryError(VLMForgeError, NotImplementedError):
+    """The family's image tokens cannot be expressed as one patch grid over one view of the image."""
+
+
+@dataclass(frozen=True)
+class CorrectedBbox:
+    """A bounding box mapped into processed-image pixels.
+
+    Attributes:
+        bbox: ``(x0, y0, x1, y1)`` in processed-image pixels; ``(0, 0, 0, 0)`` when the box lies wholly
+            outside what the model sees.
+        clipped: part of the box (or all of it) was outside the crop region and was cut off.
+    """
+
+    bbox: Box
+    clipped: bool
+
+
+@dataclass(frozen=True)
+class CorrectedSeg:
+    """A segmentation mask mapped into processed-image pixels.
+
+    Attributes:
+        mask: boolean array ``[processed_h, processed_w]``.
+        clipped: some foreground pixels were outside the crop region and were cut off.
+    """
+
+    mask: np.ndarray
+    clipped: bool
+
+
+@dataclass(frozen=True)
+class PatchOverlap:
+    """Which patches (grid cells) a region overlaps, and how much of each.
+
+    Attributes:
+        patch_indices: row-major cell indices (``row * grid_w + col``) with a non-zero overlap, ascending.
+        overlap_fractions: the covered fraction of each listed cell's area, in ``(0, 1]``.
+    """
+
+    patch_indices: list[int]
+    overlap_fractions: list[float]
+
+
+@dataclass
+class ImageInfo:
+    """The geometry of one image as the model sees it.
+
+    Attributes:
+        image: the processed view (crop region of the original, resized to ``processed_size``), RGB.
+        original_size: ``(w, h)`` of the image given to the processor.
+        processed_size: ``(w, h)`` of the pixels the vision tower sees.
+        crop_box: ``(x0, y0, x1, y1)`` of the original image that maps onto the processed image
+            (the whole image when nothing is cropped; beyond it where the processor pads).
+        patch_size: the vision tower's patch side in processed pixels.
+        spatial_merge_size: patches merged per side into one image token (1 when none).
+        grid_h, grid_w: the image-token grid; cell ``(r, c)`` is image token ``r * grid_w + c``.
+    """
+
+    image: Image.Image
+    original_size: tuple[int, int]
+    processed_size: tuple[int, int]
+    crop_box: Box
+    patch_size: int
+    spatial_merge_size: int
+    grid_h: int
+    grid_w: int
+    num_image_tokens: int | None = field(default=None, compare=False)
+
+    # ---------------------------------------------------------------- sizes
+    @property
+    def effective_patch_size(self) -> int:
+        """Processed pixels per grid cell side (``patch_size * spatial_merge_size``)."""
+        return self.patch_size * self.spatial_merge_size
+
+    @property
+    def num_patches(self) -> int:
+        """Grid cells, i.e. image tokens of this image."""
+        return self.grid_h * self.grid_w
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """Processed pixels per original pixel along x and y."""
+        x0, y0, x1, y1 = self.crop_box
+        return self.processed_size[0] / (x1 - x0), self.processed_size[1] / (y1 - y0)
+
+    def to_processed(self, x: float, y: float) -> tuple[float, float]:
+        """Map an original-image point to processed-image pixels."""
+        sx, sy = self.scale
+        return (x - self.crop_box[0]) * sx, (y - self.crop_box[1]) * sy
+
+    # ---------------------------------------------------------- corrections
+    def correct_bbox(self, bbox: Box) -> CorrectedBbox:
+        """Map an original-image box into processed pixels, clamped to what the model sees.
+
+        Raises:
+            ValueError: ``bbox`` is not four numbers with ``x0 <= x1`` and ``y0 <= y1``.
+        """
+        x0, y0, x1, y1 = _check_box(bbox)
+        cx0, cy0, cx1, cy1 = self.crop_box
+        # The region the model sees is the crop box within the image (padding carries no content).
+        vx0, vy0 = max(cx0, 0.0), max(cy0, 0.0)
+        vx1, vy1 = min(cx1, float(self.original_size[0])), min(cy1, float(self.original_size[1]))
+        kx0, ky0, kx1, ky1 = max(x0, vx0), max(y0, vy0), min(x1, vx1), min(y1, vy1)
+        clipped = (kx0, ky0, kx1, ky1) != (x0, y0, x1, y1)
+        # Nothing left: wholly outside, or cut down to an edge (a degenerate box inside stays as it is).
+        if kx0 > kx1 or ky0 > ky1 or (clipped and (kx0 == kx1 or ky0 == ky1)):
+            return CorrectedBbox((0.0, 0.0, 0.0, 0.0), True)
+        width, height = self.processed_size
+        px0, py0 = self.to_processed(kx0, ky0)
+        px1, py1 = self.to_processed(kx1, ky1)
+        # Clamp away float rounding at the edges (250 -> 28.000000000000004).
+        px0, px1 = (min(max(v, 0.0), float(width)) for v in (px0, px1))
+        py0, py1 = (min(max(v, 0.0), float(height)) for v in (py0, py1))
+        return CorrectedBbox((px0, py0, px1, py1), clipped)
+
+    def correct_seg(self, mask: Any) -> CorrectedSeg:
+        """Map an original-size boolean mask (``[h, w]``) into processed pixels (nearest neighbour).
+
+        Raises:
+            ValueError: the mask is not 2-D of the original image's size.
+        """
+        array = np.asarray(mask).astype(bool)
+        w, h = self.original_size
+        if array.shape != (h, w):
+            raise ValueError(f"mask has shape {array.shape}; expected (height, width) = {(h, w)}")
+        pw, ph = self.processed_size
+        sx, sy = self.scale
+        # Sample the original mask at each processed pixel's centre (nearest neighbour).
+        xs = np.floor(self.crop_box[0] + (np.arange(pw) + 0.5) / sx).astype(int)
+        ys = np.floor(self.crop_box[1] + (np.arange(ph) + 0.5) / sy).astype(int)
+        inside_x, inside_y = (xs >= 0) & (xs < w), (ys >= 0) & (ys < h)
+        out = np.zeros((ph, pw), dtype=bool)
+        out[np.ix_(inside_y, inside_x)] = array[np.ix_(ys[inside_y], xs[inside_x])]
+        seen = np.zeros((h, w), dtype=bool)
+        x0, y0, x1, y1 = self.crop_box
+        seen[
+            max(0, math.ceil(y0)) : max(0, math.floor(y1)), max(0, math.ceil(x0)) : max(0, math.floor(x1))
+        ] = True
+        return CorrectedSeg(out, bool((array & ~seen).any()))
+
+    def calc_overlay(self, *, bbox: Box | None = None, mask: Any | None = None) -> PatchOverlap:
+        """The patches a box or a mask (in original-image coordinates) overlaps, row-major.
+
+        A box's fractions are exact areas: they sum to the clamped box's area in cell units. A mask's
+        fraction is the share of the cell's processed pixels that are foreground.
+
+        Raises:
+            ValueError: not exactly one of ``bbox`` and ``mask`` was given.
+        """
+        if (bbox is None) == (mask is None):
+            raise ValueError("calc_overlay takes exactly one of bbox=... or mask=...")
+        cell = self.effective_patch_size
+        indices: list[int] = []
+        fractions: list[float] = []
+        if bbox is not None:
+            corrected = self.correct_bbox(bbox).bbox
+            x0, y0, x1, y1 = (value / cell for value in corrected)
+            if x1 <= x0 or y1 <= y0:
+                return PatchOverlap([], [])
+            for row in range(max(0, math.floor(y0)), min(self.grid_h, math.ceil(y1))):
+                dy = min(y1, row + 1) - max(y0, row)
+                for col in range(max(0, math.floor(x0)), min(self.grid_w, math.ceil(x1))):
+                    covered = dy * (min(x1, col + 1) - max(x0, col))
+                    if covered > 0:
+                        indices.append(row * self.grid_w + col)
+                        fractions.append(float(covered))
+            return PatchOverlap(indices, fractions)
+        seg = self.correct_seg(mask).mask[: self.grid_h * cell, : self.grid_w * cell]
+        shares = seg.reshape(self.grid_h, cell, self.grid_w, cell).mean(axis=(1, 3))
+        for index, share in enumerate(shares.reshape(-1)):
+            if share > 0:
+                indices.append(index)
+                fractions.append(float(share))
+        return PatchOverlap(indices, fractions)
+
+    # --------------------------------------------------------------- drawing
+    def patch_overview(
+        self,
+        labels: LabelMode = "every_10",
+        start_number: int = 0,
+        highlight: Any = None,
+        highlight_color: tuple[int, int, int, int] = DEFAULT_HIGHLIGHT,
+    ) -> Image.Image:
+        """The processed image with a red patch grid, numbered cells and tinted highlights.
+
+        See :func:`vlmforge.analysis.patch_overview.draw_patch_overview`.
+        """
+        return draw_patch_overview(
+            self.image,
+            self.grid_h,
+            self.grid_w,
+            self.effective_patch_size,
+            labels=labels,
+            start_number=start_number,
+            highlight=highlight,
+            highlight_color=highlight_color,
+        )
+
+
+def _check_box(bbox: Any) -> Box:
+    try:
+        x0, y0, x1, y1 = (float(value) for value in bbox)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"bbox must be four numbers (x0, y0, x1, y1), got {bbox!r}") from error
+    if x1 < x0 or y1 < y0:
+        raise ValueError(f"bbox {bbox!r} has x1 < x0 or y1 < y0")
+    return x0, y0, x1, y1
+
+
+# ------------------------------------------------------------------------------------ derivation
+def _first_int(*values: Any) -> int | None:
+    for value in values:
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+            return int(value)
+    return None
+
+
+def patch_and_merge(vlm: Any) -> tuple[int, int]:
+    """The vision tower's patch size and its per-side token merge factor, read off processor and config.
+
+    The merge factor is ``spatial_merge_size`` (Qwen-VL), ``scale_factor`` (Idefics3 pixel shuffle) or
+    the inverse of ``downsample_ratio`` (InternVL-style), else 1.
+
+    Raises:
+        UnsupportedGeometryError: neither the processor nor the vision config states a patch size.
+    """
+    hf_processor = vlm.processor
+    image_processor = getattr(hf_processor, "image_processor", hf_processor)
+    config = vlm.model.config
+    vision = getattr(config, "vision_config", None)
+    patch = _first_int(
+        getattr(image_processor, "patch_size", None),
+        getattr(hf_processor, "patch_size", None),
+        getattr(vision, "patch_size", None),
+    )
+    if patch is None:
+        raise UnsupportedGeometryError(
+            f"{type(vlm.model).__name__}: no patch_size on the image processor, the processor or the "
+            "vision config"
+        )
+    ratio = getattr(config, "downsample_ratio", None)
+    merge = _first_int(
+        getattr(image_processor, "merge_size", None),
+        getattr(vision, "spatial_merge_size", None),
+        getattr(config, "scale_factor", None),
+        round(1 / ratio) if isinstance(ratio, float) and 0 < ratio < 1 else None,
+        1,
+    )
+    return patch, int(merge or 1)
+
+
+def image_info(vlm: Any, image: Any) -> ImageInfo:
+    """The geometry of ``image`` as ``vlm`` (a :class:`vlmforge.HookedVLM`) sees it.
+
+    Runs the family's real processor on the image and reads the geometry off its outputs and settings
+    (see the module docstring). Works for every family whose image tokens form one grid over one view
+    of the image; the result is cross-checked against the image tokens in ``input_ids``.
+
+    Raises:
+        UnsupportedGeometryError: the image tokens are not one grid (e.g. SmolVLM / Idefics3 splits the
+            image into tiles plus a global view), or the processor's outputs do not match the grid.
+    """
+    original = load_image(image)
+    patch, merge = patch_and_merge(vlm)
+    inputs = vlm.prompt_processor.prepare_inputs("Describe the image.", original)
+    image_token = vlm.adapter.get_image_token_id()
+    num_tokens = int((inputs["input_ids"] == image_token).sum())
+    family = vlm.adapter.spec.name
+    grid_thw = inputs.get("image_grid_thw")
+    width, height = original.size
+    if grid_thw is not None:
+        frames, rows, cols = (int(v) for v in torch.as_tensor(grid_thw)[0])
+        if frames != 1 or rows % merge or cols % merge:
+            raise UnsupportedGeometryError(
+                f"{family}: image_grid_thw {(frames, rows, cols)} is not one frame of whole merge blocks "
+                f"(merge {merge})"
+            )
+        processed = (cols * patch, rows * patch)
+        crop_box: Box = (0.0, 0.0, float(width), float(height))
+    else:
+        pixels = inputs.get("pixel_values")
+        if not isinstance(pixels, torch.Tensor) or pixels.dim() not in (4, 5):
+            raise UnsupportedGeometryError(
+                f"{family}: the processor returns no image_grid_thw and no [images, (frames,) C, H, W] pixel "
+                "tensor, so the patch grid cannot be read off it"
+            )
+        frames = pixels.shape[1] if pixels.dim() == 5 else 1
+        if frames != 1:
+            raise UnsupportedGeometryError(
+                f"{family}: the processor splits one {width}x{height} image into {frames} views (tiles "
+                f"plus a global image: pixel_values {tuple(pixels.shape)}, {num_tokens} image tokens), so "
+                "its image tokens are not one patch grid over one view; image geometry covers single-view "
+                "families"
+            )
+        processed = (int(pixels.shape[-1]), int(pixels.shape[-2]))
+        crop_box = _crop_box(vlm, original, processed)
+    grid_w, grid_h = processed[0] // (patch * merge), processed[1] // (patch * merge)
+    whole_cells = (grid_w * patch * merge, grid_h * patch * merge) == processed
+    if grid_w * grid_h != num_tokens or not whole_cells:
+        raise UnsupportedGeometryError(
+            f"{family}: a {processed[0]}x{processed[1]} processed image in {patch * merge}px cells is a "
+            f"{grid_h}x{grid_w} grid, but the processor put {num_tokens} image tokens in input_ids "
+            "(extra tokens such as a CLS token, or a layout that is not one grid)"
+        )
+    view = _processed_view(original, crop_box, processed, _pad_color(vlm))
+    return ImageInfo(view, (width, height), processed, crop_box, patch, merge, grid_h, grid_w, num_tokens)
+
+
+def _crop_box(vlm: Any, image: Image.Image, processed: tuple[int, int]) -> Box:
+    """The region of the original image that a resize (+ pad, + centre crop) maps onto ``processed``."""
+    image_processor = getattr(vlm.processor, "image_processor", None)
+    width, height = image.size
+    left = top = 0.0
+    base_w, base_h = float(width), float(height)
+    if getattr(image_processor, "do_pad", False) and hasattr(image_processor, "pad_to_square"):
+        # Pad-to-square (LLaVA's expand2square): the square centred on the image is what gets resized.
+        side = max(width, height)
+        left, top = -float((side - width) // 2), -float((side - height) // 2)
+        base_w = base_h = float(side)
+    if not getattr(image_processor, "do_center_crop", False):
+        return (left, top, left + base_w, top + base_h)
+    # The resized size, before the crop, is what the processor itself produces with the crop switched off.
+    uncropped = image_processor(images=[image], do_center_crop=False, return_tensors="pt")["pixel_values"]
+    resized_h, resized_w = (int(v) for v in uncropped.shape[-2:])
+    crop_w, crop_h = processed
+    if crop_w > resized_w or crop_h > resized_h:
+        raise UnsupportedGeometryError(
+            f"the centre crop {crop_w}x{crop_h} is larger than the resized image {resized_w}x{resized_h} "
+            "(the processor pads it): not supported"
+        )
+    # transformers' centre-crop rule: int((size - crop) / 2) from the top-left.
+    crop_top, crop_left = int((resized_h - crop_h) / 2.0), int((resized_w - crop_w) / 2.0)
+    sx, sy = base_w / resized_w, base_h / resized_h
+    return (
+        left + crop_left * sx,
+        top + crop_top * sy,
+        left + (crop_left + crop_w) * sx,
+        top + (crop_top + crop_h) * sy,
+    )
+
+
+def _pad_color(vlm: Any) -> tuple[int, int, int]:
+    """The colour a pad-to-square fills with: the processor's mean colour (it normalises to zero)."""
+    mean = getattr(getattr(vlm.processor, "image_processor", None), "image_mean", None)
+    if isinstance(mean, list | tuple) and len(mean) == 3:
+        red, green, blue = (int(value * 255) for value in mean)
+        return red, green, blue
+    return (0, 0, 0)
+
+
+def _processed_view(
+    image: Image.Image, crop_box: Box, processed: tuple[int, int], pad_color: tuple[int, int, int]
+) -> Image.Image:
+    """The crop region of ``image`` resized to ``processed`` (``pad_color`` where the crop box pads)."""
+    x0, y0, x1, y1 = crop_box
+    if x0 >= 0 and y0 >= 0 and x1 <= image.width and y1 <= image.height:
+        return image.resize(processed, Image.Resampling.BICUBIC, box=crop_box)
+    left, top = math.floor(x0), math.floor(y0)
+    canvas = Image.new("RGB", (math.ceil(x1) - left, math.ceil(y1) - top), pad_color)
+    canvas.paste(image, (-left, -top))
+    return canvas.resize(processed, Image.Resampling.BICUBIC)
