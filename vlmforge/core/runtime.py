@@ -488,7 +488,10 @@ class HookedVLM:
 
         def remember(activation: torch.Tensor, point: HookPoint) -> None:
             if point.name not in store:
-                store[point.name] = activation.detach().clone()
+                # A recomputed value is a fresh tensor each hook gets its own of: no copy needed (saves
+                # one [B, H, L, L] per layer for patterns); anything the model itself uses is copied.
+                fresh = point.spec.direction == "computed"
+                store[point.name] = activation.detach() if fresh else activation.detach().clone()
 
         self.cache = store
         with self._hooks([(point, remember) for point in points], reader=True):
