@@ -249,3 +249,16 @@ def test_device_map_without_accelerate_names_the_extra(saved_checkpoint, monkeyp
 def test_device_map_on_a_model_built_in_memory_is_explained():
     with pytest.raises(InputError, match="save_pretrained"):
         HookedVLM.from_pretrained("tiny/llava", device_map="auto")
+
+
+# ------------------------------------------------------------------------------ KV cache
+def test_recomputed_hooks_run_on_the_prompt_pass_only(seed_vlm):
+    """Decoding steps see one query row: the runtime must recognise them by the layer's KV cache, whose
+    keyword differs between transformers minors (vlmforge.core.versions.CACHE_KEYWORD)."""
+    shapes: list[tuple[int, ...]] = []
+    hooks = [("lm.blocks.0.attn.hook_pattern", lambda pattern, _point: shapes.append(tuple(pattern.shape)))]
+    inputs = single_probe(seed_vlm)
+    with seed_vlm.run_with_hooks(hooks):
+        seed_vlm.generate(inputs, max_new_tokens=3, min_new_tokens=3)
+    length = inputs["input_ids"].shape[1]
+    assert shapes == [(1, seed_vlm.adapter.lm_num_heads, length, length)], shapes

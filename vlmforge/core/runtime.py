@@ -20,6 +20,7 @@ from vlmforge.core.errors import CheckpointLoadError, DeviceError, InputError, I
 from vlmforge.core.hooks import HookPoint, RawHook, expand_hook_names
 from vlmforge.core.processing import ImageInput, VLMProcessor
 from vlmforge.core.registry import ModelRegistry, Resolution
+from vlmforge.core.versions import layer_cache
 
 HookFunction = Callable[[torch.Tensor, HookPoint], torch.Tensor | None]
 #: A hook function, native (``fn(activation, hook_point)``) or raw (:class:`RawHook`).
@@ -645,7 +646,7 @@ class HookedVLM:
 
     def _mask_for(self, point: HookPoint, hidden_states: torch.Tensor, kwargs: dict) -> torch.Tensor:
         """The causal mask for an attention call that got none (SDPA without padding)."""
-        past = kwargs.get("past_key_values")
+        past = layer_cache(kwargs)
         past_length = 0 if past is None else int(past.get_seq_length(point.layer))
         batch, length = hidden_states.shape[:2]
         mask = causal_mask(
@@ -721,7 +722,7 @@ class HookedVLM:
             # A forward (post) hook: args/kwargs are what the attention really received, after every
             # pre-hook (a patch on attn.hook_in included), whatever order the hooks were registered in.
             hidden_states = args[0] if args else kwargs["hidden_states"]
-            past = kwargs.get("past_key_values")
+            past = layer_cache(kwargs)
             if past is not None and past.get_seq_length(point.layer) > hidden_states.shape[1]:
                 return  # a cached decoding step sees one query row only: nothing full to recompute
             self._recomputing = True

@@ -16,6 +16,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from vlmforge.core.runtime import HookedVLM
+from vlmforge.core.versions import without_cache
 
 PROBE_PROMPTS = (
     "Describe the image.",
@@ -104,10 +105,7 @@ def eager_weights(vlm: HookedVLM, call: AttentionCall, eager_mask: torch.Tensor 
     same inputs gave the layer (masks depend on positions and padding only). The KV cache is left
     out so the re-run neither extends nor reads it.
     """
-    kwargs = {**call.kwargs, "attention_mask": eager_mask}
-    for key in ("past_key_values", "past_key_value"):
-        if key in kwargs:
-            kwargs[key] = None
+    kwargs = {**without_cache(call.kwargs), "attention_mask": eager_mask}
     with vlm.attention_implementation("eager"), torch.no_grad():
         output = vlm.adapter.get_lm_attn(call.layer)(*call.args, **kwargs)
     weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None

@@ -15,6 +15,7 @@ from torch import nn
 
 from vlmforge.core.hooks import HOOK_TYPES, HookPoint
 from vlmforge.core.runtime import HookedVLM
+from vlmforge.core.versions import without_cache
 from vlmforge.harness.checks.registry import CheckResult, check
 from vlmforge.harness.compare import STATE_AXES, CheckFailure, assert_close, max_abs_difference
 from vlmforge.harness.probes import single_probe
@@ -74,7 +75,7 @@ class ModuleRecorder:
         """Call module ``index`` by hand on ``hidden_states`` with the other inputs it was given."""
         args, kwargs = self.calls[index]
         # Without a KV cache: the recorded one already holds this pass's keys, appending would corrupt it.
-        kwargs = {**kwargs, "past_key_values": None} if "past_key_values" in kwargs else kwargs
+        kwargs = without_cache(kwargs)
         if args:
             return first_tensor(self.modules[index](hidden_states, *args[1:], **kwargs))
         return first_tensor(self.modules[index](**{**kwargs, "hidden_states": hidden_states}))

@@ -1,0 +1,41 @@
+"""What differs between the transformers minors vlmforge supports — one place, one comment per fact.
+
+The supported range is ``dependencies`` in ``pyproject.toml`` (the only copy; CI tests its oldest
+and newest release). It starts at 5.20 because of what breaks below it, measured by running the
+whole suite per release with ``.ci/transformers-env VERSION``:
+
+* 5.19 and older: ``Idefics3Config()`` hands its default Llama text config ``pad_token_id=128002``
+  with a 32,000-token vocabulary, so the SmolVLM/Idefics3 architecture cannot be built from its
+  model_type (the scaffolder's research on ``idefics3`` fails);
+* 5.18 and older: the Qwen2.5-VL / Qwen3-VL rotary modules take only 3-D ``(3, B, L)`` position ids;
+* 5.16 and older: Qwen2.5-VL's attention applies M-RoPE through
+  ``apply_multimodal_rotary_pos_emb(..., mrope_section)``; ``apply_rotary_pos_emb``, which the
+  ``qwen2_5_vl`` family names, does not exist there.
+
+Code that depends on one of the facts below reads it from here, never from a version check of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import transformers
+from packaging.version import Version
+
+#: The installed transformers release (``major, minor``).
+TRANSFORMERS_VERSION: tuple[int, int] = Version(transformers.__version__).release[:2]  # type: ignore[assignment]
+
+#: The keyword under which decoder layers and attention modules receive the KV cache: 5.24 renamed
+#: ``past_key_values`` to ``cache`` (models, layers and attention alike).
+CACHE_KEYWORD: str = "cache" if TRANSFORMERS_VERSION >= (5, 24) else "past_key_values"
+
+
+def layer_cache(kwargs: Mapping[str, Any]) -> Any | None:
+    """The KV cache a layer / attention call received (``None`` when it runs without one)."""
+    return kwargs.get(CACHE_KEYWORD)
+
+
+def without_cache(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``kwargs`` for re-running a layer / attention call without reading or extending its KV cache."""
+    return {**kwargs, CACHE_KEYWORD: None} if CACHE_KEYWORD in kwargs else dict(kwargs)
