@@ -122,7 +122,7 @@ def hook_values_residual(vlm: HookedVLM) -> CheckResult:
         outputs, cache = cached_forward(
             vlm, ("hook_resid_pre", "hook_resid_post"), inputs, output_hidden_states=True
         )
-    # transformers 5.23 reports hidden_states[0] = layer 0's input (the merged text + image embeddings),
+    # transformers 5.20-5.24 report hidden_states[0] = layer 0's input (the merged text + image embeddings),
     # hidden_states[i + 1] = layer i's output as the layer returned it (before deepstack adds anything)
     # and, for the last layer, the decoder's output *after* the final norm instead.
     hidden = outputs.hidden_states
