@@ -38,15 +38,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import dataclasses
 import gc
 import json
 import math
 import os
 import platform
-import re
-import resource
 import statistics
 import subprocess
 import sys
@@ -58,6 +55,13 @@ from typing import Any
 
 import torch
 import transformers
+from process_memory import (  # benchmarks/ is on sys.path
+    MIB,
+    malloc_trim,
+    reset_rss_peak,
+    ru_maxrss_mib,
+    status_kib,
+)
 
 from vlmforge import HookedVLM
 from vlmforge.harness.probes import probe_image
@@ -69,7 +73,6 @@ FILLER = " Then describe every object, its colour, its position and its size."
 RESID = ["lm.blocks.*.hook_resid_pre", "lm.blocks.*.hook_resid_post"]
 PATTERN = "lm.blocks.*.attn.hook_pattern"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-MIB = 1024 * 1024
 TORCH_ALLOC_METHOD = "max 'Total Allocated' of torch.profiler(profile_memory=True) CPU events above the start"
 
 
@@ -438,31 +441,6 @@ def time_conditions(
 
 
 # ---------------------------------------------------------------------------------------------- memory
-def _status_kib(field: str) -> int | None:
-    try:
-        match = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
-    except OSError:
-        return None
-    return int(match.group(1)) if match else None
-
-
-def _reset_rss_peak() -> bool:
-    """Reset the kernel's RSS high-water mark (VmHWM) of this process (Linux >= 4.0)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return _status_kib("VmHWM") is not None
-
-
-def _malloc_trim() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def _ru_maxrss_mib() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / MIB if sys.platform == "darwin" else peak / 1024
 
 
 def torch_cpu_peak_mib(run: Callable[[], Any]) -> float | None:
@@ -506,23 +484,23 @@ def measure_memory_here(setup: Setup, condition: Condition) -> dict[str, Any]:
             "cuda_peak_mib": peak / MIB,
         }
 
-    loaded_rss = (_status_kib("VmRSS") or 0) / 1024
+    loaded_rss = (status_kib("VmRSS") or 0) / 1024
     condition.run(setup)  # warm-up: lazy initialisation and first-call allocations
     gc.collect()
-    _malloc_trim()
-    before_kib = _status_kib("VmRSS")
-    if before_kib is not None and _reset_rss_peak():
+    malloc_trim()
+    before_kib = status_kib("VmRSS")
+    if before_kib is not None and reset_rss_peak():
         output = condition.run(setup)
-        peak_kib = _status_kib("VmHWM") or before_kib
+        peak_kib = status_kib("VmHWM") or before_kib
         rss_method = (
             "VmHWM reset via /proc/self/clear_refs, minus VmRSS before the run (after warm-up + malloc_trim)"
         )
         rss_increase = (peak_kib - before_kib) / 1024
     else:  # no resettable high-water mark: ru_maxrss, which a warm-up of the same condition would hide
         rss_method = "ru_maxrss after minus before the run (high-water mark not resettable here)"
-        before = _ru_maxrss_mib()
+        before = ru_maxrss_mib()
         output = condition.run(setup)
-        rss_increase = max(0.0, _ru_maxrss_mib() - before)
+        rss_increase = max(0.0, ru_maxrss_mib() - before)
     del output
     gc.collect()
     return {

@@ -26,8 +26,6 @@ import argparse
 import json
 import os
 import platform
-import re
-import resource
 import statistics
 import subprocess
 import sys
@@ -36,33 +34,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from process_memory import MIB, reset_rss_peak, ru_maxrss_mib, status_kib  # benchmarks/ is on sys.path
+
 DEFAULT_SOURCE = "Qwen/Qwen2.5-VL-72B-Instruct"
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "research.json"
 TARGET_SECONDS = 0.5
 TARGET_MB = 50.0
 VARIANTS = {"structure": {"measure": False}, "full": {"measure": True}}
-MIB = 1024 * 1024
-
-
-def _status_kib(field: str) -> int | None:
-    try:
-        match = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
-    except OSError:
-        return None
-    return int(match.group(1)) if match else None
-
-
-def _reset_rss_peak() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return _status_kib("VmHWM") is not None
-
-
-def _ru_maxrss_mib() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / MIB if sys.platform == "darwin" else peak / 1024
 
 
 # ----------------------------------------------------------------------------- in the fresh interpreter
@@ -75,9 +53,9 @@ def measure_time(source: str, variant: str, runs: int) -> dict[str, Any]:
 
     import_seconds = time.perf_counter() - started
     gc.collect()
-    baseline_kib = _status_kib("VmRSS")
-    resettable = baseline_kib is not None and _reset_rss_peak()
-    ru_before = _ru_maxrss_mib()
+    baseline_kib = status_kib("VmRSS")
+    resettable = baseline_kib is not None and reset_rss_peak()
+    ru_before = ru_maxrss_mib()
     seconds, report = [], None
     for _ in range(runs):
         started = time.perf_counter()
@@ -85,14 +63,14 @@ def measure_time(source: str, variant: str, runs: int) -> dict[str, Any]:
         seconds.append(time.perf_counter() - started)
         if len(seconds) == 1:
             first_peak = (
-                ((_status_kib("VmHWM") or 0) - baseline_kib) / 1024
+                ((status_kib("VmHWM") or 0) - baseline_kib) / 1024
                 if resettable
-                else max(0.0, _ru_maxrss_mib() - ru_before)
+                else max(0.0, ru_maxrss_mib() - ru_before)
             )
     all_peak = (
-        ((_status_kib("VmHWM") or 0) - baseline_kib) / 1024
+        ((status_kib("VmHWM") or 0) - baseline_kib) / 1024
         if resettable
-        else max(0.0, _ru_maxrss_mib() - ru_before)
+        else max(0.0, ru_maxrss_mib() - ru_before)
     )
     config = report.source.config.get_text_config(decoder=True)
     return {

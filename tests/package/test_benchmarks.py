@@ -22,6 +22,8 @@ TINY = ["--layers", "2", "--hidden", "64", "--heads", "4", "--target-tokens", "6
 
 
 def load_script() -> ModuleType:
+    if str(SCRIPT.parent) not in sys.path:  # as `python benchmarks/bench_conditions.py` has it
+        sys.path.insert(0, str(SCRIPT.parent))
     spec = importlib.util.spec_from_file_location("bench_conditions", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses resolve their module through sys.modules

@@ -10,6 +10,7 @@ eager; the reference is transformers' eager attention on exactly the inputs each
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from itertools import count
 from typing import Any
@@ -46,6 +47,17 @@ def implementations_under_test(vlm: HookedVLM) -> tuple[str, ...]:
     """
     loaded = getattr(vlm.adapter.lm_config, "_attn_implementation", None) or "eager"
     return tuple(dict.fromkeys((loaded, "eager")))
+
+
+@contextlib.contextmanager
+def hooked_pass(vlm: HookedVLM, implementation: str) -> Iterator[list[AttentionCall]]:
+    """The block runs under ``implementation`` caching patterns and scores; yields the attention calls."""
+    with (
+        vlm.attention_implementation(implementation),
+        recorded_attention_calls(vlm) as calls,
+        vlm.run_with_cache([f"lm.blocks.*.{hook}" for hook in ATTENTION_HOOKS]),
+    ):
+        yield calls
 
 
 def cached(vlm: HookedVLM, hook_type: str) -> list[torch.Tensor]:
@@ -116,11 +128,7 @@ def compare_cached_attention(vlm: HookedVLM, inputs: Any) -> float:
     padding = ~real_query_rows(inputs)
     worst = 0.0
     for implementation in implementations_under_test(vlm):
-        with (
-            vlm.attention_implementation(implementation),
-            recorded_attention_calls(vlm) as calls,
-            vlm.run_with_cache([f"lm.blocks.*.{hook}" for hook in ATTENTION_HOOKS]),
-        ):
+        with hooked_pass(vlm, implementation) as calls:
             vlm.forward(inputs)
         difference = compare_to_eager_on_same_inputs(vlm, implementation, calls, reference_calls, padding)
         worst = max(worst, difference)
@@ -171,11 +179,7 @@ def cached_patterns_during_generate(vlm: HookedVLM) -> CheckResult:
         raise CheckFailure(f"generate returned attentions for {count} steps, expected {new_tokens}")
     worst = 0.0
     for implementation in implementations_under_test(vlm):
-        with (
-            vlm.attention_implementation(implementation),
-            recorded_attention_calls(vlm) as calls,
-            vlm.run_with_cache([f"lm.blocks.*.{hook}" for hook in ATTENTION_HOOKS]),
-        ):
+        with hooked_pass(vlm, implementation) as calls:
             vlm.generate(inputs, **options)
         _assert_prompt_shapes(vlm, steps[0])
         worst = max(worst, compare_to_eager_on_same_inputs(vlm, implementation, calls, reference_calls))
