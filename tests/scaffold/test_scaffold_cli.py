@@ -241,3 +241,20 @@ def test_dest_parent_must_exist(tmp_path: Path, capsys) -> None:
     assert main(["llava", "--dest", str(tmp_path / "missing" / "project")]) == EXIT_BAD_INPUT
     assert "does not exist" in _error(capsys)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("source", ["gemma3", "llava"])
+def test_printed_todo_counts_equal_the_todos_written(
+    source: str, tmp_path: Path, capsys, fast_research: None
+) -> None:
+    """The research summary and the "Next:" line count exactly the TODO comments in the written module."""
+    dest = tmp_path / "project"
+    # --force: llava's model_type and checkpoints belong to the shipped family already.
+    assert main([source, "--name", f"{source}_counted", "--dest", str(dest), "--force"]) == 0
+    out = capsys.readouterr().out
+    written = (dest / "vlmforge_adapters" / f"{source}_counted.py").read_text().count("# TODO(vlmforge):")
+    summary = next(line for line in out.splitlines() if line.startswith("Researched "))
+    assert f"open: {written} TODO(vlmforge) comment(s) in the module" in summary, (summary, written)
+    assert f"Next: resolve the {written} TODO(vlmforge) comment(s)" in out, out
+    if source == "gemma3":  # a source with open answers, so the equality is not 0 == 0
+        assert written > 0

@@ -210,9 +210,14 @@ def _resolve_dest(dest: Path | None, *, dry_run: bool) -> Destination:
 def _print_summary(report: ResearchReport) -> None:
     open_items = report.needs_edit
     total = report.timings.get("total", 0.0)
+    # The count a user acts on is the TODO comments written: answers sharing a place share one comment,
+    # and answers with no place in the code (processor class, resize strategy) live in the report only.
+    todos = len(report.todos())
+    report_only = len(report.report_only_items())
     print(
         f"Researched {report.source.given} ({report.source.description}) in {total:.1f} s: "
-        f"{len(report.answers)} questions, {len(open_items)} need a hand edit."
+        f"{len(report.answers)} questions, {len(open_items)} open: {todos} TODO(vlmforge) comment(s) in the "
+        f"module, {report_only} in the report only."
     )
     for answer in open_items:
         print(f"  - {answer.question} [{answer.status}]: {answer.evidence.removeprefix('unknown: ')[:200]}")

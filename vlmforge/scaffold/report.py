@@ -128,6 +128,11 @@ class ResearchReport:
         """Answers that leave work for a person."""
         return [a for a in self.answers.values() if a.needs_edit]
 
+    def report_only_items(self, spec_class: type[FamilySpec] = FamilySpec) -> list[Answer]:
+        """Open answers with no place in the generated code: they get no TODO, only the report."""
+        slots = TEMPLATE_SLOTS if spec_class is FamilySpec else schema.template_slots(spec_class)
+        return [a for a in self.needs_edit if (a.slot or (a.key if a.key in slots else None)) is None]
+
     def todos(self, spec_class: type[FamilySpec] = FamilySpec) -> dict[str, str]:
         """TODO text per template slot: what is missing and why (several answers may share a slot).
 
