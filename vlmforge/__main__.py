@@ -2,6 +2,7 @@
 
 python -m vlmforge list
 python -m vlmforge families --json   # the CI matrix: registered, available family names
+python -m vlmforge families --markdown   # the README's family table, from the registry
 python -m vlmforge demo tiny/qwen3_vl
 """
 
@@ -42,8 +43,36 @@ def family_names() -> list[str]:
     )
 
 
-def _families(as_json: bool) -> int:
-    """Print :func:`family_names`: a JSON list on one line, or one name per line."""
+def family_table() -> str:
+    """The README's family table (Markdown), generated from the registry: one row per registered family."""
+
+    def flag(value: bool) -> str:
+        return "yes" if value else "**no**"
+
+    lines = [
+        "| family | transformers class | checkpoints (aliases) | contiguous image tokens | batching "
+        "| strict residual |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in sorted(ModelRegistry.listing(), key=lambda row: row["family"]):
+        checkpoints = []
+        for checkpoint in row["checkpoints"]:
+            aliases = [f"`{alias}`" for alias, target in row["aliases"].items() if target == checkpoint]
+            checkpoints.append(checkpoint + (f" ({', '.join(aliases)})" if aliases else ""))
+        capabilities = row["capabilities"]
+        lines.append(
+            f"| `{row['family']}` | `{row['model_class']}` | {'<br>'.join(checkpoints)} "
+            f"| {flag(capabilities['contiguous_image_tokens'])} | {flag(capabilities['supports_batching'])} "
+            f"| {flag(capabilities['strict_residual_stream'])} |"
+        )
+    return "\n".join(lines)
+
+
+def _families(as_json: bool, markdown: bool) -> int:
+    """Print :func:`family_names` (a JSON list on one line, or one per line), or :func:`family_table`."""
+    if markdown:
+        print(family_table())
+        return 0
     names = family_names()
     print(json.dumps(names) if as_json else "\n".join(names))
     return 0
@@ -88,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         "families", help="names of the registered families available with this transformers (the CI matrix)"
     )
     families.add_argument("--json", action="store_true", help="print a JSON list on one line")
+    families.add_argument(
+        "--markdown", action="store_true", help="print the README's family table (every registered family)"
+    )
     demo = commands.add_parser("demo", help="load a model, prompt it, generate, cache hooks")
     demo.add_argument(
         "model", nargs="?", default="tiny/llava", help="alias, hub id, local dir or tiny/<family>"
@@ -98,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "list":
             return _list()
         if args.command == "families":
-            return _families(args.json)
+            return _families(args.json, args.markdown)
         return _demo(args.model, args.device)
     except VLMForgeError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -1,11 +1,17 @@
 """``python -m vlmforge``: the listing and the demo a newcomer runs first; the CI matrix's families."""
 
 import json
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from vlmforge.__main__ import main
 from vlmforge.core.registry import ModelRegistry
+
+ADAPTERS = Path(__file__).resolve().parents[2] / "vlmforge" / "adapters"
 
 
 def test_list_shows_families_checkpoints_aliases_and_tiny_names(capsys):
@@ -55,3 +61,19 @@ def test_families_bad_option_is_a_usage_error(capsys):
         main(["families", "--jsn"])
     assert exit_info.value.code == 2
     assert "unrecognized arguments: --jsn" in capsys.readouterr().err
+
+
+def test_readme_family_table_is_the_registrys() -> None:
+    """The README's family table is exactly what `python -m vlmforge families --markdown` prints.
+
+    Run as a user runs it, in a fresh interpreter: families a test registered in this process do not count.
+    """
+    command = [sys.executable, "-m", "vlmforge", "families", "--markdown"]
+    printed = subprocess.run(command, capture_output=True, text=True, check=True).stdout.rstrip("\n")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    match = re.search(r"<!-- family table: .*? -->\n(.*?)\n<!-- end of family table -->", readme, re.S)
+    assert match, "README has no generated family table block"
+    stale = "README's family table is stale: paste the output of `python -m vlmforge families --markdown`"
+    assert match.group(1) == printed, stale
+    shipped = sorted(path.stem for path in ADAPTERS.glob("*.py") if not path.stem.startswith("_"))
+    assert [row.split("`")[1] for row in printed.splitlines()[2:]] == shipped  # a row per family module
