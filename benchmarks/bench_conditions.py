@@ -37,7 +37,6 @@ Absolute times depend on the machine; compare ratios.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import gc
 import json
@@ -49,7 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -100,47 +99,6 @@ class Setup:
         return self.vlm.device
 
 
-def _attention_configs(model: torch.nn.Module) -> list[Any]:
-    """Every config object whose ``_attn_implementation`` a forward reads (model, sub-models, sub-configs)."""
-    found: dict[int, Any] = {}
-    pending = [module.config for module in model.modules() if hasattr(module, "config")]
-    while pending:
-        config = pending.pop()
-        if config is None or id(config) in found or not hasattr(config, "_attn_implementation_internal"):
-            continue
-        found[id(config)] = config
-        pending += [getattr(config, key, None) for key in getattr(config, "sub_configs", {})]
-    return list(found.values())
-
-
-@contextlib.contextmanager
-def eager_attention(vlm: HookedVLM) -> Iterator[None]:
-    """Force eager attention for the block: the runtime's switch if it has one, else by hand (restored)."""
-    switch = getattr(vlm, "attention_implementation", None)
-    if switch is not None:
-        with switch("eager"):
-            yield
-        return
-    saved = [(config, config._attn_implementation_internal) for config in _attention_configs(vlm.model)]
-    vlm.model.set_attn_implementation("eager")
-    try:
-        yield
-    finally:
-        for config, value in saved:
-            config._attn_implementation_internal = value
-
-
-def runtime_switches_per_call() -> bool:
-    """True once the runtime runs SDPA by default and switches to eager per ``output_attentions`` call."""
-    return hasattr(HookedVLM, "attention_implementation")
-
-
-def _attention_for_output(vlm: HookedVLM) -> contextlib.AbstractContextManager[None]:
-    # The new runtime switches to eager for an output_attentions call itself; the legacy one did not
-    # (it loaded checkpoints eager, so a tiny SDPA model would return no weights): switch by hand there.
-    return contextlib.nullcontext() if runtime_switches_per_call() else eager_attention(vlm)
-
-
 # ------------------------------------------------------------------------------------------ conditions
 def _shift_resid(setup: Setup) -> Callable[[torch.Tensor, Any], torch.Tensor]:
     delta, calls = setup.patch_delta, setup.calls
@@ -171,7 +129,7 @@ def run_baseline(setup: Setup) -> Any:
 
 
 def run_baseline_eager(setup: Setup) -> Any:
-    with eager_attention(setup.vlm):
+    with setup.vlm.attention_implementation("eager"):
         return setup.vlm.forward(setup.inputs)
 
 
@@ -185,8 +143,7 @@ def run_b(setup: Setup) -> Any:
 
 
 def run_c(setup: Setup) -> Any:
-    with _attention_for_output(setup.vlm):
-        return setup.vlm.forward(setup.inputs, output_attentions=True)
+    return setup.vlm.forward(setup.inputs, output_attentions=True)  # eager for this call only
 
 
 def run_d(setup: Setup) -> Any:
@@ -366,11 +323,7 @@ def describe(vlm: HookedVLM, args: argparse.Namespace, inputs_info: dict[str, An
         "device": str(vlm.device),
         "dtype": str(vlm.dtype).removeprefix("torch."),
         "attn_implementation": vlm.model.config._attn_implementation,
-        "runtime": (
-            "default attention, eager per output_attentions call"
-            if runtime_switches_per_call()
-            else "legacy runtime (no HookedVLM.attention_implementation)"
-        ),
+        "runtime": "default attention, eager per output_attentions call",
         "layers": vlm.lm_num_layers,
         "hidden": text.hidden_size,
         "heads": text.num_attention_heads,

@@ -14,6 +14,11 @@ import torch
 _LAYER = re.compile(r"\.(\d+)\.")
 
 
+def layer_pattern(pattern: str) -> re.Pattern[str]:
+    """``pattern`` as a regex matching whole hook names, ``*`` standing for a layer number (digits)."""
+    return re.compile("^" + r"\d+".join(re.escape(part) for part in pattern.split("*")) + "$")
+
+
 class ActivationCache(dict):
     """Cached activations keyed by hook name (``lm.blocks.{i}.<hook type>``)."""
 
@@ -38,7 +43,7 @@ class ActivationCache(dict):
         Raises:
             KeyError: no entry matches.
         """
-        regex = re.compile("^" + r"\d+".join(re.escape(part) for part in pattern.split("*")) + "$")
+        regex = layer_pattern(pattern)
         matches = [key for key in self if regex.match(key)]
         if not matches:
             raise KeyError(f"no cache entry matches {pattern!r}; cached: {sorted(self)}")

@@ -622,7 +622,8 @@ class HookedVLM:
                 if hidden_states is None:
                     return None
                 mask = self._mask_for(point, hidden_states, kwargs)
-                pristine = mask.clone()
+                # Only a patch can hand a built mask over (below): a reader need not keep a copy.
+                pristine = None if reader else mask.clone()
             if isinstance(function, RawHook):
                 result = function(module, args, kwargs, mask)
             else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from vlmforge.core.cache import layer_pattern
 from vlmforge.core.hooks import ALL_HOOK_TYPES
 
 _NAME = re.compile(r"^lm\.blocks\.(\d+|\*)\.(.+)$")
@@ -104,8 +105,7 @@ class HookPoint:
     @classmethod
     def matches_pattern(cls, name: str, pattern: str) -> bool:
         """Whether ``name`` matches ``pattern`` (``*`` matches a layer number)."""
-        regex = "^" + r"\d+".join(re.escape(part) for part in pattern.split("*")) + "$"
-        return re.match(regex, name) is not None
+        return layer_pattern(pattern).match(name) is not None
 
 
 __all__ = ["HOOK_CONFIGS", "HookConfig", "HookPoint"]
