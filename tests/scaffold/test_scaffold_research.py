@@ -119,7 +119,9 @@ def test_report_markdown_has_evidence_and_open_items(researched) -> None:
     text = researched("gemma3", False).to_markdown()
     assert "| question | answer | status | evidence |" in text
     assert "Gemma3Attention.forward applies self.q_norm" in text
-    assert "## Needs a hand edit" in text and "generic ChatML" in text
+    assert "## Needs a hand edit" in text
+    # Template conventions are not claimed from the tiny stand-in template: they are left to the runtime.
+    assert "left to the runtime" in text and "generic ChatML" not in text
 
 
 def test_names() -> None:

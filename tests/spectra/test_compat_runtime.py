@@ -280,7 +280,7 @@ def test_item04_prefill_then_append_text_last(family):
         "Describe", IMAGE, assistant_prefill="The answer is", append_text=" XYZ", return_text=True
     )
     assert text.endswith(" XYZ")
-    fmt = vlm.adapter.spec.prompt
+    fmt = vlm.prompt_processor.prompt_format  # the spec, None conventions measured on the template
     image_item, text_item = {"type": "image"}, {"type": "text", "text": "Describe"}
     content = [image_item, text_item] if fmt.image_before_text else [text_item, image_item]
     user = [{"role": "user", "content": content}]

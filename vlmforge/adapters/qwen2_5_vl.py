@@ -11,6 +11,7 @@ from vlmforge.core import (
     ImageTokenSource,
     ModelAdapter,
     ModelRegistry,
+    PromptFormat,
 )
 
 SPEC = FamilySpec(
@@ -36,6 +37,7 @@ SPEC = FamilySpec(
         rotary_function="transformers.models.qwen2_5_vl.modeling_qwen2_5_vl.apply_rotary_pos_emb"
     ),
     image_token=ImageTokenSource(token="<|image_pad|>"),
+    prompt=PromptFormat(image_in_message=False, continue_final_message=True),
     capabilities=Capabilities(
         contiguous_image_tokens=True, supports_batching=True, strict_residual_stream=True
     ),

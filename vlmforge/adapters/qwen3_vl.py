@@ -11,6 +11,7 @@ from vlmforge.core import (
     ImageTokenSource,
     ModelAdapter,
     ModelRegistry,
+    PromptFormat,
 )
 
 SPEC = FamilySpec(
@@ -30,6 +31,7 @@ SPEC = FamilySpec(
         k_norm="k_norm",
     ),
     image_token=ImageTokenSource(token="<|image_pad|>"),
+    prompt=PromptFormat(image_in_message=False, continue_final_message=True),
     capabilities=Capabilities(
         contiguous_image_tokens=True, supports_batching=True, strict_residual_stream=False
     ),

@@ -4,7 +4,14 @@ Images are split into tiles plus a global view; each tile's image tokens are wra
 ``<fake_token_around_image><row_i_col_j>`` markers, so image tokens are *not* contiguous.
 """
 
-from vlmforge.core import Capabilities, FamilySpec, ImageTokenSource, ModelAdapter, ModelRegistry
+from vlmforge.core import (
+    Capabilities,
+    FamilySpec,
+    ImageTokenSource,
+    ModelAdapter,
+    ModelRegistry,
+    PromptFormat,
+)
 
 SPEC = FamilySpec(
     name="smolvlm",
@@ -22,6 +29,7 @@ SPEC = FamilySpec(
         "smolvlm-2b": "HuggingFaceTB/SmolVLM-Instruct",
     },
     image_token=ImageTokenSource(token="<image>"),
+    prompt=PromptFormat(image_in_message=False, continue_final_message=True),
     capabilities=Capabilities(
         contiguous_image_tokens=False, supports_batching=True, strict_residual_stream=True
     ),

@@ -8,15 +8,18 @@ position of every row is the next-token position (what generation and logit lens
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
 
+from vlmforge.core.chat_template import measure_continue_final_message, measure_image_in_message
 from vlmforge.core.errors import InputError
-from vlmforge.core.spec import FamilySpec
+from vlmforge.core.spec import FamilySpec, PromptFormat
 
 ImageInput = Image.Image | str | Path
 
@@ -69,6 +72,21 @@ class VLMProcessor:
         self.hf_processor = hf_processor
         self.spec = spec
 
+    @cached_property
+    def prompt_format(self) -> PromptFormat:
+        """``spec.prompt`` with every ``None`` convention measured on this processor's chat template.
+
+        A template that cannot tell (no image marker either way) gets the bare placeholder; one that
+        cannot continue a final message gets the prefill appended to the rendered prompt.
+        """
+        fmt = self.spec.prompt
+        changes: dict[str, bool] = {}
+        if fmt.image_in_message is None:
+            changes["image_in_message"] = bool(measure_image_in_message(self.hf_processor).value)
+        if fmt.continue_final_message is None:
+            changes["continue_final_message"] = bool(measure_continue_final_message(self.hf_processor).value)
+        return dataclasses.replace(fmt, **changes)
+
     @property
     def tokenizer(self) -> Any:
         return getattr(self.hf_processor, "tokenizer", self.hf_processor)
@@ -83,7 +101,7 @@ class VLMProcessor:
         assistant_prefill: str | None = None,
     ) -> list[dict[str, Any]]:
         """The chat messages for one image + task, in the family's format."""
-        fmt = self.spec.prompt
+        fmt = self.prompt_format
         image_item: dict[str, Any] = {"type": "image"}
         if fmt.image_in_message:
             image_item["image"] = image
@@ -110,7 +128,7 @@ class VLMProcessor:
         messages = self.build_messages(
             task, image, system_prompt=system_prompt, assistant_prefill=assistant_prefill
         )
-        continues = bool(assistant_prefill) and self.spec.prompt.continue_final_message
+        continues = bool(assistant_prefill) and self.prompt_format.continue_final_message
         text = self.hf_processor.apply_chat_template(
             messages,
             tokenize=False,

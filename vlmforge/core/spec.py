@@ -34,6 +34,7 @@ FieldKind = Literal[
     "import_path",  # an importable dotted path (package.module.function)
     "text",  # any string
     "bool",
+    "optional_bool",  # True / False, or None: measured at load time (see the field's help)
     "str_list",  # a non-empty list of strings
     "hub_ids",  # a list of "org/name" Hugging Face ids
     "alias_map",  # alias -> one of the checkpoints
@@ -304,6 +305,11 @@ class ImageTokenSource:
 class PromptFormat:
     """The chat-template conventions of the family's processor.
 
+    ``image_in_message`` and ``continue_final_message`` are properties of the chat template a checkpoint
+    ships: ``None`` means "measure them on the loaded processor's template"
+    (:mod:`vlmforge.core.chat_template`), which is what the scaffolder writes when it has no real template
+    to measure offline.
+
     Attributes:
         image_in_message: the image content item carries the image itself
             (``{"type": "image", "image": img}``) rather than a bare ``{"type": "image"}`` placeholder.
@@ -312,18 +318,20 @@ class PromptFormat:
             ``continue_final_message=True``; otherwise the prefill is appended to the rendered prompt.
     """
 
-    image_in_message: bool = spec_field(
-        False,
-        kind="bool",
-        help='The chat template needs the image inside the message item ({"type":"image","image":img})',
+    image_in_message: bool | None = spec_field(
+        None,
+        kind="optional_bool",
+        help='The chat template needs the image inside the message item ({"type":"image","image":img}); '
+        "null: measured on the loaded processor's chat template",
     )
     image_before_text: bool = spec_field(
         True, kind="bool", help="The image item precedes the text in the user turn"
     )
-    continue_final_message: bool = spec_field(
-        True,
-        kind="bool",
-        help="The chat template renders an assistant prefill with continue_final_message=True",
+    continue_final_message: bool | None = spec_field(
+        None,
+        kind="optional_bool",
+        help="The chat template renders an assistant prefill with continue_final_message=True; null: "
+        "measured on the loaded processor's chat template",
     )
 
 

@@ -53,8 +53,21 @@ BEGIN = "# ---- BEGIN GENERATED"
 END = "# ---- END GENERATED"
 
 # copier question type and how the template spells a value, per field kind.
-_COPIER_TYPE = {"bool": "bool", "str_list": "yaml", "hub_ids": "yaml", "alias_map": "yaml"}
-_SHAPE = {"bool": "bool", "str_list": "tuple", "hub_ids": "tuple", "alias_map": "mapping"}
+# An optional bool is a YAML answer (true / false / null), since copier's bool type has no "unset".
+_COPIER_TYPE = {
+    "bool": "bool",
+    "optional_bool": "yaml",
+    "str_list": "yaml",
+    "hub_ids": "yaml",
+    "alias_map": "yaml",
+}
+_SHAPE = {
+    "bool": "bool",
+    "optional_bool": "bool",
+    "str_list": "tuple",
+    "hub_ids": "tuple",
+    "alias_map": "mapping",
+}
 _EMPTY: dict[str, Any] = {"tuple": (), "mapping": {}, "bool": False, "scalar": ""}
 
 # Validators per kind; VALUE stands for the question name. An empty answer passes where a field may be
@@ -72,6 +85,8 @@ _VALIDATORS = {
     "name or dotted path (a.b.c){% endif %}",
     "import_path": f"{{% if VALUE and not (VALUE | regex_search('{_PATH_RE[:-2]}+$')) %}}must be an "
     "importable dotted path like package.module.function{% endif %}",
+    "optional_bool": "{% if VALUE is not none and VALUE is not boolean %}must be true, false or null (null: "
+    "measured on the loaded processor's chat template){% endif %}",
     "str_list": "{% if VALUE is string or VALUE is mapping or not VALUE %}must be a non-empty YAML list of "
     "strings{% endif %}",
     "hub_ids": "{% if VALUE is string or VALUE is mapping or VALUE is not iterable %}must be a YAML list of "
@@ -142,7 +157,9 @@ def _answer_value(leaf: SpecNode, value: Any) -> Any:
         return list(value)
     if shape == "mapping":
         return dict(value)
-    return "" if value is None else value
+    if value is None:
+        return None if shape == "bool" else ""  # an optional bool's null stays a YAML null
+    return value
 
 
 # ------------------------------------------------------------------------------- answers <-> spec values

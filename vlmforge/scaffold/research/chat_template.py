@@ -15,13 +15,25 @@ from typing import Any
 
 from PIL import Image
 
+from vlmforge.core.chat_template import (
+    PROBE_PREFILL,
+    PROBE_TEXT,
+    Measured,
+    inserted,
+    measure_continue_final_message,
+    measure_image_in_message,
+)
 from vlmforge.scaffold.report import Answer, ResearchReport, Status
 from vlmforge.scaffold.research.isolation import quiet
 
 __all__ = ["PROBE_PREFILL", "PROBE_TEXT", "research_chat_template"]
 
-PROBE_TEXT = "Describe this picture in one sentence."
-PROBE_PREFILL = "The picture shows"
+# Said of a template-dependent convention left to the runtime when no real template is at hand.
+_MEASURED_AT_LOAD = (
+    "left to the runtime: {provenance} has no real chat template of this family offline, and this convention "
+    "is a property of the template a checkpoint ships; VLMProcessor measures it on the loaded processor's "
+    "template (vlmforge.core.chat_template: the same probe, giving {value!r} on the stand-in: {evidence})"
+)
 _QUESTIONS = {
     "image_in_message": "Image given inside the message (not a bare placeholder)",
     "image_before_text": "Image before text in the user turn",
@@ -120,22 +132,17 @@ def _research_image_position(
     probe: _Probe, model_class: type | None, image_token: str | None, report: ResearchReport
 ) -> None:
     """image_in_message, then image_before_text with the image given the way the template reads it."""
+    with quiet():
+        measured = measure_image_in_message(probe.processor)
+    report.add(_template_answer("image_in_message", measured, probe))
+    if measured.value is None and "failed to render" in measured.evidence:
+        reason = f"unknown: {probe.provenance}'s {measured.evidence}"
+        report.add(Answer("image_before_text", _QUESTIONS["image_before_text"], None, reason, "unknown"))
+        return
     image = Image.new("RGB", (32, 32))
+    item = {"type": "image", "image": image} if measured.value else {"type": "image"}
     try:
         bare = probe.user_turn([_text_item()])
-        placeholder = probe.user_turn([{"type": "image"}, _text_item()])
-        in_message = probe.user_turn([{"type": "image", "image": image}, _text_item()])
-    except Exception as error:
-        reason = f"unknown: {probe.provenance}'s chat template failed to render a user turn ({error})"
-        for key in ("image_in_message", "image_before_text"):
-            report.add(Answer(key, _QUESTIONS[key], None, reason, "unknown"))
-        return
-    if not bare:
-        return
-    answer = _image_in_message_answer(probe, bare, placeholder, in_message)
-    report.add(answer)
-    item = {"type": "image", "image": image} if answer.value else {"type": "image"}
-    try:
         positions = [
             _image_first(probe.user_turn(content), bare)
             for content in ([item, _text_item()], [_text_item(), item])
@@ -154,43 +161,27 @@ def _research_image_position(
     report.add(_image_before_text_answer(probe, positions, _documented_order(model_class, image_token)))
 
 
-def _inserted(with_image: str, without: str) -> tuple[int, str]:
-    """Where ``with_image`` differs from ``without``: (start index, inserted text)."""
-    prefix = 0
-    while prefix < min(len(with_image), len(without)) and with_image[prefix] == without[prefix]:
-        prefix += 1
-    suffix = 0
-    while (
-        suffix < min(len(with_image), len(without)) - prefix
-        and with_image[-1 - suffix] == without[-1 - suffix]
-    ):
-        suffix += 1
-    return prefix, with_image[prefix : len(with_image) - suffix]
-
-
 def _image_first(rendered: str, bare: str) -> bool | None:
     """Whether the image marker comes before the probe text in ``rendered`` (None: the text is missing)."""
-    at, _ = _inserted(rendered, bare)
+    at, _ = inserted(rendered, bare)
     return at <= rendered.find(PROBE_TEXT) if PROBE_TEXT in rendered else None
 
 
-def _image_in_message_answer(probe: _Probe, bare: str, placeholder: str, in_message: str) -> Answer:
-    """False when the bare ``{'type': 'image'}`` placeholder renders a marker; True if only the item does."""
-    question = _QUESTIONS["image_in_message"]
-    _, marker = _inserted(placeholder, bare)
-    if marker:
-        evidence = (
-            f"the bare {{'type': 'image'}} placeholder renders {marker!r} ({probe.provenance}){probe.caveat}"
+def _template_answer(key: str, measured: Measured, probe: _Probe) -> Answer:
+    """A template-dependent convention: measured on a real template, else left to the runtime (None)."""
+    question = _QUESTIONS[key]
+    if not probe.stored_template:
+        evidence = _MEASURED_AT_LOAD.format(
+            provenance=probe.provenance, value=measured.value, evidence=measured.evidence
         )
-        return Answer("image_in_message", question, False, evidence, probe.status, slot="image_in_message")
-    _, marker = _inserted(in_message, bare)
-    if marker:
-        evidence = (
-            f"the bare placeholder renders nothing; with the image inside the item it renders {marker!r}"
+        return Answer(key, question, None, evidence, "default", slot=key)
+    if measured.value is None:
+        return Answer(
+            key, question, None, f"unknown: {measured.evidence} ({probe.provenance})", "unknown", slot=key
         )
-        return Answer("image_in_message", question, True, evidence, probe.status, slot="image_in_message")
-    evidence = f"unknown: the template renders no image marker either way ({probe.provenance})"
-    return Answer("image_in_message", question, None, evidence, "unknown", slot="image_in_message")
+    return Answer(
+        key, question, measured.value, f"{measured.evidence} ({probe.provenance})", "measured", slot=key
+    )
 
 
 def _image_before_text_answer(
@@ -255,21 +246,6 @@ def _documented_order(model_class: type | None, image_token: str | None) -> tupl
 # --------------------------------------------------------------------------------------------- prefill
 def _prefill_answer(probe: _Probe) -> Answer:
     """continue_final_message: the rendered prompt must end with the prefill (nothing closes the turn)."""
-    messages = [
-        {"role": "user", "content": [{"type": "image"}, _text_item()]},
-        {"role": "assistant", "content": [{"type": "text", "text": PROBE_PREFILL}]},
-    ]
-    try:
-        rendered = probe.render(messages, continue_final_message=True)
-        works = rendered.endswith(PROBE_PREFILL)
-        evidence = f"renders ...{rendered[-40:]!r}" + ("" if works else " (does not end with the prefill)")
-    except Exception as error:  # transformers raises when it cannot find the final message to continue
-        works, evidence = False, f"apply_chat_template(continue_final_message=True) raised {error}"
-    return Answer(
-        "continue_final_message",
-        _QUESTIONS["continue_final_message"],
-        works,
-        f"{evidence} ({probe.provenance}){probe.caveat}",
-        probe.status,
-        slot="continue_final_message",
-    )
+    with quiet():
+        measured = measure_continue_final_message(probe.processor)
+    return _template_answer("continue_final_message", measured, probe)
