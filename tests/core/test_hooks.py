@@ -48,4 +48,5 @@ def test_all_vlm_spectra_hook_types_exist():
         "mlp.hook_post",
         "mlp.hook_out",
     }
-    assert set(HOOK_TYPES) == expected
+    # VLM Spectra's hook types, plus the mixture-of-experts ones (which exist on MoE layers only).
+    assert set(HOOK_TYPES) == expected | {"mlp.hook_router_logits", "mlp.hook_experts_out"}

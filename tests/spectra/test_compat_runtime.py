@@ -487,10 +487,14 @@ def test_item07_wildcard_order_in_the_cache(family):
 
 
 # ------------------------------------------------------------------------------ 8. hook types
+MOE_HOOKS = {"mlp.hook_router_logits", "mlp.hook_experts_out"}
+
+
 def test_item08_hook_table_kinds_and_modules():
     from vlmforge.spectra.core.hook_points import HOOK_CONFIGS
 
-    assert set(HOOK_CONFIGS) == set(SPEC_HOOKS)
+    # VLM Spectra's table, plus vlmforge's mixture-of-experts hooks (on MoE layers only).
+    assert set(HOOK_CONFIGS) == set(SPEC_HOOKS) | MOE_HOOKS
     for hook_type, (getter, kind) in SPEC_HOOKS.items():
         assert HookPoint.get_module_getter(hook_type) == getter, hook_type
         assert HookPoint.is_virtual(hook_type) == (kind == "virtual"), hook_type
@@ -636,6 +640,7 @@ def test_item11_validate_patch_hook_type():
         "mlp.hook_out",
     }
     pre = {"hook_resid_pre", "attn.hook_in", "attn.hook_mask", "attn.hook_z", "mlp.hook_in", "mlp.hook_post"}
+    post |= {"mlp.hook_experts_out"}  # vlmforge's MoE output hook is patchable like mlp.hook_out
     assert set(VALID_PATCH_HOOK_TYPES) == post and set(VALID_PRE_PATCH_HOOK_TYPES) == pre
     assert not any(validate_patch_hook_type(t) for t in post) and all(
         validate_patch_hook_type(t) for t in pre

@@ -30,6 +30,7 @@ from vlmforge.core.spec import (
     Capabilities,
     FamilySpec,
     ImageTokenSource,
+    MixtureOfExperts,
     ModulePaths,
     PromptFormat,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "ImageTokenSource",
     "InputError",
     "InvalidHookError",
+    "MixtureOfExperts",
     "ModelAdapter",
     "ModelRegistry",
     "ModulePaths",

@@ -26,6 +26,7 @@ from vlmforge.core.processing import VLMProcessor
 from vlmforge.core.roles import (
     ATTENTION,
     DOWN_PROJ,
+    EXPERTS,
     FINAL_NORM,
     GATE_PROJ,
     INPUT_NORM,
@@ -36,6 +37,7 @@ from vlmforge.core.roles import (
     MLP_NORM,
     O_PROJ,
     Q_PROJ,
+    ROUTER,
     UP_PROJ,
     V_PROJ,
     Role,
@@ -220,6 +222,45 @@ class ModelAdapter:
         accessor = getattr(self, role.accessor)
         return accessor(layer) if role.per_layer else accessor()
 
+    def absence(self, role: Role, layer: int | None = None) -> str | None:
+        """Why ``role`` has no module (in decoder layer ``layer``), or ``None`` when it has one.
+
+        A family may declare no such module at all (a non-gated MLP has no gate_proj), and per layer a
+        mixture-of-experts MLP has no dense projections while a dense MLP has no router or experts.
+        """
+        if role.optional and role.declared_path(self.spec) is None:
+            return f"the {self.spec.name} family declares no {role.name} (spec.{role.spec_path} is empty)"
+        if role.moe is not None and layer is not None:
+            moe = self.is_moe_layer(layer)
+            if role.moe == "dense" and moe:
+                return f"layer {layer}'s MLP is a mixture of experts: it has no dense {role.name}"
+            if role.moe == "moe" and not moe:
+                return f"layer {layer}'s MLP is dense: it has no {role.name}"
+        return None
+
+    def is_moe_layer(self, layer: int) -> bool:
+        """Whether decoder layer ``layer``'s MLP is a mixture of experts (it has ``spec.moe.experts``)."""
+        experts = self.spec.moe.experts
+        if experts is None:
+            return False
+        node: Any = self.get_lm_mlp(layer)
+        for part in experts.split("."):
+            node = getattr(node, part, None)
+        return node is not None
+
+    def project(self, role: Role, layer: int, hidden_states: torch.Tensor) -> torch.Tensor:
+        """``role``'s projection of ``hidden_states`` in ``layer``.
+
+        The module's output, or this role's half of a fused projection's output (a fused ``gate_up_proj``
+        returns [..., 2F]: gate = [..., :F], up = [..., F:]).
+        """
+        output = self.module(role, layer)(hidden_states)
+        half = role.fused_half(self.spec)
+        if half is None:
+            return output
+        width = output.shape[-1] // 2
+        return output[..., half * width : (half + 1) * width]
+
     def _resolve(self, role: Role, layer: int | None = None) -> nn.Module:
         """Default accessor body: follow the role's spec path from its parent role (or its scope)."""
         if role.scope == "layers":
@@ -228,8 +269,9 @@ class ModelAdapter:
                 raise IndexError(f"layer {layer} out of range: the language model has {len(layers)} layers")
             return layers[layer]
         path = role.declared_path(self.spec)
-        if path is None:
-            raise ContractError(f"the {self.spec.name} family declares no {role.name} module")
+        absent = self.absence(role, layer)
+        if path is None or absent is not None:
+            raise ContractError(absent or f"the {self.spec.name} family declares no {role.name} module")
         if role.parent is not None:
             root = self.module(role.parent, layer)
         else:
@@ -292,6 +334,32 @@ class ModelAdapter:
 
     def get_lm_down_proj(self, layer: int) -> nn.Module:
         return self._resolve(DOWN_PROJ, layer)
+
+    def get_lm_router(self, layer: int) -> nn.Module:
+        """The router of a mixture-of-experts MLP (``mlp.hook_router_logits``)."""
+        return self._resolve(ROUTER, layer)
+
+    def get_lm_experts(self, layer: int) -> nn.Module:
+        """The routed experts of a mixture-of-experts MLP (``mlp.hook_experts_out``)."""
+        return self._resolve(EXPERTS, layer)
+
+    def compute_router_logits(self, hidden_states: torch.Tensor, layer: int) -> torch.Tensor:
+        """Router logits [..., n_experts] of ``layer``'s MoE MLP for its input ``hidden_states``.
+
+        Recomputed from the router's linear weight (routers return logits in different places of their
+        output tuple, and some only return the post-top-k scores).
+        """
+        router = self.get_lm_router(layer)
+        weight = getattr(router, "weight", None)
+        if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+            raise ContractError(
+                f"{self.spec.name}: the router {type(router).__name__} of layer {layer} has no linear weight "
+                "[n_experts, D]; router logits cannot be recomputed"
+            )
+        with torch.no_grad():
+            return torch.nn.functional.linear(
+                hidden_states.to(weight.dtype), weight, getattr(router, "bias", None)
+            )
 
     def get_lm_norm(self) -> nn.Module:
         return self._resolve(FINAL_NORM)

@@ -20,7 +20,15 @@ mlp.hook_pre           gate_proj, output           gate pre-activation          
 mlp.hook_pre_linear    up_proj, output             linear branch                       [B, L, F]
 mlp.hook_post          down_proj, input            act(gate) * up                      [B, L, F]
 mlp.hook_out           mlp, output                 MLP output                          [B, L, D]
+mlp.hook_router_logits (recomputed; MoE layers)    router logits                       [B, L, E]
+mlp.hook_experts_out   experts, output (MoE)       routing-weighted sum of the experts [B, L, D]
 =====================  ==========================  =====================================================
+
+A fused ``gate_up_proj`` (spec ``modules.gate_up_proj``) carries ``mlp.hook_pre`` in the first half of its
+output and ``mlp.hook_pre_linear`` in the second; each hook sees (and may replace) its half only. A hook
+type exists on the layers whose module exists (:meth:`ModelAdapter.absence`): on a mixture-of-experts
+layer the dense ``mlp.hook_pre`` / ``hook_pre_linear`` / ``hook_post`` do not, the MoE hooks do; ``*``
+expands to the layers that have the hook, and naming another layer is an error saying why.
 
 Recomputed hooks are derived from the captured inputs by the adapter (under ``no_grad``); they can
 be read by ``run_with_hooks`` functions but not patched, since the model never materialises them
@@ -39,6 +47,7 @@ that mask. Patching it is attention knock-out (:class:`vlmforge.core.patching.Bl
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -46,12 +55,14 @@ from vlmforge.core.errors import InvalidHookError
 from vlmforge.core.roles import (
     ATTENTION,
     DOWN_PROJ,
+    EXPERTS,
     GATE_PROJ,
     K_PROJ,
     LAYER,
     MLP,
     O_PROJ,
     Q_PROJ,
+    ROUTER,
     UP_PROJ,
     V_PROJ,
     Heads,
@@ -96,6 +107,8 @@ HOOK_TYPES: dict[str, HookType] = {
     "mlp.hook_pre_linear": HookType(UP_PROJ, "output"),
     "mlp.hook_post": HookType(DOWN_PROJ, "input"),
     "mlp.hook_out": HookType(MLP, "output"),
+    "mlp.hook_router_logits": HookType(ROUTER, "computed"),
+    "mlp.hook_experts_out": HookType(EXPERTS, "output"),
 }
 
 #: Hook types that control the computation instead of carrying an activation (see the module docstring).
@@ -141,12 +154,19 @@ class RawHook:
         return self.function(module, args, kwargs, value)
 
 
-def expand_hook_names(names: str | list[str] | tuple[str, ...], num_layers: int) -> list[HookPoint]:
+def expand_hook_names(
+    names: str | list[str] | tuple[str, ...],
+    num_layers: int,
+    absence: Callable[[HookPoint], str | None] | None = None,
+) -> list[HookPoint]:
     """Parse and expand hook names (``*`` = every layer, negative indexes count from the end).
 
+    ``absence(point)`` says why a layer has no such hook (``None``: it has it); ``*`` then expands to
+    the layers that have it, and an explicit layer without it is an error carrying the reason.
+
     Raises:
-        InvalidHookError: for a malformed name, an unknown hook type or a layer out of range; the
-            message lists the valid hook types.
+        InvalidHookError: for a malformed name, an unknown hook type, a layer out of range or a layer
+            without that hook; the message lists the valid hook types or says why.
     """
     if isinstance(names, str):
         names = [names]
@@ -170,6 +190,11 @@ def expand_hook_names(names: str | list[str] | tuple[str, ...], num_layers: int)
             layers = [layer % num_layers]
         for layer in layers:
             point = HookPoint(layer, hook_type)
+            reason = absence(point) if absence is not None else None
+            if reason is not None:
+                if layer_text == "*":
+                    continue
+                raise InvalidHookError(f"invalid hook name {name!r}: {reason}")
             if point not in points:
                 points.append(point)
     return points

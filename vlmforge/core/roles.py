@@ -20,6 +20,15 @@ Heads = Literal["query", "kv"]
 Dimension = Literal["hidden", "query", "kv", "mlp"]
 
 
+def _spec_value(spec: Any, dotted: str | None) -> Any:
+    if dotted is None:
+        return None
+    value: Any = spec
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
 @dataclass(frozen=True)
 class Role:
     """A module the adapter contract exposes.
@@ -40,6 +49,10 @@ class Role:
         input_heads / output_heads: how the module's input / output activation splits into heads
             (``format_cache_item`` reshapes [B, L, heads * d_h] to [B, L, heads, d_h]).
         weight: the (in, out) dimensions of the module's weight, for the contract's shape check.
+        fused: ``(spec path, half)`` of a fused projection that plays this role when the family
+            declares no separate module (a fused ``gate_up_proj``: the gate is half 0, up half 1).
+        moe: where the role exists: ``"dense"`` (layers whose MLP is not a mixture of experts),
+            ``"moe"`` (only MoE layers) or ``None`` (every layer).
     """
 
     name: str
@@ -53,15 +66,24 @@ class Role:
     input_heads: Heads | None = None
     output_heads: Heads | None = None
     weight: tuple[Dimension, Dimension | None] | None = None
+    fused: tuple[str, int] | None = None
+    moe: Literal["dense", "moe"] | None = None
 
     def declared_path(self, spec: Any) -> str | None:
-        """The attribute path this role has in ``spec`` (``None``: the family has no such module)."""
-        if self.spec_path is None:
+        """The attribute path this role has in ``spec`` (``None``: the family has no such module).
+
+        A role played by half of a fused projection resolves to the fused module's path.
+        """
+        own = _spec_value(spec, self.spec_path)
+        if own is None and self.fused is not None:
+            return _spec_value(spec, self.fused[0])
+        return own
+
+    def fused_half(self, spec: Any) -> int | None:
+        """Which half of the module's output is this role's (``None``: the whole output)."""
+        if self.fused is None or _spec_value(spec, self.spec_path) is not None:
             return None
-        value: Any = spec
-        for part in self.spec_path.split("."):
-            value = getattr(value, part)
-        return value
+        return self.fused[1] if _spec_value(spec, self.fused[0]) is not None else None
 
     def heads(self, direction: str) -> Heads | None:
         """The head split of the activation flowing ``"input"`` into or ``"output"`` out of the module."""
@@ -93,18 +115,43 @@ O_PROJ = Role(
     input_heads="query",
     weight=("query", "hidden"),
 )
+_FUSED_GATE_UP = "modules.gate_up_proj"
 GATE_PROJ = Role(
-    "gate_proj", "modules.gate_proj", "get_lm_gate_proj", MLP, optional=True, weight=("hidden", "mlp")
+    "gate_proj",
+    "modules.gate_proj",
+    "get_lm_gate_proj",
+    MLP,
+    optional=True,
+    weight=("hidden", "mlp"),
+    fused=(_FUSED_GATE_UP, 0),
+    moe="dense",
 )
-UP_PROJ = Role("up_proj", "modules.up_proj", "get_lm_up_proj", MLP, optional=True, weight=("hidden", "mlp"))
+UP_PROJ = Role(
+    "up_proj",
+    "modules.up_proj",
+    "get_lm_up_proj",
+    MLP,
+    optional=True,
+    weight=("hidden", "mlp"),
+    fused=(_FUSED_GATE_UP, 1),
+    moe="dense",
+)
 DOWN_PROJ = Role(
-    "down_proj", "modules.down_proj", "get_lm_down_proj", MLP, optional=True, weight=("mlp", "hidden")
+    "down_proj",
+    "modules.down_proj",
+    "get_lm_down_proj",
+    MLP,
+    optional=True,
+    weight=("mlp", "hidden"),
+    moe="dense",
 )
+ROUTER = Role("router", "moe.router", "get_lm_router", MLP, optional=True, weight=("hidden", None), moe="moe")
+EXPERTS = Role("experts", "moe.experts", "get_lm_experts", MLP, optional=True, moe="moe")
 
 #: Every role, parents before children.
 ROLES: tuple[Role, ...] = (
     LM_HEAD, FINAL_NORM, LAYER, ATTENTION, MLP, INPUT_NORM, MLP_NORM,
-    Q_PROJ, K_PROJ, V_PROJ, O_PROJ, GATE_PROJ, UP_PROJ, DOWN_PROJ,
+    Q_PROJ, K_PROJ, V_PROJ, O_PROJ, GATE_PROJ, UP_PROJ, DOWN_PROJ, ROUTER, EXPERTS,
 )  # fmt: skip
 
 #: The rest of the adapter contract: dimensions, flags and the recomputation / formatting methods.

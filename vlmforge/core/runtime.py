@@ -16,10 +16,11 @@ from torch import nn
 
 from vlmforge.core.adapter import ModelAdapter, causal_mask
 from vlmforge.core.cache import ActivationCache
-from vlmforge.core.errors import CheckpointLoadError, DeviceError, InputError, InvalidHookError
+from vlmforge.core.errors import CheckpointLoadError, ContractError, DeviceError, InputError, InvalidHookError
 from vlmforge.core.hooks import HookPoint, RawHook, expand_hook_names
 from vlmforge.core.processing import ImageInput, VLMProcessor
 from vlmforge.core.registry import ModelRegistry, Resolution
+from vlmforge.core.roles import EXPERTS
 from vlmforge.core.versions import layer_cache
 
 HookFunction = Callable[[torch.Tensor, HookPoint], torch.Tensor | None]
@@ -123,6 +124,17 @@ def _replace_first(value: Any, tensor: torch.Tensor) -> Any:
     if isinstance(value, list):
         return [tensor, *value[1:]]
     return tensor
+
+
+class _Handles:
+    """Several torch hook handles removed as one (a hook point needing more than one torch hook)."""
+
+    def __init__(self, *handles: torch.utils.hooks.RemovableHandle) -> None:
+        self.handles = handles
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
 
 
 class _Registration:
@@ -484,7 +496,7 @@ class HookedVLM:
         A cache records the value the model actually used: patch functions (``run_with_hooks``) run
         before cache functions on the same hook, whichever block was opened first.
         """
-        points = expand_hook_names(hook_names, self.lm_num_layers)
+        points = self.hook_points(hook_names)
         store = ActivationCache()
 
         def remember(activation: torch.Tensor, point: HookPoint) -> None:
@@ -498,6 +510,38 @@ class HookedVLM:
         with self._hooks([(point, remember) for point in points], reader=True):
             yield store
         self.cache = store  # an inner block may have replaced it; the exiting block's cache wins
+
+    def hook_points(self, hook_names: str | Sequence[str]) -> list[HookPoint]:
+        """Expand hook names to the points that exist on this model (``*``: the layers that have the hook).
+
+        Raises:
+            InvalidHookError: a malformed name, or a layer without that hook (the message says why, e.g.
+                a mixture-of-experts layer has no ``mlp.hook_pre``).
+        """
+        points = expand_hook_names(hook_names, self.lm_num_layers, self.hook_absence)
+        for name in [hook_names] if isinstance(hook_names, str) else hook_names:
+            # `*` on a hook no layer has is a mistake (a dense-only hook on an all-MoE model), not a no-op.
+            if (
+                isinstance(name, str)
+                and ".*." in name
+                and not any(point.name.endswith(name.split(".*.", 1)[1]) for point in points)
+            ):
+                hook_type = name.split(".*.", 1)[1]
+                reason = self.hook_absence(HookPoint(0, hook_type))
+                raise InvalidHookError(f"invalid hook name {name!r}: no layer has it ({reason})")
+        return points
+
+    def hook_layers(self, hook_type: str) -> list[int]:
+        """The decoder layers that have ``hook_type`` (all of them for most hook types)."""
+        return [
+            layer
+            for layer in range(self.lm_num_layers)
+            if self.hook_absence(HookPoint(layer, hook_type)) is None
+        ]
+
+    def hook_absence(self, point: HookPoint) -> str | None:
+        """Why this model has no ``point`` (``None``: it has it)."""
+        return self.adapter.absence(point.spec.site, point.layer)
 
     @contextlib.contextmanager
     def run_with_hooks(self, hooks: Sequence[tuple[str, HookFunction]]) -> Iterator[None]:
@@ -518,7 +562,7 @@ class HookedVLM:
             if not (isinstance(entry, tuple | list) and len(entry) == 2 and callable(entry[1])):
                 raise InvalidHookError(f"hooks must be (hook_name, function) pairs, got {entry!r}")
             name, function = entry
-            bound += [(point, function) for point in expand_hook_names(name, self.lm_num_layers)]
+            bound += [(point, function) for point in self.hook_points(name)]
         with self._hooks(bound, reader=False):
             yield
 
@@ -580,11 +624,26 @@ class HookedVLM:
             replayed[0] = replacement
             return replacement
 
+        if direction == "output" and point.spec.site is EXPERTS:
+            return self._register_experts(point, module, call)
+
         if direction == "output":
+            half = point.spec.site.fused_half(self.adapter.spec)
 
             def output_hook(_module: nn.Module, args: Any, output: Any) -> Any:
-                replacement = call(_first_tensor(output), args, {})
-                return None if replacement is None else _replace_first(output, replacement)
+                raw = _first_tensor(output)
+                if half is None:
+                    replacement = call(raw, args, {})
+                    return None if replacement is None else _replace_first(output, replacement)
+                # A fused projection: the hook sees its half, a replacement is written into that half.
+                width = raw.shape[-1] // 2
+                part = slice(half * width, (half + 1) * width)
+                replacement = call(raw[..., part], args, {})
+                if replacement is None:
+                    return None
+                merged = raw.clone()
+                merged[..., part] = replacement
+                return _replace_first(output, merged)
 
             return module.register_forward_hook(output_hook)
 
@@ -608,6 +667,36 @@ class HookedVLM:
             return self._register_mask(point, module, function, reader=reader)
 
         return self._register_computed(point, module, function)
+
+    def _register_experts(
+        self, point: HookPoint, experts: nn.Module, call: Callable[[torch.Tensor, tuple, dict], Any]
+    ) -> _Handles:
+        """``mlp.hook_experts_out``: the experts' summed output, shown as [B, L, D].
+
+        MoE blocks flatten tokens before routing ([B * L, D]); the MLP's own input gives B and L back.
+        """
+        mlp = self.adapter.get_lm_mlp(point.layer)
+        shape: list[torch.Size] = []
+
+        def remember_shape(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+            hidden_states = args[0] if args else kwargs["hidden_states"]
+            shape[:] = [hidden_states.shape]
+
+        def experts_hook(_module: nn.Module, args: Any, output: Any) -> Any:
+            raw = _first_tensor(output)
+            if not shape or raw.numel() != shape[0].numel():
+                raise ContractError(
+                    f"{point.name}: {type(experts).__name__} returned {tuple(raw.shape)}, not one [D] row "
+                    f"per token of the MLP input {tuple(shape[0]) if shape else '?'}: spec.moe.experts must "
+                    "name the module whose output is the routing-weighted sum over the experts"
+                )
+            replacement = call(raw.view(shape[0]), args, {})
+            return None if replacement is None else _replace_first(output, replacement.reshape(raw.shape))
+
+        return _Handles(
+            mlp.register_forward_pre_hook(remember_shape, with_kwargs=True),
+            experts.register_forward_hook(experts_hook),
+        )
 
     def _register_mask(
         self, point: HookPoint, module: nn.Module, function: AnyHookFunction, *, reader: bool
@@ -712,6 +801,16 @@ class HookedVLM:
                 observe(adapter.compute_per_head_contributions(z, point.layer))
 
             return module.register_forward_pre_hook(head_out_hook, with_kwargs=True)
+
+        if point.hook_type == "mlp.hook_router_logits":
+            # On the MLP (not the router): its input is [B, L, D] whatever the router is handed.
+            mlp = adapter.get_lm_mlp(point.layer)
+
+            def router_hook(_module: nn.Module, args: tuple, kwargs: dict, _output: Any) -> None:
+                hidden_states = args[0] if args else kwargs["hidden_states"]
+                observe(adapter.compute_router_logits(hidden_states, point.layer))
+
+            return mlp.register_forward_hook(router_hook, with_kwargs=True)
 
         compute = (
             adapter.compute_attention_patterns

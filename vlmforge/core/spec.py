@@ -241,6 +241,49 @@ class ModulePaths:
     down_proj: str | None = spec_field(
         "down_proj", kind="attribute_path", help="MLP attribute of the down projection (empty if none)"
     )
+    gate_up_proj: str | None = spec_field(
+        None,
+        kind="attribute_path",
+        help="MLP attribute of a fused [gate; up] projection, gate half first (gate_proj / up_proj then "
+        "empty: the hooks split it); empty if not fused",
+    )
+
+
+@dataclass(frozen=True)
+class MixtureOfExperts:
+    """The mixture-of-experts MLPs of a decoder, if any.
+
+    Which layers are MoE layers is structural, so it holds for every depth (a tiny model has fewer
+    layers than the checkpoint): a layer is a MoE layer when its MLP has the ``experts`` attribute.
+    Dense layers use :class:`ModulePaths`' gate / up / down projections; on MoE layers those hooks are
+    not applicable and ``mlp.hook_router_logits`` / ``mlp.hook_experts_out`` are.
+
+    Attributes:
+        experts: MLP attribute of the routed experts, whose output is the routing-weighted sum over the
+            selected experts (``None``: the family has no MoE layers).
+        router: MLP attribute of the linear router (a ``weight`` of shape [n_experts, D]) whose logits
+            select the experts.
+        shared_experts: MLP attribute of the always-active shared expert(s), if any.
+    """
+
+    experts: str | None = spec_field(
+        None,
+        kind="attribute_path",
+        key="moe_experts",
+        help="MLP attribute of the routed experts; layers whose MLP has it are MoE layers (empty: no MoE)",
+    )
+    router: str | None = spec_field(
+        None,
+        kind="attribute_path",
+        key="moe_router",
+        help="MLP attribute of the linear router of MoE layers (empty: no MoE)",
+    )
+    shared_experts: str | None = spec_field(
+        None,
+        kind="attribute_path",
+        key="moe_shared_experts",
+        help="MLP attribute of the shared expert(s) of MoE layers (empty if none)",
+    )
 
 
 @dataclass(frozen=True)
@@ -349,6 +392,7 @@ class FamilySpec:
         language_model: dotted path from the top model to the decoder that owns ``layers``.
         lm_head: dotted path from the top model to the unembedding.
         modules: attribute names inside the decoder.
+        moe: the mixture-of-experts MLPs, if any.
         attention: the attention recipe used by ``compute_attention_scores``.
         image_token: where ``get_image_token_id`` reads the image token.
         prompt: chat-template conventions used by the family's processor.
@@ -385,6 +429,9 @@ class FamilySpec:
         "lm_head", kind="attribute_path", help="Dotted path from the top model to the unembedding"
     )
     modules: ModulePaths = spec_field(ModulePaths(), help="Attribute names inside the decoder")
+    moe: MixtureOfExperts = spec_field(
+        MixtureOfExperts(), slot="moe", help="Mixture-of-experts MLPs (which layers, router, experts)"
+    )
     attention: AttentionRecipe = spec_field(
         AttentionRecipe(), slot="attention_recipe", help="How the attention computes pre-softmax scores"
     )

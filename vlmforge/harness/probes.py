@@ -136,11 +136,14 @@ def language_model_inputs_embeds(vlm: HookedVLM, inputs: Any) -> torch.Tensor:
 def cached_forward(
     vlm: HookedVLM, hook_types: Sequence[str], inputs: Any, **forward_kwargs: Any
 ) -> tuple[Any, list[dict[str, torch.Tensor]]]:
-    """Forward ``inputs`` caching ``hook_types``: the model output and one {hook type: value} per layer."""
-    with vlm.run_with_cache([f"lm.blocks.*.{hook}" for hook in hook_types]):
+    """Forward ``inputs`` caching ``hook_types``: the model output and one {hook type: value} per layer.
+
+    A layer's dict holds the hook types that layer has (a MoE layer has no ``mlp.hook_pre``).
+    """
+    with vlm.run_with_cache([f"lm.blocks.*.{hook}" for hook in hook_types if vlm.hook_layers(hook)]):
         outputs = vlm.forward(inputs, **forward_kwargs)
     per_layer = [
-        {hook: vlm.cache[f"lm.blocks.{layer}.{hook}"] for hook in hook_types}
+        {hook: vlm.cache[name] for hook in hook_types if (name := f"lm.blocks.{layer}.{hook}") in vlm.cache}
         for layer in range(vlm.lm_num_layers)
     ]
     return outputs, per_layer

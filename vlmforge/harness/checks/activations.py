@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 
 from vlmforge.core.hooks import HOOK_TYPES
+from vlmforge.core.roles import DOWN_PROJ, GATE_PROJ, UP_PROJ
 from vlmforge.core.runtime import HookedVLM
 from vlmforge.harness.checks.registry import CheckResult, check
 from vlmforge.harness.compare import CheckFailure, assert_close, compare_layers, max_abs_difference
@@ -67,41 +69,136 @@ def head_out_sum(vlm: HookedVLM) -> CheckResult:
 
 
 def not_a_gated_mlp(vlm: HookedVLM) -> str | None:
-    """Why :func:`mlp_decomposition` does not apply: the spec names no gate/up/down projection."""
-    modules = vlm.adapter.spec.modules
-    missing = [name for name in ("gate_proj", "up_proj", "down_proj") if getattr(modules, name) is None]
-    return f"not a gated MLP (the spec has no {', '.join(missing)})" if missing else None
+    """Why the gated-MLP checks do not apply: no gate/up/down projection declared, or no dense layer."""
+    spec = vlm.adapter.spec
+    missing = [role.name for role in (GATE_PROJ, UP_PROJ, DOWN_PROJ) if role.declared_path(spec) is None]
+    if missing:
+        return f"not a gated MLP (the spec has no {', '.join(missing)})"
+    if not vlm.hook_layers("mlp.hook_pre"):
+        return "no dense MLP layer: every layer's MLP is a mixture of experts (see moe_decomposition)"
+    return None
 
 
 @check(not_applicable=not_a_gated_mlp)
 def mlp_decomposition(vlm: HookedVLM) -> CheckResult:
-    """act(hook_pre) * hook_pre_linear == hook_post and down_proj(hook_post) == hook_out."""
+    """act(hook_pre) * hook_pre_linear == hook_post and down_proj(hook_post) == hook_out, on dense layers."""
     per_layer = cached_per_layer(
         vlm, ("mlp.hook_pre", "mlp.hook_pre_linear", "mlp.hook_post", "mlp.hook_out")
     )
-    activations = [getattr(vlm.adapter.get_lm_mlp(layer), "act_fn", None) for layer in range(len(per_layer))]
+    dense = [(layer, cache) for layer, cache in enumerate(per_layer) if "mlp.hook_pre" in cache]
+    activations = {layer: _activation(vlm.adapter.get_lm_mlp(layer)) for layer, _ in dense}
     gated = compare_layers(
         vlm,
         (
-            (layer, act(cache["mlp.hook_pre"]) * cache["mlp.hook_pre_linear"], cache["mlp.hook_post"])
-            for layer, (cache, act) in enumerate(zip(per_layer, activations))
-            if act is not None
+            (
+                layer,
+                activations[layer](cache["mlp.hook_pre"]) * cache["mlp.hook_pre_linear"],
+                cache["mlp.hook_post"],
+            )
+            for layer, cache in dense
+            if activations[layer] is not None
         ),
         kind="activation",
         what="act(hook_pre) * hook_pre_linear vs hook_post",
-        hint="gate_proj / up_proj names in the spec",
+        hint="gate_proj / up_proj (or the fused gate_up_proj's halves) in the spec",
     )
     down = compare_layers(
         vlm,
         (
             (layer, vlm.adapter.get_lm_down_proj(layer)(cache["mlp.hook_post"]), cache["mlp.hook_out"])
-            for layer, cache in enumerate(per_layer)
+            for layer, cache in dense
         ),
         kind="activation",
         what="down_proj(hook_post) vs hook_out",
         hint="down_proj name in the spec",
     )
-    return CheckResult(max(gated, down))
+    return CheckResult(max(gated, down), f"{len(dense)} dense layers")
+
+
+def _activation(mlp: torch.nn.Module) -> Any:
+    """The MLP's activation module (``act_fn`` in Llama-style MLPs, ``activation_fn`` in others)."""
+    return next(
+        (getattr(mlp, name) for name in ("act_fn", "activation_fn", "act") if hasattr(mlp, name)), None
+    )
+
+
+def not_moe(vlm: HookedVLM) -> str | None:
+    """Why :func:`moe_decomposition` does not apply: no mixture-of-experts layer."""
+    if vlm.adapter.spec.moe.experts is None:
+        return "no mixture-of-experts MLP (spec.moe.experts is empty)"
+    if not vlm.hook_layers("mlp.hook_experts_out"):
+        return f"no layer's MLP has {vlm.adapter.spec.moe.experts!r}: every layer is dense"
+    return None
+
+
+def _router_outputs(routers: dict[int, torch.nn.Module]) -> tuple[dict[int, list[torch.Tensor]], list[Any]]:
+    """Plain torch hooks recording every tensor each router returns (first call)."""
+    outputs: dict[int, list[torch.Tensor]] = {}
+
+    def keep(layer: int, output: Any) -> None:
+        items = output if isinstance(output, tuple | list) else (output,)
+        outputs.setdefault(layer, [t.detach().clone() for t in items if isinstance(t, torch.Tensor)])
+
+    handles = [
+        router.register_forward_hook(lambda _m, _a, out, layer=layer: keep(layer, out))
+        for layer, router in routers.items()
+    ]
+    return outputs, handles
+
+
+@check(not_applicable=not_moe)
+def moe_decomposition(vlm: HookedVLM) -> CheckResult:
+    """On MoE layers: ``mlp.hook_router_logits`` is what the router computes, and ``mlp.hook_experts_out``
+    is exactly what the routed experts add to ``mlp.hook_out`` (zeroing it removes exactly that much)."""
+    a = vlm.adapter
+    layers = vlm.hook_layers("mlp.hook_experts_out")
+    routers = {layer: a.get_lm_router(layer) for layer in vlm.hook_layers("mlp.hook_router_logits")}
+    recorded, handles = _router_outputs(routers)
+    try:
+        per_layer = cached_per_layer(
+            vlm, ("mlp.hook_in", "mlp.hook_out", "mlp.hook_router_logits", "mlp.hook_experts_out")
+        )
+    finally:
+        for handle in handles:
+            handle.remove()
+    worst = 0.0
+    tolerance = tolerance_for(vlm.dtype).activation
+    for layer in routers:
+        logits = per_layer[layer]["mlp.hook_router_logits"]
+        flat = logits.reshape(-1, logits.shape[-1])
+        candidates = [t for t in recorded.get(layer, []) if t.shape == flat.shape]
+        differences = [max_abs_difference(flat, t.reshape(flat.shape)).value for t in candidates]
+        if not differences or min(differences) > scaled(tolerance, flat):
+            raise CheckFailure(
+                f"mlp.hook_router_logits of layer {layer} matches none of the router's outputs "
+                f"({[tuple(t.shape) for t in recorded.get(layer, [])]})",
+                max_diff=min(differences, default=float("nan")),
+                where=f"layer {layer}",
+                hint="spec.moe.router / compute_router_logits",
+            )
+        worst = max(worst, min(differences))
+
+    def zero(activation: torch.Tensor, _point: Any) -> torch.Tensor:
+        return torch.zeros_like(activation)
+
+    pairs = []
+    for layer in layers:
+        values = per_layer[layer]
+        with torch.no_grad(), vlm.run_with_hooks([(f"lm.blocks.{layer}.mlp.hook_experts_out", zero)]):
+            without = a.get_lm_mlp(layer)(values["mlp.hook_in"])
+        without = without[0] if isinstance(without, tuple) else without
+        pairs.append((layer, values["mlp.hook_out"] - without, values["mlp.hook_experts_out"]))
+    worst = max(
+        worst,
+        compare_layers(
+            vlm,
+            pairs,
+            kind="activation",
+            what="mlp.hook_out minus the MLP's output with the experts zeroed vs mlp.hook_experts_out",
+            hint="spec.moe.experts: the module whose output is the routing-weighted sum of the experts",
+        ),
+    )
+    return CheckResult(worst, f"{len(layers)} MoE layers")
 
 
 @check
@@ -128,7 +225,8 @@ def cache_non_invasive(vlm: HookedVLM) -> CheckResult:
     """Logits are bit-identical with and without caching every hook."""
     inputs = single_probe(vlm)
     plain = vlm.forward(inputs).logits
-    with vlm.run_with_cache([f"lm.blocks.*.{hook}" for hook in HOOK_TYPES]):
+    hook_types = [hook for hook in HOOK_TYPES if vlm.hook_layers(hook)]
+    with vlm.run_with_cache([f"lm.blocks.*.{hook}" for hook in hook_types]):
         cached = vlm.forward(inputs).logits
     if not torch.equal(plain, cached):
         difference = max_abs_difference(cached, plain)
@@ -138,7 +236,7 @@ def cache_non_invasive(vlm: HookedVLM) -> CheckResult:
             where=difference.describe(("batch", "position", "vocab")),
             hint="a hook that modifies its activation in place or returns a value",
         )
-    return CheckResult(0.0, f"{len(HOOK_TYPES)} hook types on {vlm.lm_num_layers} layers")
+    return CheckResult(0.0, f"{len(hook_types)} hook types on {vlm.lm_num_layers} layers")
 
 
 @check

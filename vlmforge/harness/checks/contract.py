@@ -27,6 +27,11 @@ def _declared(adapter: ModelAdapter, role: Role) -> bool:
     return not (role.optional and role.declared_path(adapter.spec) is None)
 
 
+def _first_layer_with(adapter: ModelAdapter, role: Role) -> int | None:
+    """The first decoder layer that has ``role`` (a dense projection may exist on later layers only)."""
+    return next((i for i in range(len(adapter.lm_layers)) if adapter.absence(role, i) is None), None)
+
+
 def _missing_members(adapter: ModelAdapter) -> set[str]:
     """Contract members the adapter class lacks (a property that is not one counts as missing)."""
 
@@ -50,8 +55,11 @@ def _unresolved_members(adapter: ModelAdapter, missing: set[str]) -> list[str]:
     for role in ROLES:
         if role.accessor in missing or not _declared(adapter, role):
             continue
+        layer = _first_layer_with(adapter, role) if role.per_layer else None
+        if role.per_layer and layer is None:
+            continue
         try:
-            module = adapter.module(role, 0 if role.per_layer else None)
+            module = adapter.module(role, layer)
         except Exception as error:
             problems.append(f"{role.accessor}: {type(error).__name__}: {error}")
             continue
@@ -102,7 +110,11 @@ def _shape_problems(adapter: ModelAdapter, dims: dict[str, int]) -> list[str]:
         if role.weight is None or not _declared(adapter, role):
             continue
         want_in, want_out = (dims[role.weight[0]], dims[role.weight[1]] if role.weight[1] else None)
+        if want_out is not None and role.fused_half(adapter.spec) is not None:
+            want_out *= 2  # a fused projection holds both halves
         for layer in layers if role.per_layer else [None]:
+            if layer is not None and adapter.absence(role, layer) is not None:
+                continue
             got_in, got_out = _in_out(adapter.module(role, layer))
             if got_in != want_in or (want_out is not None and got_out != want_out):
                 where = role.name if layer is None else f"layer {layer} {role.name}"
@@ -130,6 +142,13 @@ def contract_shapes(vlm: HookedVLM) -> CheckResult:
     )
 
 
+def _experts(vlm: HookedVLM) -> int | None:
+    """The declared number of routed experts (text config), for the router-logits shape; None if dense."""
+    config = vlm.adapter.lm_config
+    keys = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
+    return next((int(v) for key in keys if isinstance(v := getattr(config, key, None), int)), None)
+
+
 @check
 def hook_shapes(vlm: HookedVLM) -> CheckResult:
     """Every hook type caches a tensor of the documented shape on every layer."""
@@ -153,14 +172,17 @@ def hook_shapes(vlm: HookedVLM) -> CheckResult:
         "mlp.hook_pre_linear": (batch, length, mlp),
         "mlp.hook_post": (batch, length, mlp),
         "mlp.hook_out": (batch, length, hidden),
+        "mlp.hook_router_logits": (batch, length, _experts(vlm)),
+        "mlp.hook_experts_out": (batch, length, hidden),
     }
     assert set(expected) == set(HOOK_TYPES), "hook table and check out of sync"
+    expected = {hook: shape for hook, shape in expected.items() if vlm.hook_layers(hook)}
     with vlm.run_with_cache([f"lm.blocks.*.{hook}" for hook in expected]):
         vlm.forward(inputs)
     problems = [
         f"{name}: {tuple(vlm.cache[name].shape) if name in vlm.cache else 'not cached'}, expected {shape}"
-        for layer in range(vlm.lm_num_layers)
         for hook, shape in expected.items()
+        for layer in vlm.hook_layers(hook)
         if (name := f"lm.blocks.{layer}.{hook}") not in vlm.cache or tuple(vlm.cache[name].shape) != shape
     ]
     if problems:

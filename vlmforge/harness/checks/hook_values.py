@@ -23,7 +23,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from vlmforge.core.roles import INPUT_NORM, MLP_NORM, Role
+from vlmforge.core.roles import GATE_PROJ, INPUT_NORM, MLP_NORM, UP_PROJ, Role
 from vlmforge.core.runtime import HookedVLM
 from vlmforge.harness.checks.activations import not_a_gated_mlp
 from vlmforge.harness.checks.registry import CheckResult, NotApplicable, check
@@ -298,17 +298,18 @@ def hook_values_mlp_gate_up(vlm: HookedVLM) -> CheckResult:
     _, cache = cached_forward(vlm, ("mlp.hook_in", "mlp.hook_pre", "mlp.hook_pre_linear"), single_probe(vlm))
     a = vlm.adapter
     worst = 0.0
-    for hook, projection in (("mlp.hook_pre", a.get_lm_gate_proj), ("mlp.hook_pre_linear", a.get_lm_up_proj)):
+    dense = [(layer, values) for layer, values in enumerate(cache) if "mlp.hook_pre" in values]
+    for hook, role in (("mlp.hook_pre", GATE_PROJ), ("mlp.hook_pre_linear", UP_PROJ)):
         worst = max(
             worst,
             compare_values(
                 vlm,
                 (
-                    (layer, values[hook], projection(layer)(values["mlp.hook_in"]))
-                    for layer, values in enumerate(cache)
+                    (layer, values[hook], a.project(role, layer, values["mlp.hook_in"]))
+                    for layer, values in dense
                 ),
-                what=f"{hook} vs {projection.__name__.removeprefix('get_lm_')}(mlp.hook_in)",
-                hint=f"the {hook} site / the spec's gate_proj and up_proj names",
+                what=f"{hook} vs {role.name}(mlp.hook_in)",
+                hint=f"the {hook} site / the spec's gate_proj and up_proj (or fused gate_up_proj) names",
             ),
         )
-    return CheckResult(worst, f"{len(cache)} layers x 2 hook types")
+    return CheckResult(worst, f"{len(dense)} dense layers x 2 hook types")

@@ -27,6 +27,11 @@ LOGIT_AXES = ("batch", "position", "vocab")
 RUNTIME_HINT = "HookedVLM.run_with_hooks / _register: the module a hook point attaches to and its layer"
 
 
+def present(vlm: HookedVLM, hook_types: Sequence[str]) -> tuple[str, ...]:
+    """The hook types this model has on at least one layer (a dense model has no MoE hooks)."""
+    return tuple(hook for hook in hook_types if vlm.hook_layers(hook))
+
+
 def first_tensor(value: Any) -> torch.Tensor:
     """A module's hidden-states output: the tensor itself, or the first item of a tuple."""
     return value[0] if isinstance(value, tuple | list) else value
@@ -269,10 +274,11 @@ def patching_identity_and_none(vlm: HookedVLM) -> CheckResult:
     """Identity patches (every patchable hook) and functions returning None leave logits bit-identical."""
     inputs = single_probe(vlm)
     plain = vlm.forward(inputs).logits
-    assert_no_op(vlm, inputs, plain, PATCHABLE, lambda activation, _point: activation, "an identity patch")
-    assert_no_op(vlm, inputs, plain, tuple(HOOK_TYPES), lambda _activation, _point: None, "returning None")
+    patchable, every = present(vlm, PATCHABLE), present(vlm, tuple(HOOK_TYPES))
+    assert_no_op(vlm, inputs, plain, patchable, lambda activation, _point: activation, "an identity patch")
+    assert_no_op(vlm, inputs, plain, every, lambda _activation, _point: None, "returning None")
     return CheckResult(
-        0.0, f"{len(PATCHABLE)} patchable / {len(HOOK_TYPES)} hook types x {vlm.lm_num_layers} layers"
+        0.0, f"{len(patchable)} patchable / {len(every)} hook types on up to {vlm.lm_num_layers} layers"
     )
 
 
@@ -325,7 +331,7 @@ def wildcard_calls(
 def assert_once_per_layer(vlm: HookedVLM, counts: dict[HookPoint, int], hook_types: Sequence[str]) -> None:
     """Every layer's point of every hook type was called exactly once, and no other point was."""
     for hook in hook_types:
-        for layer in range(vlm.lm_num_layers):
+        for layer in vlm.hook_layers(hook):
             calls = counts.get(HookPoint(layer, hook), 0)
             if calls != 1:
                 raise CheckFailure(
@@ -334,7 +340,7 @@ def assert_once_per_layer(vlm: HookedVLM, counts: dict[HookPoint, int], hook_typ
                     where=f"layer {layer}",
                     hint="wildcard expansion in expand_hook_names / HookedVLM.run_with_hooks",
                 )
-    expected = {HookPoint(layer, hook) for hook in hook_types for layer in range(vlm.lm_num_layers)}
+    expected = {HookPoint(layer, hook) for hook in hook_types for layer in vlm.hook_layers(hook)}
     if unknown := sorted(point.name for point in counts if point not in expected):
         raise CheckFailure(f"wildcard functions were called for hook points never asked for: {unknown}")
 
@@ -343,9 +349,11 @@ def assert_once_per_layer(vlm: HookedVLM, counts: dict[HookPoint, int], hook_typ
 def patching_wildcard(vlm: HookedVLM) -> CheckResult:
     """``lm.blocks.*.<hook>`` calls its function once per layer per forward, labelled with that layer."""
     inputs = single_probe(vlm)
-    for hook_types in WILDCARD_GROUPS:
+    for group in WILDCARD_GROUPS:
+        hook_types = present(vlm, group)
         counts, seen, layers = wildcard_calls(vlm, inputs, hook_types)
         assert_once_per_layer(vlm, counts, hook_types)
         if seen:
             assert_layer_labels(vlm, seen, layers)
-    return CheckResult(detail=f"{len(HOOK_TYPES)} hook types x {vlm.lm_num_layers} layers, once each")
+    hooks = present(vlm, tuple(HOOK_TYPES))
+    return CheckResult(detail=f"{len(hooks)} hook types on their layers (of {vlm.lm_num_layers}), once each")

@@ -78,8 +78,13 @@ def research_blocks(decoder: Decoder, text_config: PretrainedConfig, report: Res
         report.add(_per_layer_answer(text_config, per_layer))
     if attention.module is not None and attention.name is not None:
         research_attention(attention.module, layers, attention.name, geometry, text_config, report)
-    if mlp.module is not None:
-        research_mlp(mlp.module, geometry.hidden, report)
+    if mlp.module is not None and mlp.name is not None:
+        # Every layer's MLP: dense-first MoE stacks and fused projections are told apart per layer.
+        research_mlp(
+            [getattr(layer, mlp.name) for layer in layers if hasattr(layer, mlp.name)],
+            geometry.hidden,
+            report,
+        )
     report.add(_gqa_answer(geometry, attention.module))
     report.add(_head_dim_answer(geometry, attention.module))
     report.add(_sliding_window_answer(_windows(layers, attention.name, text_config)))

@@ -1,7 +1,16 @@
-"""The MLP's gate / up / down projections, told apart by shape (and by ``forward`` for unusual names)."""
+"""The MLP of every decoder layer: dense gate / up / down projections (separate or fused), or a mixture of
+experts (router, routed experts, shared experts).
+
+Every layer is inspected. A decoder may be dense for its first layers and MoE after them: the dense
+projections are read from the dense layers and the MoE attributes from the MoE layers, and each answer is
+``found`` only if it holds for every layer it applies to.
+"""
 
 from __future__ import annotations
 
+import ast
+import inspect
+import textwrap
 from dataclasses import dataclass
 
 from torch import nn
@@ -12,90 +21,231 @@ from vlmforge.scaffold.research.module_tree import describe, is_linear, linear_s
 
 __all__ = ["research_mlp"]
 
-_ROLES = ("gate_proj", "up_proj", "down_proj")
+_ROLES = ("gate_proj", "up_proj", "down_proj", "gate_up_proj")
+_MOE_KEYS = ("moe_experts", "moe_router", "moe_shared_experts")
 
 
 @dataclass(frozen=True)
 class _MLPRoles:
-    """Which Linear child of the MLP plays which role.
+    """Which Linear child of a dense MLP plays which role.
 
     Attributes:
         names: role -> attribute name (None: not told apart, or absent).
         linears: every Linear child by name.
-        fused: the gate child also computes the up projection (one Linear, split by hand).
-        reason: how ``forward`` told gate from up, when names alone could not (else empty).
+        reason: how ``forward`` told gate from up (or the fused halves apart), when names could not.
     """
 
     names: dict[str, str | None]
     linears: dict[str, nn.Module]
-    fused: bool
     reason: str
 
 
-def research_mlp(mlp: nn.Module, hidden: int | None, report: ResearchReport) -> None:
-    """gate_proj / up_proj / down_proj of the MLP module ``mlp`` (``hidden``: the residual width)."""
-    cls = describe(mlp)
-    children = dict(mlp.named_children())
-    if "experts" in children or not any(map(is_linear, children.values())):
+def _experts_child(mlp: nn.Module) -> str | None:
+    """The routed-experts child of a MoE MLP: named ``experts`` or an ``*Experts`` class."""
+    for name, child in mlp.named_children():
+        if name == "experts" or type(child).__name__.endswith("Experts"):
+            return name
+    return None
+
+
+def research_mlp(mlps: list[nn.Module], hidden: int | None, report: ResearchReport) -> None:
+    """Dense projections and MoE attributes of the decoder layers' MLP modules ``mlps``."""
+    moe_layers = [i for i, mlp in enumerate(mlps) if _experts_child(mlp) is not None]
+    dense_layers = [i for i in range(len(mlps)) if i not in moe_layers]
+    layer_plan = _plan(dense_layers, moe_layers)
+    if dense_layers:
+        _research_dense([mlps[i] for i in dense_layers], dense_layers, hidden, layer_plan, report)
+    else:
         for role in _ROLES:
+            report.add(Answer(role, _question(role), None, f"no dense MLP layer ({layer_plan})"))
+    if moe_layers:
+        _research_moe([mlps[i] for i in moe_layers], moe_layers, hidden, layer_plan, report)
+    else:
+        for key in _MOE_KEYS:
             report.add(
-                Answer(
-                    role,
-                    _question(role),
-                    None,
-                    f"{cls} is a mixture of experts or has no linear children ({sorted(children)}): "
-                    "per-expert projections do not fit ModulePaths",
-                    "hand_edit",
-                )
+                Answer(key, _question(key), None, f"no mixture-of-experts layer ({layer_plan})", slot="moe")
             )
-        return
-    roles = _mlp_roles(mlp, hidden)
-    for role in _ROLES:
-        report.add(_role_answer(role, cls, roles))
+
+
+def _plan(dense: list[int], moe: list[int]) -> str:
+    def spans(layers: list[int]) -> str:
+        return ", ".join(str(i) for i in layers) if len(layers) <= 6 else f"{layers[0]}..{layers[-1]}"
+
+    parts = [
+        f"{label} layers {spans(layers)}" for label, layers in (("dense", dense), ("MoE", moe)) if layers
+    ]
+    return "; ".join(parts)
 
 
 def _question(role: str) -> str:
-    return f"MLP {role.replace('_proj', '')} projection"
+    return {
+        "gate_up_proj": "MLP fused gate+up projection",
+        "moe_experts": "MoE: routed experts attribute",
+        "moe_router": "MoE: router attribute",
+        "moe_shared_experts": "MoE: shared experts attribute",
+    }.get(role, f"MLP {role.replace('_proj', '')} projection")
+
+
+# ------------------------------------------------------------------------------------------------ dense
+def _research_dense(
+    mlps: list[nn.Module], layers: list[int], hidden: int | None, plan: str, report: ResearchReport
+) -> None:
+    per_layer = [_mlp_roles(mlp, hidden) for mlp in mlps]
+    first = per_layer[0]
+    cls = describe(mlps[0])
+    differing = [layers[i] for i, roles in enumerate(per_layer) if roles.names != first.names]
+    for role in _ROLES:
+        if differing:
+            names = {layers[i]: roles.names[role] for i, roles in enumerate(per_layer)}
+            evidence = f"differs across the dense layers ({plan}): {names}"
+            report.add(
+                Answer(role, _question(role), first.names[role], evidence, "hand_edit", slot="modules")
+            )
+            continue
+        report.add(_role_answer(role, cls, first, len(layers)))
 
 
 def _mlp_roles(mlp: nn.Module, hidden: int | None) -> _MLPRoles:
-    """Down maps back to ``hidden``; gate and up read it, the gate named so or found in ``forward``."""
+    """Down maps back to ``hidden``; gate and up read it (named so, found in ``forward``, or fused)."""
     linears = {n: c for n, c in mlp.named_children() if is_linear(c)}
     downs = [n for n, c in linears.items() if c.out_features == hidden]
     ins = [n for n, c in linears.items() if c.in_features == hidden]
     gate = next((n for n in ins if "gate" in n), None)
     ups = [n for n in ins if n != gate]
     up = ups[0] if len(ups) == 1 else None
+    down = downs[0] if len(downs) == 1 else None
     reason = ""
     if gate is None and len(ins) == 2:
         # Unconventional names (w1 / w3): the forward source says which one goes through the activation.
         gate, up, reason = gated_mlp_roles(type(mlp), ins)
-    fused = gate is not None and up is None and linears[gate].out_features > 0 and len(ins) == 1
-    down = downs[0] if len(downs) == 1 else None
-    return _MLPRoles({"gate_proj": gate, "up_proj": up, "down_proj": down}, linears, fused, reason)
+    fused = None
+    if gate is not None and up is None and len(ins) == 1 and down is not None:
+        width = linears[gate].out_features
+        if width == 2 * linears[down].in_features:
+            fused, reason = _fused_order(type(mlp), gate)
+            if fused is not None:
+                gate = None
+    names = {"gate_proj": gate, "up_proj": up, "down_proj": down, "gate_up_proj": fused}
+    return _MLPRoles(names, linears, reason)
 
 
-def _role_answer(role: str, cls: str, roles: _MLPRoles) -> Answer:
+def _fused_order(mlp_class: type, name: str) -> tuple[str | None, str]:
+    """A fused [gate; up] projection: ``forward`` must chunk its output in two and activate the FIRST half.
+
+    Reads ``gate, up = self.<name>(x).chunk(2, dim=-1)`` then ``act(gate) * up`` (or the tensor-first
+    spelling); anything else is not claimed.
+    """
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(mlp_class.forward)))
+    except (OSError, TypeError):
+        return None, f"no source for {mlp_class.__name__}.forward"
+    chunked: list[str] = []
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Assign)
+            and isinstance(node.targets[0], ast.Tuple)
+            and len(node.targets[0].elts) == 2
+            and isinstance(node.value, ast.Call)
+            and isinstance(node.value.func, ast.Attribute)
+            and node.value.func.attr == "chunk"
+        ):
+            chunked = [getattr(elt, "id", "") for elt in node.targets[0].elts]
+    source = ast.unparse(tree)
+    if len(chunked) == 2 and f"self.{name}(" in source:
+        first, second = chunked
+        activated = [
+            n
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Call)
+            and n.args
+            and isinstance(n.args[0], ast.Name)
+            and n.args[0].id in chunked
+            and "act" in ast.unparse(n.func)
+        ]
+        if activated and all(call.args[0].id == first for call in activated):
+            return name, (
+                f"{mlp_class.__name__}.forward chunks self.{name}(x) into ({first}, {second}) and activates "
+                f"{first}: gate half first"
+            )
+    return (
+        None,
+        f"{mlp_class.__name__}.forward does not show how self.{name}'s output splits into gate and up",
+    )
+
+
+def _role_answer(role: str, cls: str, roles: _MLPRoles, count: int) -> Answer:
     name = roles.names[role]
     shapes = linear_shapes(roles.linears) or "none"
-    if roles.fused and role in ("gate_proj", "up_proj"):
-        gate = roles.names["gate_proj"]
-        return Answer(
-            role,
-            _question(role),
-            gate if role == "gate_proj" else None,
-            f"{cls}.{gate} fuses gate and up ({shapes}): split it by hand",
-            "hand_edit",
-        )
+    everywhere = f" (same on all {count} dense layers)" if count > 1 else ""
+    fused = roles.names["gate_up_proj"]
+    if role == "gate_up_proj":
+        if fused is None:
+            return Answer(role, _question(role), None, f"{cls} has no fused gate/up projection ({shapes})")
+        return Answer(role, _question(role), fused, f"{roles.reason}{everywhere}")
+    if fused is not None and role in ("gate_proj", "up_proj"):
+        return Answer(role, _question(role), None, f"{cls}.{fused} is a fused gate+up projection{everywhere}")
     if name is not None:
         module = roles.linears[name]
-        evidence = f"{cls}.{name}: Linear {module.in_features} -> {module.out_features}"
+        evidence = f"{cls}.{name}: Linear {module.in_features} -> {module.out_features}{everywhere}"
         if roles.reason and role != "down_proj":
             evidence += f"; {roles.reason}"
         return Answer(role, _question(role), name, evidence)
     if role == "gate_proj" and roles.names["up_proj"] is not None:
-        return Answer(role, _question(role), None, f"{cls} is not gated: linear children {shapes}")
+        return Answer(
+            role, _question(role), None, f"{cls} is not gated: linear children {shapes}{everywhere}"
+        )
     why = f"; {roles.reason}" if roles.reason else ""
     return Answer(
         role, _question(role), None, f"unknown: cannot tell {role} from {cls}'s {shapes}{why}", "unknown"
     )
+
+
+# -------------------------------------------------------------------------------------------------- MoE
+def _moe_attributes(mlp: nn.Module, hidden: int | None) -> dict[str, str | None]:
+    """experts / router / shared experts of one MoE MLP, by structure.
+
+    The router is the child holding a 2-D ``weight`` [n_experts, D] that is not a 1-wide gate (a shared
+    expert's sigmoid gate is [1, D]); shared experts are a non-Linear child named ``shared*``.
+    """
+    experts = _experts_child(mlp)
+    router = next(
+        (
+            name
+            for name, child in mlp.named_children()
+            if name != experts
+            and getattr(getattr(child, "weight", None), "dim", lambda: 0)() == 2
+            and child.weight.shape[-1] == hidden
+            and child.weight.shape[0] > 1
+            and "shared" not in name
+        ),
+        None,
+    )
+    shared = next(
+        (name for name, child in mlp.named_children() if "shared" in name and not is_linear(child)), None
+    )
+    return {"moe_experts": experts, "moe_router": router, "moe_shared_experts": shared}
+
+
+def _research_moe(
+    mlps: list[nn.Module], layers: list[int], hidden: int | None, plan: str, report: ResearchReport
+) -> None:
+    per_layer = [_moe_attributes(mlp, hidden) for mlp in mlps]
+    first, cls = per_layer[0], describe(mlps[0])
+    uniform = all(attributes == first for attributes in per_layer)
+    for key in _MOE_KEYS:
+        value = first[key]
+        if not uniform:
+            names = {layers[i]: attributes[key] for i, attributes in enumerate(per_layer)}
+            report.add(
+                Answer(
+                    key, _question(key), value, f"differs across MoE layers: {names}", "hand_edit", slot="moe"
+                )
+            )
+            continue
+        where = f"{cls}.{value}" if value else f"{cls} has none"
+        evidence = f"{where} ({plan}; the same on every MoE layer)"
+        if key == "moe_router" and value is not None:
+            weight = getattr(mlps[0], value).weight
+            evidence += f"; weight {tuple(weight.shape)} = [n_experts, D]: logits recomputed from it"
+        status = "found" if value is not None or key == "moe_shared_experts" else "unknown"
+        report.add(Answer(key, _question(key), value, evidence, status, slot="moe"))
