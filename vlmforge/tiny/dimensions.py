@@ -40,7 +40,9 @@ def _decoder_sizes(text: PretrainedConfig) -> list[NamedSize]:
     data = text.to_dict()
     keys = ("vocab_size", "hidden_size")
     sizes = [NamedSize(f"text.{k}", v, f"text.{k}") for k in keys if (v := _int(data, k))]
-    sizes += [NamedSize(f"text.{k}", v, "text.ffn") for k in _FFN_KEYS if (v := _int(data, k))]
+    # Each FFN field is its own group: a routed expert as wide as the shared expert (or the dense MLP)
+    # would let code that reads one in place of the other pass.
+    sizes += [NamedSize(f"text.{k}", v, f"text.{k}") for k in _FFN_KEYS if (v := _int(data, k))]
     hidden = _int(data, "hidden_size")
     heads = next((v for k in _HEAD_KEYS if (v := _int(data, k))), None)
     if hidden is None or heads is None:
@@ -72,7 +74,7 @@ def _encoder_sizes(config: PretrainedConfig, text: PretrainedConfig, path: str =
         if width := _int(data, _width_key(data)):
             group = "text.hidden_size" if width == _int(text.to_dict(), "hidden_size") else "encoder.width"
             sizes.append(NamedSize(f"{name}.{_width_key(data)}", width, group))
-        sizes += [NamedSize(f"{name}.{k}", v, f"{name}.ffn") for k in _FFN_KEYS if (v := _int(data, k))]
+        sizes += [NamedSize(f"{name}.{k}", v, f"{name}.{k}") for k in _FFN_KEYS if (v := _int(data, k))]
         sizes += _encoder_sizes(sub, text, f"{name}.")
     return sizes
 

@@ -14,20 +14,43 @@ exist instead of silently disappearing.
 
 Sizes are also chosen so that mix-ups stay visible: a decoder whose config takes an explicit ``head_dim``
 gets ``head_dim * heads != hidden`` even where the real checkpoint happens to have them equal, and no FFN is
-as wide as its block. (Sizes that still coincide are caught by :mod:`vlmforge.tiny.dimensions`.)
+as wide as its block. After scaling, sizes are moved apart where they still coincide: every FFN field off
+every width and every other FFN (:func:`_separate_ffn_sizes`), an encoder width off the decoder's attention
+widths (:func:`_shrink_encoder_apart`), and, when the builder knows the processor's image-token counts,
+every width off those (``ShrinkLimits.avoid_sizes``). Config-determined image-token counts are not powers of
+two (3x3 pooled grids, 10 latents). (Sizes that still coincide are caught by :mod:`vlmforge.tiny.dimensions`.)
+
+Sizes that only make sense together are kept consistent: M-RoPE sections (explicit, declared, or hard-coded
+in the modeling file) fill the rotary half of ``head_dim * partial_rotary_factor`` with >= 1 pair each, a
+pooled ``mm_tokens_per_image`` divides the patch grid, patch-count tables and learned position tables follow
+the tiny grid, layer taps in sub-configs index the tiny tower, fields equal to a real width become the tiny
+width, and timm towers get explicit tiny ``model_args``.
 """
 
 from __future__ import annotations
 
+import copy
+import importlib
+import importlib.util
+import inspect
 import math
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cache
 from typing import Any
 
 from transformers import PretrainedConfig
 
-__all__ = ["LATENT_COUNT_KEYS", "ShrinkLimits", "resample_layer_list", "shrink_config"]
+__all__ = [
+    "LATENT_COUNT_KEYS",
+    "MissingBackboneError",
+    "ShrinkLimits",
+    "require_backbone_packages",
+    "resample_layer_list",
+    "shrink_config",
+]
 
 
 @dataclass(frozen=True)
@@ -56,8 +79,15 @@ class ShrinkLimits:
     sliding_window: int = 16
     # Image tokens per image of a learned-query resampler: not a power of two, unlike every width here.
     resampler_latents: int = 10
+    # Codes of a VQ image tokenizer (Chameleon, Emu3): each code is a token of the tiny vocabulary, so the
+    # codebook must be a handful of entries, not 8192.
+    codebook_size: int = 40
     experts: int = 4
     experts_per_token: int = 2
+    # Sizes no width, attention width or FFN of the tiny model may take: the image-token counts a processor
+    # produces for the probe images (known only once the processor exists, so a builder that finds a
+    # coincidence with them shrinks again with them here). The shrinker then tries other budgets.
+    avoid_sizes: tuple[int, ...] = ()
 
 
 DEFAULT_LIMITS = ShrinkLimits()
@@ -70,14 +100,33 @@ _EXPERT_COUNT_KEYS = ("num_experts", "num_local_experts", "n_routed_experts")
 _EXPERTS_PER_TOKEN_KEYS = ("num_experts_per_tok",)
 # Integer "the first/last k layers are special" fields, rescaled proportionally to the new depth.
 _LAYER_THRESHOLD_KEYS = ("max_window_layers", "first_k_dense_replace")
+# Codebook sizes of VQ image tokenizers.
+_CODEBOOK_KEYS = ("num_embeddings", "codebook_size")
+# token string -> id tables (Chameleon/Emu3 map VQ codes to BPE tokens through the whole tokenizer vocab).
+_VOCABULARY_MAP_KEYS = ("vocabulary_map",)
+# Integer "the last k layers are special" fields: Gemma3n's last num_kv_shared_layers reuse the KV cache of
+# the last earlier layer of their type, so every layer type must still occur before them.
+_LAYER_TAIL_KEYS = ("num_kv_shared_layers",)
 # Encoder fields that must equal the decoder width because the encoder projects straight into it.
 _DECODER_WIDTH_KEYS = ("out_hidden_size", "text_hidden_size")
 # Pixel-shuffle / patch-merge factors: image grids must be divisible by them.
-_MERGE_FACTOR_KEYS = ("scale_factor", "spatial_merge_size", "merge_size")
+_MERGE_FACTOR_KEYS = ("scale_factor", "spatial_merge_size", "merge_size", "projector_pooling_ratio")
 _ROPE_KEYS = ("rope_parameters", "rope_scaling")
 # Learned-query resamplers (Idefics2's perceiver): the latent count is the number of image tokens per image.
 LATENT_COUNT_KEYS = ("resampler_n_latents",)
 _TOKEN_SUFFIXES = ("_token_id", "_token_index", "_token_ids")
+# Per-image token counts of a pooled square patch grid; the tiny grid is pooled to _POOLED_TOKENS_SIDE^2.
+_POOLED_TOKEN_KEYS = ("mm_tokens_per_image",)
+_POOLED_TOKENS_SIDE = 3
+# Fields named like a size: candidates for "equals a real width, so it is that width" (_map_equal_dims).
+_SIZE_FIELD = re.compile(r"(_size|_dim|_channels|_width)$")
+# ...except sizes that are no widths (or that a rule above already owns).
+_EXCLUDED_SIZE_FIELD = re.compile(
+    r"vocab|patch|image|window|position|kernel|pool|merge|token|chunk|codebook|batch|^num_|^max_"
+)
+_MANAGED_KEYS = frozenset(
+    {"hidden_size", "embed_dim", "head_dim", "projection_dim", *_FFN_KEYS, *_DECODER_WIDTH_KEYS}
+)
 _INDEX_LIST_SUFFIXES = ("_indexes", "_indices")
 
 
@@ -282,18 +331,112 @@ def _shrink_attention(
     return _Geometry(hidden=new_hidden, head_dim=new_head_dim)
 
 
-def _shrink_rope(node: dict[str, Any], config_cls: type, head_dim: int) -> None:
-    """Rescale M-RoPE sections to the new rotary half-dimension (the forward crashes otherwise)."""
-    rotary_half = int(head_dim * node.get("partial_rotary_factor", 1.0)) // 2
-    uses_mrope = "mrope_section" in getattr(config_cls, "ignore_keys_at_rope_validation", ())
+def _partial_rotary_factor(node: Mapping[str, Any]) -> float:
+    """The rotated fraction of head_dim, wherever the config keeps it (top level or inside the RoPE params).
+
+    Qwen3.5 stores ``partial_rotary_factor`` inside ``rope_parameters``; reading only the top level would size
+    M-RoPE sections for the whole head_dim while the modeling code rotates a quarter of it.
+    """
+    factor = node.get("partial_rotary_factor")
+    for key in _ROPE_KEYS:
+        params = node.get(key)
+        if isinstance(params, Mapping):
+            inner = params.get("partial_rotary_factor")
+            # Per-layer-type RoPE params (Gemma3's {"sliding_attention": {...}}) nest one level deeper.
+            nested = [v.get("partial_rotary_factor") for v in params.values() if isinstance(v, Mapping)]
+            factor = next((f for f in (inner, *nested) if isinstance(f, float | int)), factor)
+    return float(factor) if isinstance(factor, float | int) and not isinstance(factor, bool) else 1.0
+
+
+def _rotary_dim(head_dim: int, factor: float) -> int:
+    # Modeling code computes int(head_dim * partial_rotary_factor) and rotates pairs of that.
+    return int(head_dim * factor)
+
+
+_HARDCODED_SECTION = re.compile(r"""["']mrope_section["']\s*,\s*\[([\d\s,]+)\]""")
+
+
+@cache
+def _hardcoded_mrope_section(config_cls: type) -> tuple[int, ...] | None:
+    """The M-RoPE section the modeling file falls back to when the config has none (``.get(..., [a, b, c])``).
+
+    Its proportions are the real architecture's (Qwen3.5: [11, 11, 10] of a 64-dim rotary part), so a tiny
+    section derived from them keeps the real T/H/W split instead of a guessed one.
+    """
+    module_name = config_cls.__module__.replace(".configuration_", ".modeling_")
+    try:
+        source = inspect.getsource(importlib.import_module(module_name))
+    except (ImportError, OSError, TypeError):
+        return None
+    match = _HARDCODED_SECTION.search(source)
+    return tuple(int(v) for v in match.group(1).split(",") if v.strip()) if match else None
+
+
+def _declares_mrope(config_cls: type) -> bool:
+    return "mrope_section" in getattr(config_cls, "ignore_keys_at_rope_validation", ())
+
+
+def _mrope_parts(node: Mapping[str, Any], config_cls: type) -> int:
+    """How many sections the decoder's M-RoPE splits the rotary half into (0 without M-RoPE).
+
+    M-RoPE is there when the config has a section, when the config class declares one, or when the modeling
+    file falls back to a hard-coded one (PaddleOCR-VL: ``.get("mrope_section", [16, 24, 24])`` with no
+    declaration): that section needs ``2 * sum(section)`` rotary dims, which a tiny head_dim does not have.
+    """
+    explicit = _find_mrope_section(node)
+    if explicit:
+        return len(explicit)
+    hardcoded = _hardcoded_mrope_section(config_cls)
+    if hardcoded or _declares_mrope(config_cls):
+        return len(hardcoded or _DEFAULT_MROPE_PROPORTIONS)
+    return 0
+
+
+def _find_mrope_section(params: Mapping[str, Any]) -> list[int] | None:
+    for key, value in params.items():
+        if key == "mrope_section" and isinstance(value, list | tuple) and value:
+            return list(value)
+        if isinstance(value, Mapping) and (found := _find_mrope_section(value)):
+            return found
+    return None
+
+
+# T 1/4, H 3/8, W 3/8: the Qwen2-VL split, used when neither config nor modeling file says otherwise.
+_DEFAULT_MROPE_PROPORTIONS = (2, 3, 3)
+
+
+def _head_dim_with_rotary_room(head_dim: int, parts: int, factor: float) -> int:
+    """The smallest head_dim >= ``head_dim`` (steps of 4) whose rotary half holds ``parts`` sections.
+
+    M-RoPE gives every section (T, H, W) at least one frequency pair; a tiny head_dim whose rotated part is
+    smaller than that (Qwen3.5: head_dim 16 * factor 0.25 = 4 dims = 2 pairs for 3 sections) crashes or,
+    worse, silently drops an axis.
+    """
+    while _rotary_dim(head_dim, factor) // 2 < parts or _rotary_dim(head_dim, factor) % 2:
+        head_dim += 4
+    return head_dim
+
+
+def _shrink_rope(node: dict[str, Any], config_cls: type, head_dim: int, *, decoder: bool = False) -> None:
+    """Rescale M-RoPE sections to the new rotary half-dimension (the forward crashes otherwise).
+
+    For the ``decoder``, a section the modeling file hard-codes is written out explicitly, rescaled: the
+    modeling code reads ``rope_parameters["mrope_section"]`` before its fallback, and real checkpoints of
+    those families carry the key too. (Encoders sharing the modeling file do not use the decoder's M-RoPE.)
+    """
+    rotary_half = _rotary_dim(head_dim, _partial_rotary_factor(node)) // 2
+    fallback = _hardcoded_mrope_section(config_cls) if decoder else None
+    uses_mrope = _declares_mrope(config_cls) or fallback is not None
 
     def visit(params: dict[str, Any]) -> None:
         if params.get("mrope_section"):
             params["mrope_section"] = _split_proportionally(params["mrope_section"], rotary_half)
         elif uses_mrope and ("rope_type" in params or "rope_theta" in params):
             # The config class declares M-RoPE but the (default) config leaves the section to a hard-coded
-            # modeling default sized for the real head_dim: write an explicit one (T 1/4, H 3/8, W 3/8).
-            params["mrope_section"] = _split_proportionally([2, 3, 3], rotary_half)
+            # modeling default sized for the real head_dim: write an explicit one with the same proportions.
+            params["mrope_section"] = _split_proportionally(
+                fallback or _DEFAULT_MROPE_PROPORTIONS, rotary_half
+            )
         for value in params.values():
             if isinstance(value, dict):
                 visit(value)
@@ -320,6 +463,7 @@ def _shrink_depth(node: dict[str, Any], max_layers: int, limits: ShrinkLimits) -
                 node[key] = resample_layer_list(value, new)
         elif key in _LAYER_THRESHOLD_KEYS and isinstance(value, int) and value > 0:
             node[key] = new if value >= old else min(new - 1, max(1, round(value * new / old)))
+    _shrink_layer_tail(node, old, new)
     if isinstance(node.get("sliding_window"), int):
         node["sliding_window"] = min(node["sliding_window"], limits.sliding_window)
     for key in _EXPERT_COUNT_KEYS:
@@ -329,6 +473,26 @@ def _shrink_depth(node: dict[str, Any], max_layers: int, limits: ShrinkLimits) -
         if isinstance(node.get(key), int):
             node[key] = min(node[key], limits.experts_per_token)
     return old, new
+
+
+def _shrink_layer_tail(node: dict[str, Any], old: int, new: int) -> None:
+    """Rescale "last k layers" counts and keep every layer type among the layers before them.
+
+    The shared tail reads caches written by earlier layers of the same type; a resampled ``layer_types``
+    whose head lacks a type (the lone full-attention layer landed in the tail) cannot be built, so the
+    pattern is then compressed to the head's length and repeated, which keeps every type in the head.
+    """
+    for key in _LAYER_TAIL_KEYS:
+        tail = node.get(key)
+        if not _is_int(tail) or old <= new:
+            continue
+        tail = min(new - 1, max(1, round(tail * new / old)))
+        node[key] = tail
+        types = node.get("layer_types")
+        head = new - tail
+        if isinstance(types, list) and len(types) == new and set(types[:head]) != set(types):
+            pattern = _compress(types, head) if len(set(types)) <= head else types[:head]
+            node["layer_types"] = [pattern[i % head] for i in range(new)]
 
 
 def _merge_factor(*nodes: Mapping[str, Any]) -> int:
@@ -419,10 +583,29 @@ def _shrink_decoder(node: _Node, vocab_size: int | None, limits: ShrinkLimits) -
     geometry = _shrink_attention(
         node.data, limits.text_hidden, limits.text_base_heads, limits, decouple=limits.head_dim_offset != 0
     )
-    _shrink_rope(node.data, type(node.config), geometry.head_dim)
+    factor = _partial_rotary_factor(node.data)
+    parts = _mrope_parts(node.data, type(node.config))
+    if parts and factor > 0 and isinstance(node.data.get("head_dim"), int):
+        head_dim = _head_dim_with_rotary_room(geometry.head_dim, parts, factor)
+        if head_dim != geometry.head_dim:
+            node.data["head_dim"] = head_dim
+            geometry = _Geometry(hidden=geometry.hidden, head_dim=head_dim)
+    elif parts and factor > 0 and (heads_key := _first_key(node.data, _HEAD_KEYS)):
+        # head_dim = width // heads: the width grows with it (GLM-4V-MoE: rotary half 2 for 3 sections).
+        head_dim = _head_dim_with_rotary_room(geometry.head_dim, parts, factor)
+        if head_dim != geometry.head_dim:
+            width = node.data[heads_key] * head_dim
+            node.data[_width_key(node.data)] = width
+            geometry = _Geometry(hidden=width, head_dim=head_dim)
+    _shrink_rope(node.data, type(node.config), geometry.head_dim, decoder=True)
     _shrink_depth(node.data, limits.text_layers, limits)
     if vocab_size is not None and "vocab_size" in node.data:
         node.data["vocab_size"] = vocab_size
+        # Secondary tables over (a prefix of) the vocabulary (Gemma3n's vocab_size_per_layer_input, 262144
+        # x 256 per layer) are cut to the tiny vocabulary too, or they dominate the tiny model.
+        for key, value in list(node.data.items()):
+            if key.startswith("vocab_size_") and _is_int(value):
+                node.data[key] = min(value, vocab_size)
     return geometry
 
 
@@ -442,13 +625,252 @@ def _shrink_encoder(node: _Node, text_width: int, limits: ShrinkLimits) -> tuple
     for key in LATENT_COUNT_KEYS:
         if isinstance(node.data.get(key), int):
             node.data[key] = min(node.data[key], limits.resampler_latents)
+    for key in _CODEBOOK_KEYS:
+        if _is_int(node.data.get(key)):
+            node.data[key] = min(node.data[key], limits.codebook_size)
     ancestors = []
     parent = node.parent
     while parent is not None:
         ancestors.append(parent.data)
         parent = parent.parent
     _shrink_image_geometry(node.data, _merge_factor(node.data, *ancestors))
+    if isinstance(node.data.get("model_args"), dict) and _built_by_timm(type(node.config)):
+        merge = _merge_factor(node.data, *ancestors)
+        depth = _shrink_timm_args(node.data, node.data["model_args"], 2 * merge, limits) or depth
     return depth
+
+
+_PATCH_IN_NAME = re.compile(r"patch(\d+)")
+
+
+def _shrink_timm_args(
+    node: dict[str, Any], args: dict[str, Any], grid: int, limits: ShrinkLimits
+) -> tuple[int, int] | None:
+    """Shrink a timm ViT configured by architecture name + ``model_args`` (PerceptionLM's PE tower).
+
+    ``timm.create_model(architecture, **model_args)`` takes the architecture's defaults for every size
+    ``model_args`` leaves out (PE-L: 16 heads), so the tiny sizes are all written explicitly: width, heads,
+    depth, image size (``grid`` patches per side, i.e. 2 tokens after the projector's merge; patch size from
+    ``model_args`` or the ``patch14`` in the name) and a RoPE reference grid (``ref_feat_shape``) equal to
+    the tiny grid. Towers without ``embed_dim`` (convolutional ones such as MobileNetV5 or FastViT) are
+    left as they are. Returns the (old, new) depth.
+    """
+    if not _is_int(args.get("embed_dim")):
+        return None
+    old_width = args["embed_dim"]
+    args["embed_dim"] = limits.encoder_hidden
+    args["num_heads"] = limits.encoder_base_heads
+    old_depth = args.get("depth") if _is_int(args.get("depth")) else None
+    args["depth"] = min(old_depth or limits.encoder_layers, limits.encoder_layers)
+    for key in ("hidden_size", "num_features"):
+        if node.get(key) == old_width:
+            node[key] = limits.encoder_hidden
+    patch = args.get("patch_size")
+    if not _is_int(patch):
+        match = _PATCH_IN_NAME.search(str(node.get("architecture", "")))
+        patch = int(match.group(1)) if match else None
+    if _is_int(patch):
+        # Always explicit: an absent img_size means the architecture's default (336 for PE-L).
+        if isinstance(args.get("img_size"), list | tuple):
+            args["img_size"] = [patch * grid] * len(args["img_size"])
+        else:
+            args["img_size"] = patch * grid
+        if isinstance(args.get("ref_feat_shape"), list | tuple):
+            args["ref_feat_shape"] = [grid] * len(args["ref_feat_shape"])
+    return (old_depth, args["depth"]) if old_depth else None
+
+
+def _sub_config_keys(node: _Node) -> set[str]:
+    return {
+        k
+        for k, v in node.data.items()
+        if isinstance(v, dict) and isinstance(getattr(node.config, k, None), PretrainedConfig)
+    }
+
+
+def _attention_widths(data: Mapping[str, Any]) -> set[int]:
+    """Query and KV widths (heads * head_dim) of one attention config."""
+    hidden = data.get(_width_key(data))
+    heads = next((data[k] for k in _HEAD_KEYS if _is_int(data.get(k))), None)
+    if not _is_int(hidden) or not heads:
+        return set()
+    kv_heads = next((data[k] for k in _KV_HEAD_KEYS if _is_int(data.get(k))), heads)
+    head_dim = data["head_dim"] if _is_int(data.get("head_dim")) else hidden // heads
+    return {heads * head_dim, kv_heads * head_dim}
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _shrink_encoder_apart(
+    node: _Node, text_width: int, taken: set[int], limits: ShrinkLimits
+) -> tuple[int, int] | None:
+    """:func:`_shrink_encoder`, retried with other width budgets while its width equals a decoder size.
+
+    An encoder as wide as the decoder's KV projection (Qwen3.5: both 32) lets code that confuses them pass.
+    The width is the freest encoder size (its head_dim follows), so it is the one that moves: first below the
+    default budget, then above. Sub-config dicts are left in place, their own nodes shrink them.
+    """
+    children = _sub_config_keys(node)
+    snapshot = {k: copy.deepcopy(v) for k, v in node.data.items() if k not in children}
+    budgets = (limits.encoder_hidden, limits.encoder_hidden - 8, limits.encoder_hidden + 16)
+    depth = None
+    for budget in budgets:
+        node.data.update(copy.deepcopy(snapshot))
+        depth = _shrink_encoder(node, text_width, replace(limits, encoder_hidden=budget))
+        width = node.data.get(_width_key(node.data))
+        if not (_is_int(width) and width in taken and width != text_width):
+            break
+    return depth
+
+
+def _pooled_grid(nodes: Sequence[_Node]) -> None:
+    """Per-image token counts of a pooled square patch grid (Gemma3's ``mm_tokens_per_image``).
+
+    The projector pools the ``image_size / patch`` grid down to ``sqrt(tokens)`` per side with a stride
+    derived from both, so the two must stay consistent (a stride of 0 crashes). The tiny grid keeps a real
+    pooling (stride 2 when the real one pools) down to 3x3 = 9 tokens: not a power of two, unlike widths.
+    """
+    for node in nodes:
+        for key in _POOLED_TOKEN_KEYS:
+            tokens = node.data.get(key)
+            vision = node.data.get("vision_config")
+            if not (_is_int(tokens) and isinstance(vision, dict)):
+                continue
+            patch, size = vision.get("patch_size"), vision.get("image_size")
+            if not (_is_int(patch) and _is_int(size)):
+                continue
+            real_side = math.isqrt(tokens)
+            pool = 1 if size // patch == real_side else 2
+            vision["image_size"] = patch * _POOLED_TOKENS_SIDE * pool
+            node.data[key] = _POOLED_TOKENS_SIDE**2
+
+
+def _remap_layer_taps(nodes: Sequence[_Node], depths: Mapping[tuple[str, ...], tuple[int, int]]) -> None:
+    """``vision_feature_layer`` in a *sub*-config (Molmo2's adapter) indexes the vision tower's layers.
+
+    The root-level field is handled by :func:`_shrink_root`. In a sub-config the taps are layer indices
+    (``-depth <= i < depth``, validated by the config class); distinct taps stay distinct when the tower has
+    enough layers, because a model concatenating two taps must still see two different layers.
+    """
+    for node in nodes[1:]:
+        layers = node.data.get("vision_feature_layer")
+        if layers is None or node.parent is None:
+            continue
+        vision_path = (*node.parent.path, "vision_config")
+        if vision_path not in depths:
+            continue
+        old, new = depths[vision_path]
+        single = isinstance(layers, int)
+        remapped: list[int] = []
+        for index in [layers] if single else list(layers):
+            if -new <= index < 0:
+                remapped.append(index)
+                continue
+            position = index if index >= 0 else old + index
+            target = min(new - 1, round(position * (new - 1) / max(1, old - 1)))
+            free = [t for t in range(new) if t not in remapped]
+            if target in remapped and free:
+                target = min(free, key=lambda t: abs(t - target))
+            remapped.append(target)
+        node.data["vision_feature_layer"] = remapped[0] if single else remapped
+
+
+def _patch_count_dicts(nodes: Sequence[_Node], grids: Mapping[int, int], limits: ShrinkLimits) -> None:
+    """Dicts keyed by patch counts (Aria's ``projector_patch_to_query_dict`` {1225: 128, 4900: 256}).
+
+    Keys are the patch counts of the real image sizes, values the learned queries (image tokens) each gets.
+    The keys must become the tiny tower's patch counts, or the projector looks up a count that never occurs;
+    values shrink like a resampler's latents (largest -> ``resampler_latents``, ratios kept).
+    ``grids`` maps each real grid side to the tiny one; the largest key becomes the tiny full grid.
+    """
+    if not grids:
+        return
+    tiny_side = max(grids.values())
+    for node in nodes:
+        for key, value in list(node.data.items()):
+            if not (isinstance(value, dict) and value and key.endswith(("_dict", "_map"))):
+                continue
+            try:
+                items = {int(k): v for k, v in value.items()}
+            except (TypeError, ValueError):
+                continue
+            if not all(_is_int(v) for v in items.values()):
+                continue
+            sides = {k: math.isqrt(k) for k in items}
+            if any(side * side != k or k < 4 for k, side in sides.items()):
+                continue  # not square patch counts
+            top = max(items.values())
+            # The largest count is the tower's full grid (a default config's tower may not match the dict).
+            real_side = max(sides.values())
+            shrunk: dict[int, int] = {}
+            for count, queries in sorted(items.items()):
+                side = max(1, round(sides[count] * tiny_side / real_side))
+                shrunk[side * side] = max(1, round(queries * limits.resampler_latents / top))
+            node.data[key] = shrunk
+
+
+def _map_equal_dims(
+    nodes: Sequence[_Node], originals: Mapping[tuple[str, ...], dict[str, Any]], widths: Mapping[int, int]
+) -> None:
+    """Size fields the shrinker has no rule for but whose real value *is* a width being shrunk.
+
+    A projector's ``projector_hidden_size`` or an adapter's ``vision_hidden_size`` equal to a real width is
+    that width by construction; left real-sized they would make a 1024-wide layer in a 32-wide model (or a
+    shape mismatch). Lists of channel widths (``downsample_channels``) map entry by entry, and entries that
+    are no known width scale with the node's own width (else the smallest width ratio). Other FFN-like
+    ``*intermediate_size`` fields scale the same way.
+    """
+    for node in nodes:
+        original = originals.get(node.path, {})
+        for key, value in list(node.data.items()):
+            if not _SIZE_FIELD.search(key) or key in _MANAGED_KEYS or _EXCLUDED_SIZE_FIELD.search(key):
+                continue
+            if original.get(key) != value:
+                continue  # a rule already rewrote it
+            if _is_int(value) and value in widths:
+                node.data[key] = widths[value]
+            elif _is_int(value) and key.endswith("intermediate_size") and widths:
+                # A projector's own FFN (Aya Vision's alignment_intermediate_size, 28672): an FFN width in a
+                # node without a width of its own, so it scales with the decoder it projects into. Multiple
+                # of 16: SwiGLU projectors halve it.
+                ratio = _own_width_ratio(node, original) or next(iter(widths.values())) / next(iter(widths))
+                node.data[key] = _round_to(value * ratio, 16, 16)
+            elif (
+                isinstance(value, list | tuple)
+                and value
+                and all(_is_int(v) for v in value)
+                and key.endswith("channels")
+            ):
+                ratio = _own_width_ratio(node, original) or min(new / old for old, new in widths.items())
+                node.data[key] = [widths.get(v, _round_to(v * ratio, 8, 8)) for v in value]
+
+
+def _own_width_ratio(node: _Node, original: Mapping[str, Any]) -> float | None:
+    """tiny / real width of ``node`` itself (its channel lists scale with it), None if it has no width."""
+    key = _width_key(original)
+    old, new = original.get(key), node.data.get(key)
+    return new / old if _is_int(old) and _is_int(new) else None
+
+
+def _separate_ffn_sizes(nodes: Sequence[_Node], fixed: set[int]) -> None:
+    """Move every FFN width off every other size of the tiny model, in steps of 8.
+
+    FFN widths are the freest sizes (nothing else is derived from them), so they are the ones that move when
+    scaling gives a coincidence: Qwen3.5's routed and shared experts and its KV width all came out 32. Each
+    FFN field also differs from the others, so routed, shared and dense MLPs cannot be mixed up unseen.
+    """
+    taken = set(fixed)
+    for node in nodes:
+        for key in _FFN_KEYS:
+            value = node.data.get(key)
+            if not _is_int(value):
+                continue
+            while value in taken:
+                value += 8
+            node.data[key] = value
+            taken.add(value)
 
 
 def _shrink_root(
@@ -472,6 +894,81 @@ def _shrink_root(
         tree["image_seq_length"] = (size // patch) ** 2 // _merge_factor(tree) ** 2
 
 
+def _width_map(
+    nodes: Sequence[_Node], originals: Mapping[tuple[str, ...], dict[str, Any]], text_node: _Node
+) -> dict[int, int]:
+    """Real width -> tiny width of every attention config; the decoder's wins where two real widths agree."""
+    widths: dict[int, int] = {}
+    for node in (text_node, *nodes):
+        key = _width_key(originals.get(node.path, {}))
+        old, new = originals.get(node.path, {}).get(key), node.data.get(key)
+        if _is_int(old) and _is_int(new) and old != new:
+            widths.setdefault(old, new)
+    return widths
+
+
+def _grid_map(nodes: Sequence[_Node], originals: Mapping[tuple[str, ...], dict[str, Any]]) -> dict[int, int]:
+    """Real patch-grid side -> tiny patch-grid side of every tower that has an image size and a patch size."""
+    grids: dict[int, int] = {}
+    for node in nodes:
+        before = originals.get(node.path, {})
+        sides = []
+        for data in (before, node.data):
+            size, patch = data.get("image_size"), data.get("patch_size")
+            size = size[0] if isinstance(size, list | tuple) and size else size
+            patch = patch[0] if isinstance(patch, list | tuple) and patch else patch
+            sides.append(size // patch if _is_int(size) and _is_int(patch) else None)
+        if all(sides):
+            grids[sides[0]] = sides[1]
+    return grids
+
+
+def _position_counts(nodes: Sequence[_Node], originals: Mapping[tuple[str, ...], dict[str, Any]]) -> None:
+    """Learned position tables sized by the patch grid (Molmo2's ``num_position_embeddings`` 729 = 27^2).
+
+    A table for the real grid in a tower whose grid shrank to 2x2 is a real-sized parameter that the tiny
+    model indexes with a different layout; it follows the grid (plus one where the real one had a CLS slot).
+    """
+    for node in nodes:
+        grids = _grid_map([node], originals)
+        if not grids:
+            continue
+        ((real, tiny),) = grids.items()
+        for key, value in list(node.data.items()):
+            if "position" in key and _is_int(value) and value in (real * real, real * real + 1):
+                node.data[key] = tiny * tiny + (value - real * real)
+
+
+def _fixed_sizes(nodes: Sequence[_Node]) -> set[int]:
+    """Sizes FFN widths must avoid: every width, attention width, vocabulary and per-image token count."""
+    fixed: set[int] = set()
+    for node in nodes:
+        data = node.data
+        fixed |= _attention_widths(data)
+        for key in (
+            "vocab_size",
+            "hidden_size",
+            "embed_dim",
+            "image_seq_length",
+            *_POOLED_TOKEN_KEYS,
+            *LATENT_COUNT_KEYS,
+        ):
+            if _is_int(data.get(key)):
+                fixed.add(data[key])
+    return fixed
+
+
+def _width_sizes(nodes: Sequence[_Node]) -> set[int]:
+    """Every width, attention width and FFN width of the shrunk tree (what must avoid image-token counts)."""
+    sizes: set[int] = set()
+    for node in nodes:
+        sizes |= _attention_widths(node.data)
+        for key in ("hidden_size", "embed_dim", *_FFN_KEYS):
+            if _is_int(node.data.get(key)):
+                sizes.add(node.data[key])
+    return sizes
+
+
 def _apply_all_token_ids(
     nodes: Sequence[_Node], token_ids: Mapping[str, int | list[int]], vocab_size: int | None
 ) -> None:
@@ -486,12 +983,68 @@ def _apply_all_token_ids(
         )
 
 
+class MissingBackboneError(ImportError):
+    """A sub-config's model is built by a package that is not installed (timm for timm-backed towers)."""
+
+
+# transformers marks timm-built classes with requires_backends(..., ["timm"]); merely optional uses of timm
+# (an `is_timm_available()` branch) must not make a family need it.
+_NEEDS_TIMM = re.compile(r"requires_backends\([^)]*timm")
+
+
+@cache
+def _built_by_timm(config_cls: type) -> bool:
+    """Whether transformers builds this config's model through timm (the config class requires it).
+
+    Only the class itself (and its bases below ``PretrainedConfig``) counts: Gemma3n's vision config requires
+    timm, its text and audio configs, defined in the same module, do not.
+    """
+    for cls in config_cls.__mro__:
+        if cls is PretrainedConfig or not issubclass(cls, PretrainedConfig):
+            break
+        try:
+            if _NEEDS_TIMM.search(inspect.getsource(cls)):
+                return True
+        except (OSError, TypeError):
+            continue
+    return False
+
+
+def require_backbone_packages(config: PretrainedConfig) -> None:
+    """Fail early, naming the extra to install, when a tower of ``config`` needs timm and timm is missing.
+
+    Without this the failure comes from deep inside transformers at instantiation (an ImportError about
+    ``TimmWrapperModel``), after the tokenizer was trained, and does not say how to get the package.
+
+    Raises:
+        MissingBackboneError: (an ``ImportError``) timm is needed but not installed.
+    """
+    needing = [
+        path or config.model_type for path, node in _config_nodes(config, "") if _built_by_timm(type(node))
+    ]
+    if needing and importlib.util.find_spec("timm") is None:
+        raise MissingBackboneError(
+            f"{config.model_type!r} builds {', '.join(needing)} through timm, which is not installed: "
+            'pip install "vlmforge[timm]"'
+        )
+
+
+def _config_nodes(config: PretrainedConfig, path: str) -> list[tuple[str, PretrainedConfig]]:
+    nodes = [(path, config)]
+    for key in config.sub_configs:
+        sub = getattr(config, key, None)
+        if isinstance(sub, PretrainedConfig):
+            nodes.extend(_config_nodes(sub, f"{path}{key}." if path else key))
+    return nodes
+
+
 def shrink_config(
     config: PretrainedConfig,
     *,
     vocab_size: int | None = None,
     token_ids: Mapping[str, int | list[int]] | None = None,
     limits: ShrinkLimits = DEFAULT_LIMITS,
+    vocabulary: Mapping[str, int] | None = None,
 ) -> PretrainedConfig:
     """Return a tiny copy of ``config`` with the same structure (the input is not modified).
 
@@ -503,22 +1056,91 @@ def shrink_config(
             ``bos_token_id``...; aliases such as llava's ``image_token_index`` resolve through
             ``attribute_map``). Applied in every sub-config that has the field.
         limits: target sizes.
+        vocabulary: the tiny tokenizer's vocabulary (``get_vocab()``); it becomes every ``vocabulary_map``
+            field (Chameleon and Emu3 find their image and VQ-code tokens through it). Without it, such a
+            map keeps the entries that fit in ``vocab_size``.
 
     Raises:
+        MissingBackboneError: a tower of ``config`` is built through timm, which is not installed.
         ValueError: a token-id field would point outside the new vocabulary and ``token_ids`` does not say
             what it should become.
     """
+    require_backbone_packages(config)
+    avoid = set(limits.avoid_sizes)
+    shrunk = None
+    for variant in _limit_variants(limits) if avoid else (limits,):
+        tree, nodes = _shrink_tree(config, vocab_size, token_ids, variant, avoid)
+        _apply_vocabulary(nodes, vocabulary, vocab_size)
+        shrunk = type(config).from_dict(tree)
+        if not avoid & _width_sizes(nodes):
+            break
+    return shrunk
+
+
+def _apply_vocabulary(
+    nodes: Sequence[_Node], vocabulary: Mapping[str, int] | None, vocab_size: int | None
+) -> None:
+    """Point every ``vocabulary_map`` at the tiny tokenizer (a real one names 65536 real token ids)."""
+    for node in nodes:
+        for key in _VOCABULARY_MAP_KEYS:
+            if vocabulary is not None and key in node.data:
+                node.data[key] = dict(vocabulary)
+            elif isinstance(node.data.get(key), dict) and vocab_size is not None:
+                node.data[key] = {
+                    k: v for k, v in node.data[key].items() if isinstance(v, int) and 0 <= v < vocab_size
+                }
+
+
+def _limit_variants(limits: ShrinkLimits) -> list[ShrinkLimits]:
+    """Alternative budgets, tried in order when sizes must avoid ``limits.avoid_sizes``.
+
+    Widths are clamped by the head_dim range, so moving only the width budget cannot move a KV width of
+    ``kv_heads * min_head_dim``: the head_dim floor moves too.
+    """
+    hidden, encoder, head = limits.text_hidden, limits.encoder_hidden, limits.min_head_dim
+    return [
+        limits,
+        replace(limits, text_hidden=hidden - 16),
+        replace(limits, text_hidden=hidden + 32),
+        replace(limits, min_head_dim=head + 4),
+        replace(limits, text_hidden=hidden - 16, min_head_dim=head + 4),
+        replace(limits, encoder_hidden=encoder - 8),
+        replace(limits, text_hidden=hidden + 32, min_head_dim=head + 4, encoder_hidden=encoder - 8),
+    ]
+
+
+def _shrink_tree(
+    config: PretrainedConfig,
+    vocab_size: int | None,
+    token_ids: Mapping[str, int | list[int]] | None,
+    limits: ShrinkLimits,
+    avoid: set[int],
+) -> tuple[dict[str, Any], list[_Node]]:
+    """One shrinking pass: the shrunk ``to_dict()`` tree and its nodes."""
     tree = config.to_dict()
     nodes = _walk(config, tree, (), None)
+    originals = {
+        n.path: {k: copy.deepcopy(v) for k, v in n.data.items() if not isinstance(v, dict)} for n in nodes
+    }
     text_config = config.get_text_config(decoder=True)
     text_node = next((n for n in nodes if n.config is text_config), nodes[0])
     text_geometry = _shrink_decoder(text_node, vocab_size, limits)
+    decoder_sizes = _attention_widths(text_node.data) - {text_geometry.hidden}
     # Every sub-config other than the decoder is an encoder (vision tower, audio tower, their backbones).
     depths: dict[tuple[str, ...], tuple[int, int]] = {}
     for node in nodes[1:]:
-        if node is not text_node and (depth := _shrink_encoder(node, text_geometry.hidden, limits)):
+        if node is not text_node and (
+            depth := _shrink_encoder_apart(node, text_geometry.hidden, decoder_sizes, limits)
+        ):
             depths[node.path] = depth
+    _pooled_grid(nodes)
     if text_node is not nodes[0]:
         _shrink_root(tree, depths, vocab_size)
+        _remap_layer_taps(nodes, depths)
+    widths = _width_map(nodes, originals, text_node)
+    _patch_count_dicts(nodes, _grid_map(nodes, originals), limits)
+    _position_counts(nodes, originals)
+    _map_equal_dims(nodes, originals, widths)
+    _separate_ffn_sizes([text_node, *(n for n in nodes if n is not text_node)], _fixed_sizes(nodes) | avoid)
     _apply_all_token_ids(nodes, dict(token_ids or {}), vocab_size)
-    return type(config).from_dict(tree)
+    return tree, nodes
