@@ -71,6 +71,8 @@ def head_out_sum(vlm: HookedVLM) -> CheckResult:
 def not_a_gated_mlp(vlm: HookedVLM) -> str | None:
     """Why the gated-MLP checks do not apply: no gate/up/down projection declared, or no dense layer."""
     spec = vlm.adapter.spec
+    if spec.moe.experts is not None and not vlm.hook_layers("mlp.hook_post"):
+        return "no dense MLP layer: every layer's MLP is a mixture of experts (see moe_decomposition)"
     missing = [role.name for role in (GATE_PROJ, UP_PROJ, DOWN_PROJ) if role.declared_path(spec) is None]
     if missing:
         return f"not a gated MLP (the spec has no {', '.join(missing)})"
