@@ -10,6 +10,7 @@ import transformers
 from PIL import Image
 from transformers import AutoModelForImageTextToText, PretrainedConfig, PreTrainedModel, ProcessorMixin
 
+from .agreement import check_image_token_agreement
 from .dimensions import check_distinct_sizes
 from .pipeline import tiny_recipe
 from .processor import processor_for_config
@@ -69,10 +70,12 @@ def build_tiny_model(
     """Build a tiny random model + processor for a stored checkpoint id, a model_type or a config.
 
     Steps: tiny tokenizer -> token ids -> :func:`shrink_config` -> model class -> random norms and biases
-    (:func:`randomize_norms_and_biases`) -> processor -> size check. Everything is offline and
-    deterministic: the same ``seed`` gives identical weights and an identical tokenizer.
+    (:func:`randomize_norms_and_biases`) -> processor -> image-token agreement check -> size check.
+    Everything is offline and deterministic: the same ``seed`` gives identical weights and tokenizer.
 
     Raises:
+        ImageTokenMismatchError: the processor writes a different number of image tokens for a probe image
+            than the model makes image features (:func:`check_image_token_agreement`, naming the config keys).
         DimensionCoincidenceError: two tiny sizes are equal by accident (:func:`check_distinct_sizes`).
     """
     recipe = tiny_recipe(checkpoint_or_config, seed=seed, limits=limits)
@@ -87,6 +90,8 @@ def build_tiny_model(
         randomize_norms_and_biases(model)
     model.eval()
     processor = processor_for_config(model.config, recipe.tokenizer)
+    # Before the size check: a disagreement here would make its image-token counts meaningless.
+    check_image_token_agreement(model, processor, PROBE_IMAGE_SIZES[:2])
     check_distinct_sizes(model.config, probe_image_tokens(processor, model.config))
     return TinyVLM(model=model, processor=processor, config=model.config, reference=recipe.reference)
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from transformers import AutoConfig, PretrainedConfig, PreTrainedTokenizerFast
+from transformers import AutoConfig, PretrainedConfig, PreTrainedTokenizerFast, ProcessorMixin
 
-from .recipes import TokenizerRecipe, tokenizer_recipe
+from .image_tokens import reconcile_image_counts, rescale_grid_pinpoints
+from .recipes import TokenizerRecipe, processor_literal_tokens, tokenizer_recipe
 from .reference import load_reference_config, reference_checkpoints
 from .shrink import DEFAULT_LIMITS, ShrinkLimits, shrink_config
 from .tokenizer import build_tiny_tokenizer
@@ -54,14 +56,93 @@ class TinyRecipe:
 def tiny_recipe(
     checkpoint_or_config: str | PretrainedConfig, *, seed: int = 0, limits: ShrinkLimits = DEFAULT_LIMITS
 ) -> TinyRecipe:
-    """Run tokenizer -> token ids -> shrink for a checkpoint id, a model_type or a config.
+    """Run tokenizer -> token ids -> shrink -> agreement fixes for a checkpoint id, a model_type or a config.
 
-    ``limits`` sets the tiny sizes (benchmarks build larger models from the same recipe).
+    After shrinking, what the processor will read from the config is made to match the tiny model: any-res
+    canvases scaled to the tiny tile (:func:`rescale_grid_pinpoints`), image-count keys set to what the model
+    makes of an image (:func:`reconcile_image_counts`) and, for generic recipes, the image-token id pointed at
+    the token the processor really writes (:func:`_align_image_token`). ``limits`` sets the tiny sizes
+    (benchmarks build larger models from the same recipe).
     """
     real_config, reference = resolve_reference(checkpoint_or_config)
     tokens = tokenizer_recipe(real_config)
     tokenizer = build_tiny_tokenizer(seed=seed, **tokens.tokenizer_kwargs())
     token_ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in tokens.token_fields.items()}
     config = shrink_config(real_config, vocab_size=len(tokenizer), token_ids=token_ids, limits=limits)
+    from .model import model_class_for  # model.py imports this module
+
+    rescale_grid_pinpoints(config, real_config)
+    # Image-count keys the shrinker does not know would make the processor write real-size token counts.
+    reconcile_image_counts(config, model_class_for(config))
     config.name_or_path = f"tiny-random/{reference}"
+    if not tokens.stored:
+        _align_image_token(config, tokenizer)
     return TinyRecipe(reference, real_config, tokens, tokenizer, token_ids, config)
+
+
+_IMAGE_TOKEN_FIELDS = ("image_token_id", "image_token_index")
+
+
+def expanded_image_tokens(processor: ProcessorMixin, config: PretrainedConfig) -> Counter[int]:
+    """Token ids the processor adds to a one-image chat prompt for the image, with their counts."""
+    from .processor import PROBE_MESSAGES, probe_image  # processor.py imports this module
+
+    prompt = processor.apply_chat_template(PROBE_MESSAGES, add_generation_prompt=True)
+    with_image = processor(text=[prompt], images=[probe_image(config)], return_tensors="pt")["input_ids"][0]
+    text_only = processor.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    return Counter(with_image.tolist()) - Counter(list(text_only))
+
+
+def _align_image_token(config: PretrainedConfig, tokenizer: PreTrainedTokenizerFast) -> None:
+    """Point the config's image-token id at the token the processor really expands an image into.
+
+    A generic recipe guesses the image token from the processor's code; some processors write a different
+    token than the one they look for (Ovis2 finds ``<image>`` and writes ``<IMG_START><IMG_ATOM>...``). The
+    model must count the written one: the most repeated added token (the processor's own ``image_token_id``
+    on a tie). Left alone when the config's token is among the added ones or the processor cannot be probed.
+    """
+    from .processor import processor_for_config
+
+    field = next((f for f in _IMAGE_TOKEN_FIELDS if isinstance(getattr(config, f, None), int)), None)
+    if field is None:
+        return
+    try:
+        processor = processor_for_config(config, tokenizer)
+        added = expanded_image_tokens(processor, config)
+    except Exception:  # the agreement check after building reports processors that cannot take an image
+        return
+    special = set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)
+    added = Counter({i: n for i, n in added.items() if i in special})
+    if not added or getattr(config, field) in added:
+        return
+    own = getattr(processor, "image_token_id", None)
+    image_token_id = max(added, key=lambda i: (added[i], i == own))
+    setattr(config, field, image_token_id)
+    _assign_marker_tokens(config, tokenizer, processor, {image_token_id, own})
+
+
+def _assign_marker_tokens(
+    config: PretrainedConfig,
+    tokenizer: PreTrainedTokenizerFast,
+    processor: ProcessorMixin,
+    used: set[int | None],
+) -> None:
+    """Give a list-valued token field the processor's marker tokens when their numbers match.
+
+    Ovis2 embeds its five ``visual_indicator_token_ids`` (the real ``<IMG_START>``, ``<IMG_GRID>``...) from
+    the image; a placeholder id per entry would never occur in a prompt. The processor's special-looking
+    literals other than the image token(s), in order of appearance, are those markers when there are exactly
+    as many of them as entries.
+    """
+    literals = [
+        t for t in processor_literal_tokens(type(processor)) if tokenizer.convert_tokens_to_ids(t) not in used
+    ]
+    markers = [tokenizer.convert_tokens_to_ids(t) for t in literals]
+    for key, value in config.to_diff_dict().items():
+        if (
+            key.endswith("_token_ids")
+            and isinstance(value, list)
+            and len(value) == len(markers) > 1
+            and all(isinstance(m, int) for m in markers)
+        ):
+            setattr(config, key, markers)

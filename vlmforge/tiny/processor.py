@@ -9,27 +9,32 @@ its recipe, and a class without a recipe falls back to a generic one driven by i
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from PIL import Image
 from transformers import PretrainedConfig, PreTrainedTokenizerFast, ProcessorMixin
 
+from .image_tokens import (
+    geometric_image_tokens,
+    image_tokens_per_image,
+    measured_image_tokens,
+    merge_factor,
+    square_side,
+    vision_config,
+    vision_prefix_tokens,
+)
 from .pipeline import tiny_recipe
 from .recipes import CHATML_IMAGE_PLACEHOLDER, resolve_processor_classes
-from .shrink import LATENT_COUNT_KEYS
 
 __all__ = ["build_tiny_processor", "processor_for_config"]
 
 Recipe = Callable[[PretrainedConfig], dict[str, Any]]
 
 
-def _vision(config: PretrainedConfig) -> PretrainedConfig:
-    return getattr(config, "vision_config", None) or config
-
-
 def _dynamic_resolution(config: PretrainedConfig) -> tuple[int, int, dict[str, int]]:
     """Pixel budget of 2x2 .. 4x4 merged patches, i.e. 4 to 16 image tokens per image."""
-    vision = _vision(config)
+    vision = vision_config(config)
     patch, merge = vision.patch_size, vision.spatial_merge_size
     unit = patch * merge
     geometry = {"patch_size": patch, "merge_size": merge, "temporal_patch_size": vision.temporal_patch_size}
@@ -52,30 +57,35 @@ def _dynamic_resolution_videos(config: PretrainedConfig) -> dict[str, Any]:
 
 
 def _resize_then_center_crop(config: PretrainedConfig) -> dict[str, Any]:
-    side = _vision(config).image_size
+    side = vision_config(config).image_size
     return {"size": {"shortest_edge": side}, "crop_size": {"height": side, "width": side}}
 
 
 def _square_resize(config: PretrainedConfig) -> dict[str, Any]:
-    side = _vision(config).image_size
+    side = vision_config(config).image_size
     return {"size": {"height": side, "width": side}}
 
 
 def _split_into_tiles(config: PretrainedConfig) -> dict[str, Any]:
     # Tiles of the vision tower's image_size; images up to 2 tiles per side, so a typical test image is split
     # into a 2x2 grid + a global view: 5 sub-images whose image tokens are not contiguous in the prompt.
-    side = _vision(config).image_size
+    side = vision_config(config).image_size
     return {"size": {"longest_edge": 2 * side}, "max_image_size": {"longest_edge": side}}
 
 
 def _tiles_seq_len(config: PretrainedConfig) -> dict[str, Any]:
-    vision = _vision(config)
-    return {"image_seq_len": (vision.image_size // vision.patch_size) ** 2 // config.scale_factor**2}
+    return {"image_seq_len": geometric_image_tokens(config)}
 
 
-def _clip_cls_token(config: PretrainedConfig) -> dict[str, Any]:
-    # CLIP towers prepend a CLS embedding; the "default" feature strategy drops it again.
-    return {"num_additional_image_tokens": 1}
+def _merged_grid_side(config: PretrainedConfig) -> dict[str, Any]:
+    # Cohere2-Vision's image processor calls the side of a tile's *merged* token grid its `patch_size` (16 for
+    # 512 px tiles, 16 px patches and a 2x2 downsample): the processor writes patch_size**2 tokens per tile.
+    vision = vision_config(config)
+    side = square_side(vision.image_size) // (square_side(vision.patch_size) * merge_factor(config))
+    return {
+        "size": {"height": square_side(vision.image_size), "width": square_side(vision.image_size)},
+        "patch_size": side,
+    }
 
 
 IMAGE_PROCESSOR_RECIPES: dict[str, Recipe] = {
@@ -85,88 +95,235 @@ IMAGE_PROCESSOR_RECIPES: dict[str, Recipe] = {
     "Idefics3ImageProcessor": _split_into_tiles,
     "SmolVLMImageProcessor": _split_into_tiles,
     "SiglipImageProcessor": _square_resize,
+    "Cohere2VisionImageProcessor": _merged_grid_side,
 }
 VIDEO_PROCESSOR_RECIPES: dict[str, Recipe] = {
     "Qwen2VLVideoProcessor": _dynamic_resolution_videos,
     "Qwen3VLVideoProcessor": _dynamic_resolution_videos,
 }
 PROCESSOR_RECIPES: dict[str, Recipe] = {
-    "LlavaProcessor": _clip_cls_token,
-    "LlavaNextProcessor": _clip_cls_token,
-    "LlavaOnevisionProcessor": _clip_cls_token,
     "Idefics3Processor": _tiles_seq_len,
     "SmolVLMProcessor": _tiles_seq_len,
 }
 
+# Names under which processors take the image-token count of one image or tile (__init__ or call default).
+_PROCESSOR_COUNT_NAMES = ("image_seq_len", "image_seq_length", "num_image_tokens")
+
 
 def _recipe(table: dict[str, Recipe], cls: type) -> Recipe | None:
-    # The PIL and torchvision backends of an image processor share their sizing conventions.
-    name = cls.__name__.removesuffix("Fast").removesuffix("Pil")
-    return table.get(name)
+    """The recipe of ``cls`` or of its nearest base class that has one.
+
+    A subclass keeps its parent's size convention (a family that subclasses ``LlavaProcessor`` or
+    ``SiglipImageProcessor`` without changing how it sizes images), and the PIL and torchvision backends of an
+    image processor share theirs.
+    """
+    for base in cls.__mro__:
+        name = base.__name__.removesuffix("Fast").removesuffix("Pil")
+        if name in table:
+            return table[name]
+    return None
+
+
+def _size_dict(value: object) -> dict[str, int] | None:
+    """The set fields of a size dict (``SizeDict`` or a plain dict), or None if ``value`` is not one."""
+    if hasattr(value, "__dataclass_fields__"):
+        value = {k: getattr(value, k) for k in value.__dataclass_fields__}
+    if not isinstance(value, dict):
+        return None
+    return {k: v for k, v in value.items() if v is not None}
+
+
+def _resized(size: dict[str, int], side: int) -> dict[str, int] | None:
+    if {"height", "width"} <= size.keys():
+        return {"height": side, "width": side}
+    edges = {key: side for key in ("shortest_edge", "longest_edge") if key in size}
+    return edges or None
+
+
+def _defaults(cls: type) -> Any:
+    """A default instance of ``cls``: many processors keep their defaults on the instance, not the class."""
+    try:
+        return cls()
+    except Exception:  # a class that needs arguments: fall back to its class attributes
+        return cls
 
 
 def _generic_component_kwargs(cls: type, config: PretrainedConfig) -> dict[str, Any]:
-    """Fallback for a class without a recipe: follow its ``size`` convention and its patch attributes."""
-    vision = _vision(config)
+    """Fallback for a class without a recipe: resize every size field of its default instance to the tower.
+
+    ``size``/``crop_size``/``max_image_size`` follow the vision tower's ``image_size``; a ``<name>_size``
+    field follows ``<name>_vision_config`` when the model has that second tower (DeepSeek-VL-Hybrid's
+    ``high_res_size``); patch/merge attributes and the any-resolution grid follow the config.
+    """
+    vision = vision_config(config)
+    instance = _defaults(cls)
     kwargs: dict[str, Any] = {}
-    side = getattr(vision, "image_size", None)
-    size = getattr(cls, "size", None)
-    if isinstance(side, int) and isinstance(size, dict):
-        if {"height", "width"} <= size.keys():
-            kwargs["size"] = {"height": side, "width": side}
-        elif "shortest_edge" in size or "longest_edge" in size:
-            kwargs["size"] = {key: side for key in size}
-        if isinstance(getattr(cls, "crop_size", None), dict):
-            kwargs["crop_size"] = {"height": side, "width": side}
+    for name in dir(instance):
+        if not name.endswith("size") or name.startswith("_") or name in ("patch_size", "pad_size"):
+            continue
+        size = _size_dict(getattr(instance, name, None))
+        tower = getattr(config, f"{name.removesuffix('_size')}_vision_config", None) or vision
+        side = square_side(getattr(tower, "image_size", None))
+        if size and side and (resized := _resized(size, side)):
+            kwargs[name] = resized
+    patch = square_side(getattr(vision, "patch_size", None))
+    patch_attribute = getattr(instance, "patch_size", None)
+    if patch and (patch_size := _size_dict(patch_attribute)):
+        kwargs["patch_size"] = {key: patch for key in patch_size}
     for attribute, source in (
         ("patch_size", "patch_size"),
         ("merge_size", "spatial_merge_size"),
         ("temporal_patch_size", "temporal_patch_size"),
     ):
-        if hasattr(cls, attribute) and isinstance(getattr(vision, source, None), int):
+        if (
+            attribute not in kwargs
+            and hasattr(instance, attribute)
+            and isinstance(getattr(vision, source, None), int)
+        ):
             kwargs[attribute] = getattr(vision, source)
     return kwargs
 
 
-def _latent_count(config: PretrainedConfig) -> int | None:
-    """Image tokens per image of a learned-query resampler (in any sub-config), if the model has one."""
-    for key in config.sub_configs:
-        sub_config = getattr(config, key, None)
-        if isinstance(sub_config, PretrainedConfig):
-            count = next((getattr(sub_config, k) for k in LATENT_COUNT_KEYS if hasattr(sub_config, k)), None)
-            if isinstance(count, int):
-                return count
-    return None
+def _config_mirrors(cls: type, config: PretrainedConfig) -> dict[str, Any]:
+    """Image-processor fields that restate a config field, for every class (with or without a size recipe)."""
+    instance = _defaults(cls)
+    kwargs: dict[str, Any] = {}
+    if hasattr(instance, "image_grid_pinpoints") and getattr(config, "image_grid_pinpoints", None):
+        # The model tiles by config.image_grid_pinpoints; the processor must choose among the same grids.
+        kwargs["image_grid_pinpoints"] = config.image_grid_pinpoints
+    if hasattr(instance, "image_seq_length") and (count := image_tokens_per_image(config)):
+        kwargs["image_seq_length"] = count  # PaliGemma's processor reads it from its image processor
+    return kwargs
+
+
+def _accepted(cls: type, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The kwargs an image/video processor accepts (named parameters or declared valid kwargs)."""
+    parameters = inspect.signature(cls.__init__).parameters
+    valid = set(getattr(cls, "valid_kwargs", {}).__annotations__) if hasattr(cls, "valid_kwargs") else set()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()) and not valid:
+        return kwargs
+    return {k: v for k, v in kwargs.items() if k in parameters or k in valid}
+
+
+# Processor parameters named differently from the config key they restate.
+_PARAMETER_ALIASES = {"img_size": "image_size"}
+_NOT_MIRRORED = {"self", "image_processor", "tokenizer", "video_processor", "chat_template", "kwargs"}
+
+
+def _mirrored_config_values(
+    parameters: Mapping[str, inspect.Parameter], config: PretrainedConfig
+) -> dict[str, Any]:
+    """Processor ``__init__`` parameters named like a config key (of the model or its vision tower).
+
+    A processor parameter that shares its name with a config key restates it (Pixtral's
+    ``spatial_merge_size``, Aya-Vision's ``downsample_factor`` and ``img_size``); its default is the real
+    checkpoint's value, so it must follow the tiny config. Token strings are not mirrored (the tokenizer
+    provides them).
+    """
+    mirrored: dict[str, Any] = {}
+    for name in parameters:
+        if name in _NOT_MIRRORED or name.endswith("_token"):
+            continue
+        key = _PARAMETER_ALIASES.get(name, name)
+        for node in (config, vision_config(config)):
+            value = getattr(node, key, None)
+            if isinstance(value, bool | int | float | str) or (isinstance(value, list) and value):
+                mirrored[name] = square_side(value) or value if key.endswith("_size") else value
+                break
+    return mirrored
+
+
+def _additional_image_tokens(config: PretrainedConfig) -> int:
+    """``num_additional_image_tokens`` for a LLaVA-style processor: the tokens it must add to the patch count.
+
+    Such a processor writes ``patches + num_additional`` tokens, minus one under the ``"default"`` feature
+    strategy. What the model really keeps is measured (:func:`measured_image_tokens`): VipLLaVA has a CLIP CLS
+    token but no strategy in its config and always drops it, so counting the CLS (as the stated
+    ``num_additional_image_tokens`` or the tower's parameters suggest) would be one token too many. Without a
+    measurement, the config's value, else the tower's learned prefix tokens.
+    """
+    drop = 1 if getattr(config, "vision_feature_select_strategy", None) == "default" else 0
+    model_cls = _model_class(config)
+    measured = measured_image_tokens(config, model_cls) if model_cls is not None else None
+    patches = geometric_image_tokens(config)
+    if measured is not None and patches is not None and measured + drop >= patches:
+        return measured + drop - patches
+    return vision_prefix_tokens(config)
 
 
 def _generic_processor_kwargs(cls: type, config: PretrainedConfig) -> dict[str, Any]:
     """Processor ``__init__`` arguments mirroring config fields (patch size, feature strategy, seq length)."""
-    vision = _vision(config)
-    # The shrinker cuts a resampler's latent count; its processor must expand the image token to match.
-    seq_length = getattr(config, "image_seq_length", None) or _latent_count(config)
-    sources = {
-        "patch_size": getattr(vision, "patch_size", None),
-        "vision_feature_select_strategy": getattr(config, "vision_feature_select_strategy", None),
-        "image_seq_len": seq_length,
-        "image_seq_length": seq_length,
-        "num_image_tokens": seq_length,
-    }
+    vision = vision_config(config)
     parameters = inspect.signature(cls.__init__).parameters
-    return {name: value for name, value in sources.items() if name in parameters and value is not None}
+    count = image_tokens_per_image(config)
+    sources: dict[str, Any] = {
+        "patch_size": square_side(getattr(vision, "patch_size", None)),
+        "vision_feature_select_strategy": getattr(config, "vision_feature_select_strategy", None),
+    }
+    if "num_additional_image_tokens" in parameters:
+        sources["num_additional_image_tokens"] = _additional_image_tokens(config)
+    for name in _PROCESSOR_COUNT_NAMES:
+        sources[name] = count
+    if "num_image_tokens" in parameters and "vision_feature_select_strategy" in parameters:
+        # LLaVA-OneVision's num_image_tokens counts the tower's outputs, CLS included (its processor subtracts
+        # one under the "default" strategy itself).
+        sources["num_image_tokens"] = (geometric_image_tokens(config) or 0) + vision_prefix_tokens(config)
+    derived = {name: value for name, value in sources.items() if name in parameters and value is not None}
+    return _mirrored_config_values(parameters, config) | derived
+
+
+def _set_flat_defaults(processor: ProcessorMixin, config: PretrainedConfig, model_cls: type | None) -> None:
+    """Processor-level call defaults (not ``__init__`` arguments) that must follow the tiny config.
+
+    Processors merge attributes named like their ``valid_processor_kwargs`` into every call, so setting the
+    attribute on the instance changes the default: GOT-OCR2's ``num_image_tokens`` (a class attribute of 256)
+    and ``return_mm_token_type_ids``, returned when the model's ``forward`` takes ``mm_token_type_ids``.
+    """
+    kwargs_cls = getattr(processor, "valid_processor_kwargs", None)
+    flat = set(getattr(kwargs_cls, "__annotations__", {}))
+    count = image_tokens_per_image(config)
+    for name in _PROCESSOR_COUNT_NAMES:
+        if name in flat and hasattr(processor, name) and count is not None:
+            setattr(processor, name, count)
+    if model_cls is not None:
+        forward = inspect.signature(model_cls.forward).parameters
+        if "mm_token_type_ids" in forward and "return_mm_token_type_ids" in flat:
+            processor.return_mm_token_type_ids = True
 
 
 def _component(cls: type, table: dict[str, Recipe], config: PretrainedConfig) -> Any:
+    """An image/video processor with the recipe's (or the generic) sizes.
+
+    A size the class does not take as an argument but keeps as an attribute (Cohere2-Vision's ``patch_size``,
+    which its processor reads off the image processor) is set on the instance.
+    """
     recipe = _recipe(table, cls)
-    kwargs = recipe(config) if recipe else _generic_component_kwargs(cls, config)
-    return cls(**kwargs)
+    kwargs = _config_mirrors(cls, config)
+    kwargs.update(recipe(config) if recipe else _generic_component_kwargs(cls, config))
+    accepted = _accepted(cls, kwargs)
+    component = cls(**accepted)
+    for name, value in kwargs.items():
+        if name not in accepted and hasattr(component, name):
+            setattr(component, name, value)
+    return component
+
+
+def _model_class(config: PretrainedConfig) -> type | None:
+    from .model import model_class_for  # model.py builds the processor: import here, not at module level
+
+    try:
+        return model_class_for(config)
+    except KeyError:
+        return None
 
 
 def processor_for_config(config: PretrainedConfig, tokenizer: PreTrainedTokenizerFast) -> ProcessorMixin:
     """The HF processor of ``config.model_type``, sized for the (already tiny) ``config``.
 
-    The chat template is the tokenizer's (see :func:`build_tiny_tokenizer`).
+    The chat template is the tokenizer's (see :func:`build_tiny_tokenizer`); a generic template gets the
+    placeholder the processor instance expects in text.
     """
-    classes = resolve_processor_classes(config.model_type)
+    classes = resolve_processor_classes(config)
     processor_cls = classes["processor"]
     kwargs: dict[str, Any] = {"tokenizer": tokenizer}
     if "chat_template" in inspect.signature(processor_cls.__init__).parameters:
@@ -180,14 +337,44 @@ def processor_for_config(config: PretrainedConfig, tokenizer: PreTrainedTokenize
     if recipe is not None:
         kwargs.update(recipe(config))
     processor = processor_cls(**kwargs)
+    _set_flat_defaults(processor, config, _model_class(config))
     template = tokenizer.chat_template
     if isinstance(template, str) and CHATML_IMAGE_PLACEHOLDER in template:
-        # Generic template: its image slot becomes the token this processor expands in text.
-        image_token = getattr(processor, "image_token", None) or "<image>"
-        filled = template.replace(CHATML_IMAGE_PLACEHOLDER, image_token)
-        tokenizer.chat_template = filled
-        processor.chat_template = filled
+        template = template.replace(CHATML_IMAGE_PLACEHOLDER, text_image_placeholder(processor, config))
+        tokenizer.chat_template = template
+    # Processors whose __init__ takes no chat_template (Fuyu) still apply one set on the instance.
+    processor.chat_template = template
     return processor
+
+
+PROBE_MESSAGES = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe."}]}]
+
+
+def probe_image(config: PretrainedConfig) -> Image.Image:
+    """A blank image a bit larger than one tile of the tiny tower (so tiling processors tile it)."""
+    side = square_side(getattr(vision_config(config), "image_size", None)) or 28
+    return Image.new("RGB", (2 * side, side + side // 2), (127, 127, 127))
+
+
+def text_image_placeholder(processor: ProcessorMixin, config: PretrainedConfig) -> str:
+    """What the generic chat template must write for an image so that this processor accepts the prompt.
+
+    Most processors expand their ``image_token`` found in the text; some insert the image themselves and
+    reject a prompt that already has one (Fuyu). The candidates are tried on a probe image, in order: the
+    processor's ``image_token``, nothing. The first the processor accepts wins; if none does, the image token
+    is kept, so the error shows where the prompt is used.
+    """
+    template = processor.tokenizer.chat_template
+    placeholders = list(dict.fromkeys([getattr(processor, "image_token", None) or "<image>", ""]))
+    for placeholder in placeholders:
+        processor.chat_template = template.replace(CHATML_IMAGE_PLACEHOLDER, placeholder)
+        try:
+            prompt = processor.apply_chat_template(PROBE_MESSAGES, add_generation_prompt=True)
+            processor(text=[prompt], images=[probe_image(config)], return_tensors="pt")
+        except Exception:  # not the prompt format this processor expects: try the next one
+            continue
+        return placeholder
+    return placeholders[0]
 
 
 def build_tiny_processor(

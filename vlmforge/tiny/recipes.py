@@ -8,8 +8,10 @@ config, so new families work without edits here.
 from __future__ import annotations
 
 import inspect
+import io
 import json
 import re
+import tokenize
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -21,6 +23,7 @@ from transformers import PretrainedConfig
 __all__ = [
     "CHATML_IMAGE_PLACEHOLDER",
     "TokenizerRecipe",
+    "processor_literal_tokens",
     "resolve_processor_classes",
     "stored_families",
     "tokenizer_recipe",
@@ -37,6 +40,13 @@ _HASATTR_DEFAULT = re.compile(r'hasattr\(\s*tokenizer\s*,\s*"(\w+_token)"\s*\)\s
 _NOT_HASATTR_DEFAULT = re.compile(r'"([^"]+)"\s+if\s+not\s+hasattr\(\s*tokenizer\s*,\s*"(\w+_token)"\s*\)')
 # `tokenizer.boi_token` / `tokenizer.boi_token_id` -> boi_token
 _TOKENIZER_ATTRIBUTE = re.compile(r"tokenizer\.(\w+_token)(?:_id)?\b")
+# `self.image_token = "|SPEAKER|"`: the processor hard-codes the string it looks up in the vocabulary.
+_SELF_LITERAL = re.compile(r'self\.(\w+_token)\s*=\s*"([^"]+)"')
+# `IMAGE_TOKEN = "<image>"` at module level: the string a processor looks for in prompts.
+_MODULE_CONSTANT = re.compile(r'^([A-Z][A-Z0-9_]*_TOKEN)\s*=\s*"([^"]+)"', re.MULTILINE)
+# Special-looking literals (`<IMG_ATOM>`, `<|im_start|>`, `</img>`) a processor writes into prompts: they must
+# be single tokens of the tiny vocabulary, as in the real one, or the expanded prompt is split into bytes.
+_LITERAL_TOKEN = re.compile(r"</?\|?[A-Za-z][\w|]*\|?>")
 
 
 @dataclass(frozen=True)
@@ -115,24 +125,77 @@ def _pick_backend(entry: str | dict[str, str] | tuple | None) -> str | None:
     return entry
 
 
-def resolve_processor_classes(model_type: str) -> dict[str, type]:
-    """HF classes for the processor of ``model_type`` and its components, from transformers' auto mappings.
+def _config_class(model_type: str) -> type | None:
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-    Returns a dict with ``"processor"`` and, where the processor has them, ``"image_processor"`` and
-    ``"video_processor"``.
+    try:
+        return CONFIG_MAPPING[model_type]
+    except KeyError:
+        return None
+
+
+def _related_model_types(model_type: str, config: PretrainedConfig | None) -> list[str]:
+    """``model_type`` first, then the model_types likely to share its processor, most specific first.
+
+    Some model_types have no processor registered under their own name: a "thinker" or MoE variant of a family
+    (``qwen2_5_omni_thinker`` -> ``qwen2_5_omni``), a model built on another family's towers (its sub-configs'
+    model_types, ``glm4v_vision`` -> ``glm4v``), a model_type spelled with a dash (``kosmos-2``) or another
+    model_type defined in the same transformers package.
+    """
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES, model_type_to_module_name
+
+    candidates = [model_type, model_type.replace("-", "_"), model_type.replace("_", "-")]
+    parts = model_type.split("_")
+    candidates += ["_".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)]
+    config_cls = type(config) if config is not None else _config_class(model_type)
+    if config_cls is not None:
+        # `transformers.models.<package>.configuration_x`: compare package names, importing nothing more.
+        package = config_cls.__module__.split(".")[-2]
+        candidates += [t for t in CONFIG_MAPPING_NAMES if model_type_to_module_name(t) == package]
+    if config is None and config_cls is not None:
+        try:
+            config = config_cls()
+        except Exception:  # a config class without usable defaults: no sub-configs to look at
+            config = None
+    if config is not None:
+        for key in config.sub_configs:
+            sub_type = getattr(getattr(config, key, None), "model_type", None)
+            if isinstance(sub_type, str):
+                for suffix in ("_vision_model", "_text_model", "_vision", "_text", "_model"):
+                    sub_type = sub_type.removesuffix(suffix)
+                candidates.append(sub_type)
+    return list(dict.fromkeys(candidates))
+
+
+def resolve_processor_classes(model_type_or_config: str | PretrainedConfig) -> dict[str, type]:
+    """HF classes for the processor of a model_type and its components, from transformers' auto mappings.
+
+    Accepts a model_type or a config (a config also lets the processor of a parent family be found through its
+    sub-configs, see :func:`_related_model_types`). Returns a dict with ``"processor"`` and, where the
+    processor has them, ``"image_processor"`` and ``"video_processor"``.
     """
     from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING_NAMES
     from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
     from transformers.models.auto.video_processing_auto import VIDEO_PROCESSOR_MAPPING_NAMES
 
-    processor_name = PROCESSOR_MAPPING_NAMES.get(model_type)
-    processor_cls = _class(processor_name)
-    if processor_cls is None:
+    if isinstance(model_type_or_config, PretrainedConfig):
+        model_type, config = model_type_or_config.model_type, model_type_or_config
+    else:
+        model_type, config = model_type_or_config, None
+    related = _related_model_types(model_type, config)
+    owner = next((t for t in related if _class(PROCESSOR_MAPPING_NAMES.get(t))), None)
+    if owner is None:
         version = transformers.__version__
         raise KeyError(f"transformers {version} has no processor class for model_type {model_type!r}")
+    processor_name = PROCESSOR_MAPPING_NAMES[owner]
+    processor_cls = _class(processor_name)
     # Variants (e.g. a MoE sibling) often share the processor but lack their own component entries: fall back
     # to the entries of any model_type that uses the same processor class.
-    siblings = [model_type, *sorted(t for t, n in PROCESSOR_MAPPING_NAMES.items() if n == processor_name)]
+    siblings = [
+        model_type,
+        owner,
+        *sorted(t for t, n in PROCESSOR_MAPPING_NAMES.items() if n == processor_name),
+    ]
     classes: dict[str, type] = {"processor": processor_cls}
     for attribute, mapping in (
         ("image_processor", IMAGE_PROCESSOR_MAPPING_NAMES),
@@ -150,9 +213,12 @@ def resolve_processor_classes(model_type: str) -> dict[str, type]:
 def _processor_named_tokens(processor_cls: type) -> dict[str, str]:
     """Named tokens the processor reads from its tokenizer (``image_token``, ``boi_token``...) with strings.
 
-    Heuristic for families without stored data: string defaults of ``__init__`` parameters, the
-    ``hasattr(tokenizer, "x_token") else "<...>"`` idiom, and any other ``tokenizer.x_token`` access (given
-    a placeholder ``<|x|>``). The tiny tokenizer exposes them as attributes, as real multimodal tokenizers do.
+    Heuristic for families without stored data: string defaults of ``__init__`` parameters, strings the
+    processor hard-codes (``self.image_token = "|SPEAKER|"``, a module-level ``IMAGE_TOKEN = "<image>"``),
+    the ``hasattr(tokenizer, "x_token") else "<...>"`` idiom, and any other ``tokenizer.x_token`` access
+    (given a placeholder ``<|x|>``). The tiny tokenizer exposes them as attributes, as real multimodal
+    tokenizers do. Which of them the model's ``image_token_id`` must be is settled by probing the processor
+    (``pipeline._align_image_token``).
     """
     named: dict[str, str] = {}
     for name, param in inspect.signature(processor_cls.__init__).parameters.items():
@@ -162,14 +228,46 @@ def _processor_named_tokens(processor_cls: type) -> dict[str, str]:
         source = inspect.getsource(processor_cls.__init__)
     except (OSError, TypeError):
         return named
+    # A hard-coded string wins over a signature default: it is what the processor really looks up.
+    for name, literal in _SELF_LITERAL.findall(source):
+        named[name] = literal
     for name, default in _HASATTR_DEFAULT.findall(source):
         named.setdefault(name, default)
     for default, name in _NOT_HASATTR_DEFAULT.findall(source):
         named.setdefault(name, default)
+    try:
+        module_source = inspect.getsource(inspect.getmodule(processor_cls) or processor_cls)
+    except (OSError, TypeError):
+        module_source = ""
+    for constant, literal in _MODULE_CONSTANT.findall(module_source):
+        named.setdefault(constant.lower(), literal)  # PaliGemma: IMAGE_TOKEN = "<image>"
     for name in _TOKENIZER_ATTRIBUTE.findall(source):
         if name not in _ROLE_TOKENS and not name.startswith("add_"):  # add_bos_token is a flag, not a token
             named.setdefault(name, f"<|{name.removesuffix('_token')}|>")
     return named
+
+
+def processor_literal_tokens(processor_cls: type) -> list[str]:
+    """Special-looking string literals in the processor's code (not its docstrings), in order of appearance.
+
+    Processors such as Ovis2's expand the image token into ``<IMG_START><IMG_ATOM>...<IMG_END>``; the real
+    tokenizer has each of these as one added token, so the tiny one must too.
+    """
+    try:
+        source = inspect.getsource(inspect.getmodule(processor_cls) or processor_cls)
+    except (OSError, TypeError):
+        return []
+    found: list[str] = []
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    except (tokenize.TokenError, SyntaxError):
+        return []
+    for token in tokens:
+        text = token.string
+        if token.type != tokenize.STRING or text.lstrip("rbfuRBFU").startswith(('"""', "'''")):
+            continue  # docstrings mention tokens without the processor ever writing them
+        found.extend(_LITERAL_TOKEN.findall(text))
+    return list(dict.fromkeys(found))
 
 
 def _config_token_fields(config: PretrainedConfig) -> dict[str, Any]:
@@ -187,7 +285,7 @@ def _config_token_fields(config: PretrainedConfig) -> dict[str, Any]:
 
 def _generic_recipe(config: PretrainedConfig) -> TokenizerRecipe:
     """ChatML spec for a model_type without stored data: image token from the processor, ChatML roles."""
-    processor_cls = resolve_processor_classes(config.model_type)["processor"]
+    processor_cls = resolve_processor_classes(config)["processor"]
     named_tokens = _processor_named_tokens(processor_cls)
     named_tokens.setdefault("image_token", "<image>")
     token_fields: dict[str, str | list[str]] = {
@@ -216,11 +314,15 @@ def _generic_recipe(config: PretrainedConfig) -> TokenizerRecipe:
     # The image slot of the template is filled by `processor_for_config` with the image token the processor
     # instance actually expects in text (it may differ from `image_token`, e.g. a begin-of-image token).
     template = (_DATA / "chatml.jinja").read_text()
-    specials = [*_CHATML_TOKENS, *named_tokens.values(), *extra_tokens]
+    literals = processor_literal_tokens(processor_cls)
+    specials = [*_CHATML_TOKENS, *named_tokens.values(), *extra_tokens, *literals]
     return TokenizerRecipe(
         model_type=config.model_type,
         chat_template=template,
         special_tokens=tuple(dict.fromkeys(specials)),
+        # The config's bos_token_id is <|endoftext|>; processors that read `tokenizer.bos_token` (Mllama
+        # prepends it to every prompt) need the role set, and it changes nothing else (no add_bos_token).
+        bos_token="<|endoftext|>",
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         token_fields=token_fields,
