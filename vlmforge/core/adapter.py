@@ -61,6 +61,25 @@ def resolve_attribute(root: Any, dotted_path: str, *, what: str) -> Any:
     return node
 
 
+def _has_path(root: Any, dotted_path: str) -> bool:
+    node = root
+    for part in dotted_path.split("."):
+        node = getattr(node, part, None)
+        if node is None:
+            return False
+    return True
+
+
+def _below(role: Role, ancestor: Role) -> bool:
+    """Whether ``role`` is ``ancestor`` or resolved from it (q_proj is below the attention)."""
+    node: Role | None = role
+    while node is not None:
+        if node is ancestor:
+            return True
+        node = node.parent
+    return False
+
+
 def import_dotted(path: str) -> Any:
     """Import ``package.module.attribute`` and return the attribute."""
     module_name, _, attribute = path.rpartition(".")
@@ -230,6 +249,19 @@ class ModelAdapter:
         """
         if role.optional and role.declared_path(self.spec) is None:
             return f"the {self.spec.name} family declares no {role.name} (spec.{role.spec_path} is empty)"
+        if layer is not None and self.spec.attention.hybrid and _below(role, ATTENTION):
+            layers = self.lm_layers
+            if 0 <= layer < len(layers) and not _has_path(layers[layer], self.spec.modules.attention):
+                kinds = getattr(self.lm_config, "layer_types", None)
+                kind = (
+                    f"a {kinds[layer]} layer"
+                    if isinstance(kinds, list | tuple) and layer < len(kinds)
+                    else ""
+                )
+                return (
+                    f"layer {layer} is {kind or 'a layer'} without softmax attention (no "
+                    f"{self.spec.modules.attention}): it has no {role.name}"
+                )
         if role.moe is not None and layer is not None:
             moe = self.is_moe_layer(layer)
             if role.moe == "dense" and moe:
@@ -241,12 +273,41 @@ class ModelAdapter:
     def is_moe_layer(self, layer: int) -> bool:
         """Whether decoder layer ``layer``'s MLP is a mixture of experts (it has ``spec.moe.experts``)."""
         experts = self.spec.moe.experts
-        if experts is None:
-            return False
-        node: Any = self.get_lm_mlp(layer)
-        for part in experts.split("."):
-            node = getattr(node, part, None)
-        return node is not None
+        return experts is not None and _has_path(self.get_lm_mlp(layer), experts)
+
+    def output_part(self, role: Role) -> tuple[Callable[..., torch.Tensor], Callable[..., None]] | None:
+        """``(read, write)`` when ``role``'s activation is only part of its module's output, else None.
+
+        ``read(output)`` returns the part ``[..., width]``; ``write(output, value)`` writes ``value``
+        into that part of ``output`` in place. Parts: this role's half of a fused ``gate_up_proj``
+        (``[..., 2F]``: gate first), and the query half of a gated query (``[..., H * 2 * d_h]``, per head
+        ``[query; gate]``).
+        """
+        half = role.fused_half(self.spec)
+        if half is not None:
+
+            def halves(output: torch.Tensor) -> torch.Tensor:
+                width = output.shape[-1] // 2
+                return output[..., half * width : (half + 1) * width]
+
+            def write_half(output: torch.Tensor, value: torch.Tensor) -> None:
+                halves(output).copy_(value)
+
+            return halves, write_half
+        if role is Q_PROJ and self.spec.attention.query_gate:
+            head_dim = self.lm_head_dim
+
+            def per_head(output: torch.Tensor) -> torch.Tensor:  # [..., H * 2 d_h] -> [..., H, d_h] view
+                return output.view(*output.shape[:-1], -1, 2 * head_dim)[..., :head_dim]
+
+            def read_query(output: torch.Tensor) -> torch.Tensor:
+                return per_head(output).flatten(-2)
+
+            def write_query(output: torch.Tensor, value: torch.Tensor) -> None:
+                per_head(output).copy_(value.view(*value.shape[:-1], -1, head_dim))
+
+            return read_query, write_query
+        return None
 
     def project(self, role: Role, layer: int, hidden_states: torch.Tensor) -> torch.Tensor:
         """``role``'s projection of ``hidden_states`` in ``layer``.
@@ -255,11 +316,8 @@ class ModelAdapter:
         returns [..., 2F]: gate = [..., :F], up = [..., F:]).
         """
         output = self.module(role, layer)(hidden_states)
-        half = role.fused_half(self.spec)
-        if half is None:
-            return output
-        width = output.shape[-1] // 2
-        return output[..., half * width : (half + 1) * width]
+        part = self.output_part(role)
+        return output if part is None else part[0](output)
 
     def _resolve(self, role: Role, layer: int | None = None) -> nn.Module:
         """Default accessor body: follow the role's spec path from its parent role (or its scope)."""
@@ -278,8 +336,13 @@ class ModelAdapter:
             root = self.model if role.scope == "model" else self._language_model
         return resolve_attribute(root, path, what=role.name)
 
-    def _every_layer(self, role: Role) -> list[nn.Module]:
-        return [self.module(role, layer) for layer in range(len(self.lm_layers))]
+    def _every_layer(self, role: Role) -> list[nn.Module | None]:
+        """The role's module in every layer; ``None`` where the layer has none (a hybrid decoder's
+        linear-attention layers have no attention)."""
+        return [
+            None if self.absence(role, layer) is not None else self.module(role, layer)
+            for layer in range(len(self.lm_layers))
+        ]
 
     @property
     def lm_layers(self) -> nn.ModuleList:
@@ -400,7 +463,8 @@ class ModelAdapter:
 
     @property
     def lm_mlp_dim(self) -> int:
-        return self._config_int("intermediate_size", "ffn_dim", "n_inner")
+        # An all-MoE decoder's config may only size its experts (moe_intermediate_size).
+        return self._config_int("intermediate_size", "ffn_dim", "n_inner", "moe_intermediate_size")
 
     # ------------------------------------------------------------ image token
     def get_image_token_id(self) -> int:
@@ -435,11 +499,18 @@ class ModelAdapter:
         return float(scaling) if scaling is not None else self.lm_head_dim**-0.5
 
     def _project_heads(
-        self, projection: nn.Module, attn: nn.Module, norm: str | None, hidden_states: torch.Tensor
+        self,
+        projection: nn.Module,
+        attn: nn.Module,
+        norm: str | None,
+        hidden_states: torch.Tensor,
+        part: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """[B, L, D] -> [B, heads, L, d_h] through the projection (and per-head norm, if any)."""
         batch, length, _ = hidden_states.shape
         states = projection(hidden_states)
+        if part is not None:
+            states = part(states)  # e.g. the query half of a gated query
         states = states.view(batch, length, -1, self.lm_head_dim)
         if norm is not None:
             states = resolve_attribute(attn, norm, what=norm)(states)
@@ -469,7 +540,10 @@ class ModelAdapter:
         attn = self.module(ATTENTION, layer)
         recipe = self.spec.attention
         with torch.no_grad():
-            query = self._project_heads(self.module(Q_PROJ, layer), attn, recipe.q_norm, hidden_states)
+            gated = self.output_part(Q_PROJ)
+            query = self._project_heads(
+                self.module(Q_PROJ, layer), attn, recipe.q_norm, hidden_states, gated[0] if gated else None
+            )
             key = self._project_heads(self.module(K_PROJ, layer), attn, recipe.k_norm, hidden_states)
             if self._rotary is not None:
                 cos, sin = position_embeddings or self._default_position_embeddings(hidden_states)

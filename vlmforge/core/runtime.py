@@ -628,21 +628,21 @@ class HookedVLM:
             return self._register_experts(point, module, call)
 
         if direction == "output":
-            half = point.spec.site.fused_half(self.adapter.spec)
+            part = self.adapter.output_part(point.spec.site)
 
             def output_hook(_module: nn.Module, args: Any, output: Any) -> Any:
                 raw = _first_tensor(output)
-                if half is None:
+                if part is None:
                     replacement = call(raw, args, {})
                     return None if replacement is None else _replace_first(output, replacement)
-                # A fused projection: the hook sees its half, a replacement is written into that half.
-                width = raw.shape[-1] // 2
-                part = slice(half * width, (half + 1) * width)
-                replacement = call(raw[..., part], args, {})
+                # Part of the module's output (a fused projection's half, a gated query's query half): the
+                # hook sees that part, a replacement is written into it.
+                read, write = part
+                replacement = call(read(raw), args, {})
                 if replacement is None:
                     return None
                 merged = raw.clone()
-                merged[..., part] = replacement
+                write(merged, replacement)
                 return _replace_first(output, merged)
 
             return module.register_forward_hook(output_hook)

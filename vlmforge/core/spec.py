@@ -297,6 +297,13 @@ class AttentionRecipe:
             (Qwen3-style), or ``None``.
         scaling: attribute of the attention module holding the softmax scale; when the attribute is
             missing the scale falls back to ``head_dim ** -0.5``.
+        hybrid: the decoder interleaves softmax-attention layers with other token mixers (linear
+            attention, short convolutions); a layer without the ``modules.attention`` module has no
+            attention hooks (which layers is structural, so it holds at any depth; the config's
+            ``layer_types`` names them in messages).
+        query_gate: ``q_proj`` returns ``[query; gate]`` per head (``[B, L, H, 2 * d_h]``, query first),
+            the gate multiplying the attention output by ``sigmoid(gate)`` before ``o_proj``: ``attn.hook_q``
+            and the recomputed scores use the query half.
     """
 
     rotary_function: str | None = spec_field(
@@ -316,6 +323,18 @@ class AttentionRecipe:
     )
     scaling: str = spec_field(
         "scaling", kind="attribute_path", help="Attention attribute holding the softmax scale"
+    )
+    hybrid: bool = spec_field(
+        False,
+        kind="bool",
+        help="Some decoder layers mix tokens without softmax attention (linear attention, convolution): "
+        "attention hooks exist on the layers that have the attention module only",
+    )
+    query_gate: bool = spec_field(
+        False,
+        kind="bool",
+        help="q_proj also computes a per-head output gate ([query; gate] per head): hooks and scores use "
+        "the query half",
     )
 
 

@@ -67,6 +67,8 @@ def recorded_attention_calls(vlm: HookedVLM) -> Iterator[list[AttentionCall]]:
     calls: dict[int, AttentionCall] = {}
     handles = []
     for layer, attn in enumerate(vlm.adapter.lm_attn):
+        if attn is None:  # a hybrid decoder's layer without softmax attention
+            continue
 
         def record(_module: Any, args: tuple, kwargs: dict, layer: int = layer) -> None:
             if layer not in calls:

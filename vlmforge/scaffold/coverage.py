@@ -14,6 +14,8 @@ import argparse
 import sys
 
 from vlmforge.core.registry import ModelRegistry
+from vlmforge.core.runtime import HookedVLM
+from vlmforge.harness.checks import CHECKS
 
 __all__ = ["HAND_EDITS", "NOT_REGISTERED", "record_table"]
 
@@ -27,10 +29,6 @@ NOT_REGISTERED: dict[str, str] = {}
 
 def _not_applicable(family: str) -> list[str]:
     """``check: reason`` for every conformance check that does not apply to ``family``'s tiny model."""
-    # local import: building tiny models and the check table is only needed when the record is rendered.
-    from vlmforge.core.runtime import HookedVLM
-    from vlmforge.harness.checks import CHECKS
-
     vlm = HookedVLM.from_pretrained(f"tiny/{family}")
     return [f"`{name}`: {reason}" for name, check in CHECKS.items() if (reason := check.skip_reason(vlm))]
 

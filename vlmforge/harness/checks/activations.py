@@ -54,6 +54,8 @@ def head_out_sum(vlm: HookedVLM) -> CheckResult:
 
     def pairs() -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
         for layer, cache in enumerate(per_layer):
+            if "attn.hook_out" not in cache:  # no softmax attention in this layer (hybrid decoder)
+                continue
             bias = vlm.adapter.get_lm_o_proj(layer).bias
             total = cache["attn.hook_head_out"].sum(dim=2)
             yield layer, total if bias is None else total + bias, cache["attn.hook_out"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from itertools import count
 from typing import Any
 
 import torch
@@ -62,7 +61,7 @@ def hooked_pass(vlm: HookedVLM, implementation: str) -> Iterator[list[AttentionC
 
 def cached(vlm: HookedVLM, hook_type: str) -> list[torch.Tensor]:
     """The cached activation of ``hook_type`` for every layer, failing clearly when one is missing."""
-    names = [f"lm.blocks.{layer}.{hook_type}" for layer in range(vlm.lm_num_layers)]
+    names = [f"lm.blocks.{layer}.{hook_type}" for layer in vlm.hook_layers(hook_type)]
     missing = [name for name in names if name not in vlm.cache]
     if missing:
         raise CheckFailure(f"run_with_cache cached nothing for {', '.join(missing)}", hint=RUNTIME_HINT)
@@ -97,7 +96,10 @@ def compare_to_eager_on_same_inputs(
     return max(
         compare_layers(
             vlm,
-            ((layer, hide(pattern), hide(ref)) for layer, pattern, ref in zip(count(), patterns, references)),
+            (
+                (call.layer, hide(pattern), hide(ref))
+                for call, pattern, ref in zip(calls, patterns, references)
+            ),
             kind="pattern",
             what=f"cached attn.hook_pattern ({implementation} pass) vs eager attention on the same inputs",
             hint=RUNTIME_HINT,
@@ -121,7 +123,7 @@ def compare_cached_attention(vlm: HookedVLM, inputs: Any) -> float:
     :func:`~vlmforge.harness.checks.attention.compare_attention_to_eager`.
     """
     outputs, reference_calls = run_eager_with_attention_inputs(vlm, inputs)
-    if outputs.attentions is None or len(outputs.attentions) != vlm.lm_num_layers:
+    if outputs.attentions is None or len(outputs.attentions) != len(vlm.hook_layers("attn.hook_pattern")):
         raise CheckFailure(
             "the model returned no per-layer attentions under eager with output_attentions=True"
         )
@@ -153,7 +155,8 @@ def cached_patterns_vs_eager_padded_batch(vlm: HookedVLM) -> CheckResult:
 def _assert_prompt_shapes(vlm: HookedVLM, eager_first_step: tuple[torch.Tensor, ...]) -> None:
     """Every cached pattern / score has the prompt pass's shape: no decoding step overwrote it."""
     for hook in ATTENTION_HOOKS:
-        for layer, (value, reference) in enumerate(zip(cached(vlm, hook), eager_first_step)):
+        layers = vlm.hook_layers(hook)
+        for layer, value, reference in zip(layers, cached(vlm, hook), eager_first_step):
             if value.shape != reference.shape:
                 raise CheckFailure(
                     f"lm.blocks.{layer}.{hook} cached during generate has shape {tuple(value.shape)}, "
@@ -174,7 +177,8 @@ def cached_patterns_during_generate(vlm: HookedVLM) -> CheckResult:
     with recorded_attention_calls(vlm) as reference_calls:
         reference = vlm.generate(inputs, output_attentions=True, **options)  # switches to eager itself
     steps = reference.attentions
-    if steps is None or len(steps) != new_tokens or len(steps[0]) != vlm.lm_num_layers:
+    attention_layers = len(vlm.hook_layers("attn.hook_pattern"))
+    if steps is None or len(steps) != new_tokens or len(steps[0]) != attention_layers:
         count = "no" if steps is None else len(steps)
         raise CheckFailure(f"generate returned attentions for {count} steps, expected {new_tokens}")
     worst = 0.0

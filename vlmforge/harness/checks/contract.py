@@ -110,8 +110,8 @@ def _shape_problems(adapter: ModelAdapter, dims: dict[str, int]) -> list[str]:
         if role.weight is None or not _declared(adapter, role):
             continue
         want_in, want_out = (dims[role.weight[0]], dims[role.weight[1]] if role.weight[1] else None)
-        if want_out is not None and role.fused_half(adapter.spec) is not None:
-            want_out *= 2  # a fused projection holds both halves
+        if want_out is not None and adapter.output_part(role) is not None:
+            want_out *= 2  # the role is half the module's output (fused gate_up, gated query)
         for layer in layers if role.per_layer else [None]:
             if layer is not None and adapter.absence(role, layer) is not None:
                 continue

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from vlmforge.core.roles import GATE_PROJ, INPUT_NORM, MLP_NORM, UP_PROJ, Role
+from vlmforge.core.roles import GATE_PROJ, INPUT_NORM, K_PROJ, MLP_NORM, Q_PROJ, UP_PROJ, V_PROJ, Role
 from vlmforge.core.runtime import HookedVLM
 from vlmforge.harness.checks.activations import not_a_gated_mlp
 from vlmforge.harness.checks.registry import CheckResult, NotApplicable, check
@@ -173,6 +173,7 @@ def hook_values_attention_in(vlm: HookedVLM) -> CheckResult:
         (
             (layer, values["attn.hook_in"], vlm.adapter.get_lm_input_norm(layer)(values["hook_resid_pre"]))
             for layer, values in enumerate(cache)
+            if "attn.hook_in" in values  # a hybrid decoder's linear-attention layer has no attention input
         ),
         what="attn.hook_in vs input_norm(hook_resid_pre)",
         hint="the attn.hook_in site (the attention module's input, after the input norm) / get_lm_input_norm",
@@ -213,12 +214,18 @@ def _attention_reference(
     """The reference value of attention hook ``hook`` in ``layer``, from the layer's cached input and z."""
     a, hook_in, z = vlm.adapter, values["attn.hook_in"], values["attn.hook_z"]
     if hook in ("attn.hook_q", "attn.hook_k", "attn.hook_v"):
-        projection = {"attn.hook_q": a.get_lm_q_proj, "attn.hook_k": a.get_lm_k_proj}.get(
-            hook, a.get_lm_v_proj
-        )
-        return _split_heads(projection(layer)(hook_in), _head_dim(vlm, layer))
+        role = {"attn.hook_q": Q_PROJ, "attn.hook_k": K_PROJ}.get(hook, V_PROJ)
+        # The projection's output (its query half, for a gated query) split into heads.
+        return _split_heads(a.project(role, layer, hook_in), _head_dim(vlm, layer))
     if hook == "attn.hook_z":
-        return _z_reference(pattern, values["attn.hook_v"])
+        z = _z_reference(pattern, values["attn.hook_v"])
+        if a.spec.attention.query_gate:
+            # o_proj reads the attention output gated per head by sigmoid(gate), the gate being the second
+            # half of each head's q_proj output (spec attention.query_gate).
+            raw = a.get_lm_q_proj(layer)(hook_in)
+            gate = raw.view(*raw.shape[:-1], -1, 2 * z.shape[-1])[..., z.shape[-1] :]
+            z = z * torch.sigmoid(gate)
+        return z
     if hook == "attn.hook_head_out":
         return _head_out_reference(z, a.get_lm_o_proj(layer))
     return a.get_lm_o_proj(layer)(z.flatten(-2))
@@ -229,7 +236,7 @@ ATTENTION_REFERENCES = {
     "attn.hook_q": "q_proj(attn.hook_in) split into [B, L, H, d_h] (before q norm and RoPE)",
     "attn.hook_k": "k_proj(attn.hook_in) split into [B, L, H_kv, d_h] (before k norm and RoPE)",
     "attn.hook_v": "v_proj(attn.hook_in) split into [B, L, H_kv, d_h]",
-    "attn.hook_z": "eager output_attentions @ attn.hook_v",
+    "attn.hook_z": "eager output_attentions @ attn.hook_v (times sigmoid(gate) for a gated query)",
     "attn.hook_head_out": "each head's z through its o_proj column block",
     "attn.hook_out": "o_proj(attn.hook_z flattened)",
 }
@@ -241,10 +248,13 @@ def hook_values_attention(vlm: HookedVLM) -> CheckResult:
     hooks = ("attn.hook_in", *ATTENTION_REFERENCES)
     outputs, cache = cached_forward(vlm, hooks, single_probe(vlm), output_attentions=True)
     worst = 0.0
+    # output_attentions has one entry per softmax-attention layer (all layers but a hybrid's others).
+    attention = dict(zip(vlm.hook_layers("attn.hook_pattern"), outputs.attentions, strict=True))
     for hook, reference in ATTENTION_REFERENCES.items():
         pairs = (
-            (layer, values[hook], _attention_reference(vlm, hook, layer, values, outputs.attentions[layer]))
+            (layer, values[hook], _attention_reference(vlm, hook, layer, values, attention[layer]))
             for layer, values in enumerate(cache)
+            if layer in attention
         )
         difference = compare_values(
             vlm,

@@ -186,10 +186,15 @@ def check_head_ablation(vlm: HookedVLM, inputs: Any, layer: int) -> tuple[float,
         z[:, :, head] = 0
         return z
 
+    # A hybrid decoder's layers without attention have no o_proj: an uncalled placeholder stands in.
+    absent = {i for i, module in enumerate(o_projs) if module is None}
+    o_projs = [module if module is not None else nn.Identity() for module in o_projs]
     with ModuleRecorder(o_projs) as plain:
         vlm.forward(inputs, use_cache=False)
     logits, patched = patched_forward(vlm, inputs, [(f"lm.blocks.{layer}.attn.hook_z", ablate)], o_projs)
     for earlier in range(layer):
+        if earlier in absent:
+            continue
         assert_unchanged(
             patched.outputs[earlier],
             plain.outputs[earlier],
@@ -220,14 +225,20 @@ def patching_layer_locality(vlm: HookedVLM) -> CheckResult:
         logits = vlm.forward(inputs, use_cache=False).logits
     layer = locality_layer(plain)
     residual, residual_logits = check_residual_patch(vlm, inputs, plain, layer)
-    ablation, ablated_logits = check_head_ablation(vlm, inputs, layer)
+    # The head ablation needs attention: the nearest softmax-attention layer (a hybrid's may be sparse).
+    attention_layers = vlm.hook_layers("attn.hook_z")
+    head_layer = min(attention_layers, key=lambda i: (abs(i - layer), i))
+    ablation, ablated_logits = check_head_ablation(vlm, inputs, head_layer)
     for hook, patched_logits in (("hook_resid_post", residual_logits), ("attn.hook_z", ablated_logits)):
         if torch.equal(patched_logits, logits):
             raise CheckFailure(
                 f"patching lm.blocks.{layer}.{hook} left the logits bit-identical: the patch was not applied",
                 hint=RUNTIME_HINT,
             )
-    return CheckResult(max(residual, ablation), f"patched layer {layer}: hook_resid_post, attn.hook_z head")
+    return CheckResult(
+        max(residual, ablation),
+        f"patched layer {layer}: hook_resid_post; layer {head_layer}: attn.hook_z head",
+    )
 
 
 def logits_under(vlm: HookedVLM, inputs: Any, hooks: Sequence[tuple[str, Callable]]) -> torch.Tensor:

@@ -26,7 +26,7 @@ from vlmforge.scaffold.research.forward_analysis import (
 )
 from vlmforge.scaffold.research.geometry import HeadGeometry
 from vlmforge.scaffold.research.module_tree import describe, is_norm
-from vlmforge.scaffold.research.projections import ROLES, find_projections, projection_answer
+from vlmforge.scaffold.research.projections import ROLES, find_projections, projection_answer, query_gate
 
 __all__ = ["research_attention"]
 
@@ -87,6 +87,18 @@ def research_attention(
     projections = find_projections(attn, geometry)
     for role in ROLES:
         report.add(projection_answer(role, attn, projections, geometry))
+    gated = query_gate(attn, geometry)
+    report.add(
+        Answer(
+            "query_gate",
+            "q_proj also computes a per-head output gate",
+            gated,
+            f"{type(attn).__name__}: q_proj is 2 x heads x head_dim wide, chunked per head, "
+            "output * sigmoid(gate)"
+            if gated
+            else f"{type(attn).__name__}.q_proj computes the query only",
+        )
+    )
     norms = [n for n, c in attn.named_children() if is_norm(c)]
     analysis = analyze_forward(
         type(attn),
@@ -102,7 +114,7 @@ def research_attention(
     for role, variable in (("q_norm", analysis.query_var), ("k_norm", analysis.key_var)):
         report.add(_qk_norm_answer(role, variable, analysis, attn, norms, geometry.head_dim))
     report.add(_scaling_answer(analysis, attn, geometry.head_dim))
-    report.add(_extras_answer(analysis, attn))
+    report.add(_extras_answer(analysis, attn, gated))
 
 
 # --------------------------------------------------------------------------------------------- rotary
@@ -253,8 +265,12 @@ def _scaling_answer(analysis: ForwardAnalysis, attn: nn.Module, head_dim: int | 
     return Answer("scaling", question, name, f"{cls}.{name} = {value:.6g} {relation}; {source}")
 
 
-def _score_extras(analysis: ForwardAnalysis, attn: nn.Module) -> list[str]:
-    """Anything in the score computation beyond the recipe: softcapping, sinks, unknown q/k transforms."""
+def _score_extras(analysis: ForwardAnalysis, attn: nn.Module, gated: bool) -> list[str]:
+    """Anything in the score computation beyond the recipe: softcapping, sinks, unknown q/k transforms.
+
+    With a gated query (``gated``), the statement splitting q_proj's output into query and gate is the
+    recipe's ``query_gate``, not an extra.
+    """
     extras: list[str] = []
     softcap = analysis.kernel_keywords.get("softcap")
     softcap_value = getattr(attn, "attn_logit_softcapping", None)
@@ -263,15 +279,19 @@ def _score_extras(analysis: ForwardAnalysis, attn: nn.Module) -> list[str]:
     for key in ("sinks", "s_aux"):
         if key in analysis.kernel_keywords:
             extras.append(f"attention sinks ({key}={analysis.kernel_keywords[key]})")
-    extras += [f"unrecognized q/k transformation `{line}`" for line in analysis.unrecognized]
+    extras += [
+        f"unrecognized q/k transformation `{line}`"
+        for line in analysis.unrecognized
+        if not (gated and "chunk(" in line and "self.q_proj(" in line)
+    ]
     if not analysis.source_available:
         extras.append(f"no source for {type(attn).__name__}.forward")
     return extras
 
 
-def _extras_answer(analysis: ForwardAnalysis, attn: nn.Module) -> Answer:
+def _extras_answer(analysis: ForwardAnalysis, attn: nn.Module, gated: bool) -> Answer:
     cls = type(attn).__name__
-    extras = _score_extras(analysis, attn)
+    extras = _score_extras(analysis, attn, gated)
     return Answer(
         "attention_extras",
         "Score computation beyond project/norm/RoPE/GQA/scale",

@@ -6,6 +6,9 @@ The attention's own recipe (:mod:`.attention`, :mod:`.projections`) and the MLP'
 
 from __future__ import annotations
 
+import ast
+import inspect
+import textwrap
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -69,6 +72,7 @@ def research_blocks(decoder: Decoder, text_config: PretrainedConfig, report: Res
     layers = list(decoder.layers)
     attention = _attention(layers)
     report.add(_attention_answer(attention))
+    report.add(_hybrid_answer(attention, layers))
     mlp = _mlp(layers)
     report.add(_mlp_answer(mlp))
     research_norms(decoder, attention.name, mlp.name, report)
@@ -87,7 +91,8 @@ def research_blocks(decoder: Decoder, text_config: PretrainedConfig, report: Res
         )
     report.add(_gqa_answer(geometry, attention.module))
     report.add(_head_dim_answer(geometry, attention.module))
-    report.add(_sliding_window_answer(_windows(layers, attention.name, text_config)))
+    hybrid = attention.name is not None and len(attention.names) > 1
+    report.add(_sliding_window_answer(_windows(layers, attention.name, text_config), hybrid))
 
 
 # ------------------------------------------------------------------------------------------- reasoning
@@ -140,15 +145,52 @@ def _attention_answer(attention: _Child) -> Answer:
         if attn is not None
         else "unknown: no attention child in the decoder layers"
     )
-    if not uniform:
-        evidence += f"; differs across layers: {dict(attention.names)} (hybrid decoder)"
+    if not uniform and attention.name is not None:
+        # A hybrid decoder: the other layers mix tokens otherwise (linear attention, convolution); the
+        # spec's `attention.hybrid` gives attention hooks to the layers that have this module only.
+        others = {name: count for name, count in attention.names.items() if name != attention.name}
+        evidence += (
+            f" on {attention.names[attention.name]} of {attention.names.total()} layers; the others have "
+            f"{others} instead (hybrid decoder: attention hooks on the softmax-attention layers only)"
+        )
     return Answer(
         "attention",
         "Attention module attribute (and class)",
         attention.name,
         evidence,
-        "found" if uniform else ("hand_edit" if attention.name else "unknown"),
+        "found" if attention.name is not None else "unknown",
         slot="attention",
+    )
+
+
+def _conditional_attention(layer_class: type, name: str) -> bool:
+    """Whether ``layer_class.__init__`` creates ``self.<name>`` only under a condition (a hybrid-capable
+    decoder layer: this config may give every layer attention, a checkpoint's config may not)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(layer_class.__init__)))
+    except (OSError, TypeError):
+        return False
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If):
+            for sub in ast.walk(node):
+                if isinstance(sub, ast.Assign) and any(
+                    isinstance(t, ast.Attribute) and t.attr == name for t in sub.targets
+                ):
+                    return True
+    return False
+
+
+def _hybrid_answer(attention: _Child, layers: list[nn.Module]) -> Answer:
+    mixed = attention.name is not None and len(attention.names) > 1
+    conditional = attention.name is not None and _conditional_attention(type(layers[0]), attention.name)
+    evidence = f"attention child per layer: {dict(attention.names)}"
+    if conditional:
+        evidence += (
+            f"; {type(layers[0]).__name__}.__init__ creates self.{attention.name} only under a condition "
+            "(per layer type), so checkpoints of this class may mix in layers without it"
+        )
+    return Answer(
+        "hybrid", "Some layers have no softmax attention (hybrid decoder)", mixed or conditional, evidence
     )
 
 
@@ -213,13 +255,19 @@ def _head_dim_answer(geometry: HeadGeometry, attn: nn.Module | None) -> Answer:
     )
 
 
-def _sliding_window_answer(windows: _Windows) -> Answer:
+def _sliding_window_answer(windows: _Windows, hybrid: bool) -> Answer:
     evidence = (
         f"text config sliding_window = {windows.window}; layer_types = {dict(windows.layer_types) or None}; "
         f"attention.sliding_window per layer: {dict(windows.per_layer)}"
     )
     unsupported = windows.unsupported
-    if unsupported:
+    if unsupported and hybrid:
+        evidence += (
+            f"; layer types {unsupported} are the layers without softmax attention (attention.hybrid: no "
+            "attention hooks there); the others are masked with their module's sliding_window"
+        )
+        unsupported = []
+    elif unsupported:
         evidence += (
             f"; layer types {unsupported} are not softmax attention: hooks/attention recomputation need care"
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 from torch import nn
@@ -65,7 +66,9 @@ def projection_answer(role: str, attn: nn.Module, projections: Projections, geom
         module = projections.linears[name]
         evidence = f"{cls}.{name}: Linear {module.in_features} -> {module.out_features}"
         problem = _head_split_problem(role, module.out_features, geometry)
-        if problem:
+        if problem and role == "q_proj" and query_gate(attn, geometry):
+            evidence += f"; per head [query; gate] (2 x {geometry.head_dim}): {_QUERY_GATE_EVIDENCE}"
+        elif problem:
             status, evidence = "hand_edit", f"{evidence}; {problem}"
     elif projections.fused:
         status = "hand_edit"
@@ -86,6 +89,26 @@ def projection_answer(role: str, attn: nn.Module, projections: Projections, geom
         evidence,
         status,
     )
+
+
+_QUERY_GATE_EVIDENCE = (
+    "forward chunks q_proj's per-head output in two and multiplies the attention output by sigmoid(gate) "
+    "(spec attention.query_gate: hooks and scores use the query half)"
+)
+
+
+def query_gate(attn: nn.Module, geometry: HeadGeometry) -> bool:
+    """Whether ``q_proj`` returns ``[query; gate]`` per head: 2 x heads x head_dim wide, its output chunked
+    in two in ``forward`` and the attention output gated by a sigmoid (Qwen3-Next / Qwen3.5 style)."""
+    q_proj = getattr(attn, "q_proj", None)
+    heads, head_dim = geometry.heads, geometry.head_dim
+    if not (is_linear(q_proj) and heads and head_dim) or q_proj.out_features != 2 * heads * head_dim:
+        return False
+    try:
+        source = inspect.getsource(type(attn).forward)
+    except (OSError, TypeError):
+        return False
+    return "chunk(" in source and "self.q_proj(" in source and "sigmoid(gate)" in source.replace(" ", "")
 
 
 def _head_split_problem(role: str, out_features: int, geometry: HeadGeometry) -> str | None:
