@@ -14,8 +14,16 @@ from vlmforge.harness.mutants import MUTANTS, PASS, caught, mutant_vlm, run_chec
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("mutant", MUTANTS, ids=[m.name for m in MUTANTS])
+# Every mutant in every dtype, except half precision for the few whose effect is below its tolerance.
+MUTANT_DTYPES = [
+    pytest.param(mutant, dtype, id=f"{mutant.name}-{dtype}")
+    for mutant in MUTANTS
+    for dtype in DTYPES
+    if dtype == torch.float32 or not mutant.float32_only
+]
+
+
+@pytest.mark.parametrize(("mutant", "dtype"), MUTANT_DTYPES)
 def test_mutant_is_caught_by_its_check(mutant, dtype):
     # Only the checks meant for it (the kill table, `python -m vlmforge.harness.mutants`, runs them all).
     failed = caught(run_checks(mutant_vlm(mutant, tiny_vlm(mutant.family, dtype)), only=mutant.caught_by))
@@ -28,10 +36,23 @@ def test_mutant_is_caught_by_its_check(mutant, dtype):
 def test_unmutated_adapters_pass_every_check(family, dtype):
     """The control: the same checks pass on the real adapter, so failures above are the mutation's."""
     results = run_checks(tiny_vlm(family, dtype))
-    # Every check passes, except those that do not apply to the family, which say why.
+    # Every check passes, except those that do not apply to the family, which say why; and in half
+    # precision the generation check's own control may find the tiny model's image effect on the last
+    # logits below the dtype's absolute tolerance floor (tiny glm4v in bf16), which it reports as such.
     not_applicable = "skip: not applicable: "
-    assert all(outcome == PASS or outcome.startswith(not_applicable) for outcome in results.values()), results
-    assert results["mlp_decomposition"] == PASS and results["attention_vs_eager"] == PASS, results
+    inconclusive = "CheckFailure: the comparison cannot tell image from no image"
+
+    def fine(name: str, outcome: str) -> bool:
+        if outcome == PASS or outcome.startswith(not_applicable):
+            return True
+        return (
+            dtype != torch.float32
+            and name == "generation_first_step_logits"
+            and outcome.startswith(inconclusive)
+        )
+
+    assert all(fine(name, outcome) for name, outcome in results.items()), results
+    assert results["attention_vs_eager"] == PASS and results["hook_values_mlp_out"] == PASS, results
 
 
 def test_failure_messages_name_layer_head_position_and_difference():

@@ -65,7 +65,7 @@ def test_wheel_user_scaffolds_into_their_own_project(tmp_path: Path) -> None:
         '[project]\nname = "myproject"\nversion = "0.1"\n\n'
         '[tool.setuptools]\npackages = ["vlmforge_adapters"]\n'
     )
-    out = run([str(python.parent / "scaffold-new-model"), "llava_next", "--name", "my_next"], project)
+    out = run([str(python.parent / "scaffold-new-model"), "vipllava", "--name", "my_next"], project)
     module = project / "vlmforge_adapters" / "my_next.py"
     assert module.is_file() and (project / "vlmforge_adapters/__init__.py").is_file()
     assert not list((Path(installed).parent / "adapters").glob("my_next*"))  # never into site-packages

@@ -545,7 +545,7 @@ class ModelAdapter:
                 self.module(Q_PROJ, layer), attn, recipe.q_norm, hidden_states, gated[0] if gated else None
             )
             key = self._project_heads(self.module(K_PROJ, layer), attn, recipe.k_norm, hidden_states)
-            if self._rotary is not None:
+            if self._rotary is not None and self.applies_rotary(layer):
                 cos, sin = position_embeddings or self._default_position_embeddings(hidden_states)
                 query, key = self._rotary(query, key, cos, sin)
             key = self._repeat_kv(key, query.shape[1] // key.shape[1])
@@ -572,6 +572,15 @@ class ModelAdapter:
             mask = additive_mask(attention_mask, scores, self.sliding_window(layer))
             patterns = torch.softmax(scores.add_(mask), dim=-1)  # scores is ours: add in place
         return patterns.to(hidden_states.dtype)
+
+    def applies_rotary(self, layer: int) -> bool:
+        """Whether ``layer``'s attention applies RoPE (``spec.attention.rotary_condition``)."""
+        condition = self.spec.attention.rotary_condition
+        if condition is None:
+            return True
+        negated = condition.startswith("not ")
+        value = getattr(self.get_lm_attn(layer), condition.removeprefix("not ").strip(), None)
+        return not value if negated else bool(value)
 
     def sliding_window(self, layer: int) -> int | None:
         """The attention window of ``layer`` (``None`` for full attention)."""

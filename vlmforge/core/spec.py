@@ -297,6 +297,9 @@ class AttentionRecipe:
             (Qwen3-style), or ``None``.
         scaling: attribute of the attention module holding the softmax scale; when the attribute is
             missing the scale falls back to ``head_dim ** -0.5``.
+        rotary_condition: RoPE is applied only on the layers whose attention module has this attribute
+            truthy (``"not x"``: falsy), e.g. ``"sliding_window"`` where full-attention layers use none;
+            ``None``: on every layer.
         hybrid: the decoder interleaves softmax-attention layers with other token mixers (linear
             attention, short convolutions); a layer without the ``modules.attention`` module has no
             attention hooks (which layers is structural, so it holds at any depth; the config's
@@ -323,6 +326,12 @@ class AttentionRecipe:
     )
     scaling: str = spec_field(
         "scaling", kind="attribute_path", help="Attention attribute holding the softmax scale"
+    )
+    rotary_condition: str | None = spec_field(
+        None,
+        kind="text",
+        help="Attention attribute that is truthy exactly on the layers applying RoPE ('not x': falsy); "
+        "empty: RoPE on every layer",
     )
     hybrid: bool = spec_field(
         False,

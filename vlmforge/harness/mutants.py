@@ -21,6 +21,7 @@ import torch
 from vlmforge.core.adapter import ModelAdapter
 from vlmforge.core.hooks import HOOK_TYPES, HookPoint, HookType
 from vlmforge.core.registry import ModelRegistry
+from vlmforge.core.roles import GATE_PROJ, UP_PROJ
 from vlmforge.core.runtime import HookedVLM, HookFunction
 from vlmforge.harness.checks import CHECKS
 from vlmforge.tiny import build_tiny_model
@@ -45,6 +46,8 @@ class Mutant:
         mutate: builds the broken adapter class from the family's real one.
         caught_by: the check(s) that must fail for it.
         runtime: builds the broken runtime class from :class:`HookedVLM` (for runtime bugs).
+        float32_only: the bug's effect on the tiny model is below the half-precision tolerances (an
+            absolute floor for activations of magnitude < 1), so it is only required to be caught in fp32.
     """
 
     name: str
@@ -53,6 +56,7 @@ class Mutant:
     mutate: AdapterMutation
     caught_by: tuple[str, ...]
     runtime: RuntimeMutation = unchanged
+    float32_only: bool = False
 
 
 def with_spec(**changes) -> Callable[[type[ModelAdapter]], type[ModelAdapter]]:
@@ -80,6 +84,18 @@ def with_methods(**methods) -> Callable[[type[ModelAdapter]], type[ModelAdapter]
         return type(f"Mutant{base.__name__}", (base,), dict(methods))
 
     return mutate
+
+
+def _swapped_halves(self: ModelAdapter, role: Any) -> Any:
+    part = ModelAdapter.output_part(self, role)
+    if part is None or role.fused_half(self.spec) is None:
+        return part
+    other = GATE_PROJ if role is UP_PROJ else UP_PROJ
+    return ModelAdapter.output_part(self, other)
+
+
+def _softmaxed_router_logits(self: ModelAdapter, hidden_states: torch.Tensor, layer: int) -> torch.Tensor:
+    return torch.softmax(ModelAdapter.compute_router_logits(self, hidden_states, layer).float(), dim=-1)
 
 
 def _misgrouped_kv(self: ModelAdapter, states: torch.Tensor, n_rep: int) -> torch.Tensor:
@@ -529,6 +545,37 @@ MUTANTS: tuple[Mutant, ...] = (
     _flip("contiguous_image_tokens", "smolvlm"),
     _flip("supports_batching", "llava"),
     _flip("strict_residual_stream", "qwen3_vl"),
+    # --- MLP kinds and attention variants (#9): fused projections, mixture of experts, gated queries
+    Mutant(
+        "fused_gate_up_halves_swapped",
+        "glm4v",
+        "the fused gate_up_proj split the wrong way round: mlp.hook_pre reads the up half",
+        with_methods(output_part=_swapped_halves),
+        ("mlp_decomposition",),
+    ),
+    Mutant(
+        "experts_hook_on_shared_expert",
+        "qwen3_5_moe",
+        "spec.moe.experts names the shared expert (whose output the MoE block gates before adding it)",
+        with_spec(moe__experts="shared_expert"),
+        ("moe_decomposition",),
+        # The tiny shared expert writes ~1e-2 and its sigmoid gate is ~0.5: a 5e-3 error, caught in fp32 only.
+        float32_only=True,
+    ),
+    Mutant(
+        "router_logits_softmaxed",
+        "qwen3_vl_moe",
+        "mlp.hook_router_logits returns the routing probabilities (softmax) instead of the logits",
+        with_methods(compute_router_logits=_softmaxed_router_logits),
+        ("moe_decomposition",),
+    ),
+    Mutant(
+        "query_gate_ignored",
+        "qwen3_5",
+        "a gated q_proj ([query; gate] per head) treated as a plain query projection",
+        with_spec(attention__query_gate=False),
+        ("contract_shapes", "attention_vs_eager"),
+    ),
 )
 
 

@@ -21,7 +21,11 @@ def text_only_probe(vlm: HookedVLM) -> Any:
     """
     messages = [{"role": "user", "content": [{"type": "text", "text": PROBE_PROMPTS[1]}]}]
     text = vlm.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    inputs = vlm.processor(text=[text], return_tensors="pt")
+    try:
+        inputs = vlm.processor(text=[text], return_tensors="pt")
+    except (ValueError, TypeError):
+        # Some processors refuse a prompt without images (GOT-OCR2): its tokenizer gives the same text ids.
+        inputs = vlm.processor.tokenizer([text], return_tensors="pt")
     return {key: value.to(vlm.device) for key, value in inputs.items() if isinstance(value, torch.Tensor)}
 
 

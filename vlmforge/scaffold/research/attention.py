@@ -7,6 +7,7 @@ one rotary function, repeats kv heads and scales. Each answer here is read off t
 
 from __future__ import annotations
 
+import ast
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -110,7 +111,9 @@ def research_attention(
     has_rope = any(
         config_value(text_config, key) for key in ("rope_parameters", "rope_scaling", "rope_theta")
     )
-    report.add(_rotary_answer(analysis, type(attn).__name__, modules, len(layers), has_rope))
+    rotary = _rotary_answer(analysis, type(attn).__name__, modules, len(layers), has_rope)
+    report.add(rotary)
+    report.add(_rotary_condition_answer(analysis, modules, rotary))
     for role, variable in (("q_norm", analysis.query_var), ("k_norm", analysis.key_var)):
         report.add(_qk_norm_answer(role, variable, analysis, attn, norms, geometry.head_dim))
     report.add(_scaling_answer(analysis, attn, geometry.head_dim))
@@ -150,11 +153,59 @@ def _rotary_answer(
     condition = _Condition.of(call, modules)
     if condition is not None:
         evidence += _rotary_condition_clause(condition, layer_count)
-        if condition.runtime or condition.partial:  # the adapter applies one rotary recipe to every layer
+        attribute = _condition_attribute(call)
+        if condition.partial and attribute is not None:
+            evidence += f" (spec attention.rotary_condition = {attribute!r}: the adapter checks it per layer)"
+        elif condition.runtime or condition.partial:  # no per-layer attribute says where RoPE applies
             status = "hand_edit"
         if condition.nowhere:
             value = None
     return Answer("rotary_function", _ROTARY_QUESTION, value, evidence, status)
+
+
+def _condition_attribute(call: RotaryCall) -> str | None:
+    """``"x"`` / ``"not x"`` when the rotary call is guarded by one test of a module attribute:
+    ``self.x``, ``self.x is not None`` (truthy) or ``not self.x``, ``self.x is None`` (falsy)."""
+    if len(call.condition_nodes) != 1:
+        return None
+    node, negated = call.condition_nodes[0], False
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        node, negated = node.operand, True
+    if (
+        isinstance(node, ast.Compare)
+        and len(node.ops) == 1
+        and isinstance(node.comparators[0], ast.Constant)
+        and node.comparators[0].value is None
+        and isinstance(node.ops[0], ast.Is | ast.IsNot)
+    ):
+        negated ^= isinstance(node.ops[0], ast.Is)
+        node = node.left
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self":
+        return f"not {node.attr}" if negated else node.attr
+    return None
+
+
+def _rotary_condition_answer(analysis: ForwardAnalysis, modules: list[nn.Module], rotary: Answer) -> Answer:
+    """The attention attribute saying per layer whether RoPE applies (None: RoPE on every layer)."""
+    question = "Attention attribute gating RoPE per layer"
+    calls = analysis.rotary_calls
+    call = calls[0] if len(calls) == 1 and rotary.value is not None else None
+    condition = _Condition.of(call, modules) if call is not None else None
+    if condition is None or not condition.partial:
+        return Answer("rotary_condition", question, None, "RoPE is applied on every layer that has attention")
+    attribute = _condition_attribute(call)
+    if attribute is None:
+        return Answer(
+            "rotary_condition", question, None, f"`{condition.text}` is not one attribute test", "hand_edit"
+        )
+    return Answer(
+        "rotary_condition",
+        question,
+        attribute,
+        f"{analysis.class_name}.forward applies RoPE only if `{condition.text}` (per layer: "
+        f"{list(condition.holds)})",
+        slot="attention_recipe",
+    )
 
 
 def _rotary_condition_clause(condition: _Condition, layer_count: int) -> str:
