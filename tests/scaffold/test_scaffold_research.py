@@ -117,8 +117,18 @@ def test_what_the_generic_mechanism_cannot_express_is_flagged(
 
 
 def test_default_config_that_transformers_cannot_build_is_reported() -> None:
-    with pytest.raises(ScaffoldError, match=r"cannot build AyaVisionForConditionalGeneration"):
-        research("aya_vision", measure=False)
+    # chameleon's default config leaves its VQ vocabulary map unset, and no real config is stored.
+    with pytest.raises(ScaffoldError, match=r"cannot build ChameleonForConditionalGeneration"):
+        research("chameleon", measure=False)
+
+
+def test_an_unbuildable_default_config_falls_back_to_a_stored_real_config() -> None:
+    # transformers' default aya_vision config does not build (a 1152-wide tower with 14 heads); the stored
+    # aya-vision-8b config of the same model_type is researched instead, and the report says so.
+    report = research("aya_vision", measure=False)
+    assert report.source.given == "CohereForAI/aya-vision-8b" and report.source.kind == "reference"
+    assert "cannot be built" in report.source.description
+    assert report.value("model_class") == "AyaVisionForConditionalGeneration"
 
 
 def test_report_markdown_has_evidence_and_open_items(researched) -> None:

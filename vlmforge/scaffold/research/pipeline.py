@@ -14,6 +14,7 @@ import transformers
 from torch import nn
 from transformers import PretrainedConfig
 
+from vlmforge.scaffold.errors import ScaffoldError
 from vlmforge.scaffold.report import Answer, ResearchReport, ResolvedSource, default_family_name
 from vlmforge.scaffold.research.blocks import research_blocks
 from vlmforge.scaffold.research.capabilities import research_capabilities
@@ -24,6 +25,7 @@ from vlmforge.scaffold.research.model_class import build_meta_model, select_mode
 from vlmforge.scaffold.research.processor import has_stored_template, load_processor, research_processor
 from vlmforge.scaffold.research.sources import resolve_source
 from vlmforge.scaffold.research.tiny_model import TinyBuild, build_tiny, tiny_reference
+from vlmforge.tiny import load_reference_config, reference_checkpoints
 
 __all__ = ["research", "research_prompting", "research_structure"]
 
@@ -50,8 +52,19 @@ def research(
     resolved = resolve_source(source, trust_remote_code=trust_remote_code)
     report = ResearchReport(resolved, resolved.config.model_type, transformers.__version__)
     report.timings["config"] = time.perf_counter() - started
-    with _timed(report, "meta model + structure"):
-        model_cls = _research_model(resolved, trust_remote_code, report)
+    try:
+        with _timed(report, "meta model + structure"):
+            model_cls = _research_model(resolved, trust_remote_code, report)
+    except ScaffoldError as error:
+        # transformers' default config of some model_types does not build (Aya Vision's 1152-wide tower
+        # with 14 heads); a stored real config of the same model_type is the honest stand-in.
+        fallback = _stored_reference_for(resolved, error)
+        if fallback is None:
+            raise
+        resolved = fallback
+        report = ResearchReport(resolved, resolved.config.model_type, transformers.__version__)
+        with _timed(report, "meta model + structure"):
+            model_cls = _research_model(resolved, trust_remote_code, report)
     with _timed(report, "tiny model"):
         tiny = _research_tiny(resolved, measure, report)
     with _timed(report, "processor"):
@@ -63,6 +76,26 @@ def research(
     report.timings["total"] = time.perf_counter() - started
     report.peak_rss_mb = _peak_rss_mb()
     return report
+
+
+def _stored_reference_for(resolved: ResolvedSource, error: ScaffoldError) -> ResolvedSource | None:
+    """For a bare model_type whose default config cannot be built: the first stored real config of that
+    model_type, resolved as a reference (None when there is none, or the source was not a model_type)."""
+    if resolved.kind != "model_type":
+        return None
+    for checkpoint in reference_checkpoints():
+        config = load_reference_config(checkpoint)
+        if config.model_type == resolved.config.model_type:
+            return ResolvedSource(
+                checkpoint,
+                "reference",
+                config,
+                checkpoint,
+                None,
+                f"stored reference config of {checkpoint} (transformers' default config for "
+                f"`{resolved.given}` cannot be built: {error})",
+            )
+    return None
 
 
 def research_structure(model: nn.Module, config: PretrainedConfig, report: ResearchReport) -> None:
