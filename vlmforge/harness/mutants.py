@@ -570,6 +570,13 @@ MUTANTS: tuple[Mutant, ...] = (
         ("moe_decomposition",),
     ),
     Mutant(
+        "rotary_on_every_layer",
+        "cohere2_vision",
+        "RoPE applied on every layer, also on the full-attention layers that use none",
+        with_spec(attention__rotary_condition=None),
+        ("attention_vs_eager",),
+    ),
+    Mutant(
         "query_gate_ignored",
         "qwen3_5",
         "a gated q_proj ([query; gate] per head) treated as a plain query projection",
