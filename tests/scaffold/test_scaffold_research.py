@@ -76,6 +76,10 @@ def test_copier_answers_match_the_template_questions(researched) -> None:
         ),
         # Mixture-of-experts MLPs on every layer: no dense projections; router, experts, shared experts.
         ("qwen3_vl_moe", {"moe_experts": "experts", "moe_router": "gate", "moe_shared_experts": None}),
+        # RoPE only where the layer has a sliding window (Cohere2's full-attention layers use none).
+        ("cohere2_vision", {"rotary_condition": "sliding_window"}),
+        # A hybrid decoder (linear-attention layers) with a gated query projection.
+        ("qwen3_5", {"attention": "self_attn", "hybrid": True, "query_gate": True, "rotary_condition": None}),
         ("aria", {"moe_experts": "experts", "moe_router": "router", "moe_shared_experts": "shared_experts"}),
     ],
 )
@@ -96,12 +100,9 @@ def test_research_answers_other_vlms(model_type: str, expected: dict[str, str], 
     [
         ("fuyu", "q_proj", "fused query_key_value"),
         ("mllama", "layers", "not uniform"),
-        ("cohere2_vision", "rotary_function", "applied only where `self.sliding_window is not None`"),
         ("llama4", "rotary_function", "differs from the adapter's rotary(q, k, cos, sin)"),
         ("llama4", "q_norm", "after RoPE"),
         ("llama4", "attention_extras", "unrecognized q/k transformation"),
-        ("qwen3_5", "attention", "hybrid decoder"),
-        ("qwen3_5", "q_proj", "gated"),
         ("blip-2", "attention_extras", "self.q_proj(hidden_states) * self.scaling"),
     ],
 )

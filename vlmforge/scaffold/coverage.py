@@ -24,7 +24,20 @@ HAND_EDITS: dict[str, dict[str, str]] = {}
 
 #: model_types named in the coverage issue (#9) that are not registered yet, with what blocks a
 #: zero-edit scaffold + ``--verify``.
-NOT_REGISTERED: dict[str, str] = {}
+NOT_REGISTERED: dict[str, str] = {
+    "llama4": "its attention is beyond the recipe: RoPE through a complex-number apply_rotary_emb (another "
+    "signature), an L2 q/k norm after RoPE, a position-dependent query temperature on the no-RoPE layers, "
+    "chunked-attention masks; its experts return one row per (expert slot, token), not the summed output",
+    "fuyu": "a fused per-head query_key_value with q/k layernorms (the spec has no fused-qkv field yet); "
+    "FuyuProcessor drops the first token of the image span (a SentencePiece '▁' the tiny byte-level "
+    "tokenizer does not produce), so no prompt with an image builds",
+    "mllama": "cross-attention decoder layers between the self-attention ones (two layer classes: research "
+    "flags the layer list and the cross layers' input norm); the processor rejects batched nested images",
+    "kosmos-2": "transformers registers no processor class under the model_type 'kosmos-2'; image features "
+    "replace the positions marked by image_embeds_position_mask, not an image-token id",
+    "idefics": "images enter through gated cross-attention blocks (model.gated_cross_attn_layers), not as "
+    "tokens: no image-token id, and two block lists qualify as the decoder's",
+}
 
 
 def _not_applicable(family: str) -> list[str]:
