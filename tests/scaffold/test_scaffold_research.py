@@ -78,6 +78,8 @@ def test_copier_answers_match_the_template_questions(researched) -> None:
         ("qwen3_vl_moe", {"moe_experts": "experts", "moe_router": "gate", "moe_shared_experts": None}),
         # RoPE only where the layer has a sliding window (Cohere2's full-attention layers use none).
         ("cohere2_vision", {"rotary_condition": "sliding_window"}),
+        # Cross-attention layers between self-attention ones: attention hooks on the self-attention layers.
+        ("mllama", {"layers": "layers", "hybrid": True, "input_norm": "input_layernorm"}),
         # A hybrid decoder (linear-attention layers) with a gated query projection.
         ("qwen3_5", {"attention": "self_attn", "hybrid": True, "query_gate": True, "rotary_condition": None}),
         ("aria", {"moe_experts": "experts", "moe_router": "router", "moe_shared_experts": "shared_experts"}),
@@ -99,7 +101,6 @@ def test_research_answers_other_vlms(model_type: str, expected: dict[str, str], 
     ("model_type", "key", "evidence"),
     [
         ("fuyu", "q_proj", "fused query_key_value"),
-        ("mllama", "layers", "not uniform"),
         ("llama4", "rotary_function", "differs from the adapter's rotary(q, k, cos, sin)"),
         ("llama4", "q_norm", "after RoPE"),
         ("llama4", "attention_extras", "unrecognized q/k transformation"),

@@ -179,20 +179,16 @@ def _layer_description(layer_classes: Counter[str]) -> str:
 
 
 def _layers_answer(decoder: Decoder, layer_classes: Counter[str]) -> Answer:
-    uniform = len(layer_classes) == 1
     evidence = f"{type(decoder.module).__name__}.{decoder.layers_attr}"
-    if not uniform:
+    if len(layer_classes) > 1:
+        # Mixed layer classes (cross-attention or linear-attention layers between self-attention ones):
+        # every role is researched on every layer (attention, MLP, norms), so a difference that matters
+        # surfaces there; the layer list itself is one list.
         evidence += (
-            f"; layers are not uniform ({_layer_description(layer_classes)}): "
-            "per-layer hooks need a hand check"
+            f"; layers of {len(layer_classes)} classes ({_layer_description(layer_classes)}): the attention, "
+            "MLP and norm answers are researched on every layer"
         )
-    return Answer(
-        "layers",
-        "Decoder layer list attribute",
-        decoder.layers_attr,
-        evidence,
-        "found" if uniform else "hand_edit",
-    )
+    return Answer("layers", "Decoder layer list attribute", decoder.layers_attr, evidence)
 
 
 def _final_norm_answer(decoder: Decoder, final: _FinalNorm) -> Answer:

@@ -49,8 +49,16 @@ class _BlockNorms:
 def research_norms(decoder: Decoder, attention: str | None, mlp: str | None, report: ResearchReport) -> None:
     """``input_norm`` and ``mlp_norm`` answers, true for every layer or reported per class."""
     findings = [_block_norms(layer, attention, mlp) for layer in decoder.layers]
+    # The attention's input norm only matters where the layer has that attention (a hybrid decoder's
+    # cross- or linear-attention layers have no attention hooks).
+    with_attention = [
+        finding
+        for layer, finding in zip(decoder.layers, findings)
+        if attention is None or hasattr(layer, attention)
+    ]
     for role, question in _QUESTIONS.items():
-        report.add(_answer(role, question, findings, len(decoder.layers)))
+        subset = with_attention if role == "input_norm" else findings
+        report.add(_answer(role, question, subset, len(subset)))
 
 
 # ------------------------------------------------------------------------------------------- reasoning
