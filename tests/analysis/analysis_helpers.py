@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from PIL import Image
@@ -42,3 +44,51 @@ def processor_pixels(vlm, inputs) -> np.ndarray:
     mean = torch.tensor(image_processor.image_mean).view(3, 1, 1)
     std = torch.tensor(image_processor.image_std).view(3, 1, 1)
     return (image * std + mean).permute(1, 2, 0).clamp(0, 1).numpy()
+
+
+def _config_ints(values: Any, prefix: str = "") -> dict[str, int]:
+    """Every integer of a (nested) config dict, by dotted key."""
+    found: dict[str, int] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            found.update(_config_ints(value, f"{prefix}{key}."))
+        elif isinstance(value, int) and not isinstance(value, bool):
+            found[f"{prefix}{key}"] = value
+    return found
+
+
+def check_declared_not_applicable(vlm, image: Image.Image, error: Exception) -> str:
+    """Check that a geometry refusal is the limitation it declares, from the processor and the config.
+
+    Image geometry is not applicable where the image tokens are not one patch grid over one view:
+    ``"tiles"`` (the processor really hands the tower several views of the one image) or ``"resampler"``
+    (one view, but the image tokens are a fixed number of learned latents the model config declares,
+    the same for every image). Any other refusal fails the test. Returns the reason, for the report.
+    """
+    assert isinstance(error, NotImplementedError), type(error)
+    kind, reason = getattr(error, "kind", None), str(error)
+    inputs = vlm.prepare_messages("x", image)
+    pixels = inputs["pixel_values"]
+    image_token = vlm.adapter.get_image_token_id()
+    tokens = int((inputs["input_ids"] == image_token).sum())
+    views = pixels.shape[1] if pixels.dim() == 5 else pixels.shape[0]  # one image's views
+    if kind == "tiles":
+        assert views > 1, (vlm.adapter.spec.name, tuple(pixels.shape))
+        assert "views" in reason and "tiles" in reason, reason
+    elif kind == "resampler":
+        assert views == 1 and "image_grid_thw" not in inputs, tuple(pixels.shape)
+        # A fixed number of queries: as many image tokens whatever the image's size and shape ...
+        for size in ((300, 40), (40, 300), (512, 512)):
+            other = vlm.prepare_messages("x", gradient_image(*size))
+            assert int((other["input_ids"] == image_token).sum()) == tokens, size
+        # ... and the count a latent / query setting of the model config states.
+        declared = {
+            key: value
+            for key, value in _config_ints(vlm.model.config.to_dict()).items()
+            if "latent" in key.rsplit(".", 1)[-1] or "quer" in key.rsplit(".", 1)[-1]
+        }
+        assert tokens in declared.values(), (tokens, declared)
+        assert "resampler" in reason and str(tokens) in reason, reason
+    else:
+        raise AssertionError(f"{vlm.adapter.spec.name}: geometry refused without a declared reason: {reason}")
+    return reason

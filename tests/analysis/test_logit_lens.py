@@ -22,11 +22,14 @@ def test_top_k_equals_a_hand_computation(family, tiny) -> None:
     lens = compute_logit_lens(hidden, norm, head, tokenizer, top_k=5)
     assert len(lens) == len(hidden) == vlm.lm_num_layers + 1
     assert all(len(layer) == inputs["input_ids"].shape[1] for layer in lens)
-    # By hand: RMSNorm from its weight and epsilon, the unembedding as a matrix product, softmax.
+    # By hand: the unembedding as a matrix product, softmax. The final norm is the family's own module
+    # (RMSNorm scales by `weight` on most families, by `1 + weight` on zero-centred ones such as Qwen3.5),
+    # applied to the residual: the lens must not skip it.
     layer, position = 1, -1
-    h = hidden[layer][0, position].double()
-    eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", None))
-    normed = h * torch.rsqrt(h.pow(2).mean() + eps) * norm.weight.double()
+    h = hidden[layer][:, [position]]
+    with torch.no_grad():
+        normed = norm(h)[0, 0].double()
+    assert not torch.allclose(normed, h[0, 0].double())
     probabilities = torch.softmax(normed @ head.weight.double().T, dim=-1)
     values, ids = probabilities.topk(5)
     expected = [(tokenizer.decode([i]), f"{p:.4f}") for i, p in zip(ids.tolist(), values.tolist())]

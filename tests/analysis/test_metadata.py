@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from analysis_helpers import gradient_image
+from analysis_helpers import check_declared_not_applicable, gradient_image
 
 from vlmforge.analysis import UnsupportedGeometryError, VLMMetadataExtractor, extract_metadata
 
@@ -16,9 +16,8 @@ def test_extract_metadata_for_every_family(family, tiny) -> None:
     image_token = vlm.adapter.get_image_token_id()
     try:
         metadata = extract_metadata(vlm, inputs, image)
-    except UnsupportedGeometryError:
-        assert not vlm.adapter.spec.capabilities.contiguous_image_tokens or inputs["pixel_values"].dim() == 5
-        pytest.skip(f"{family}: image geometry is not one grid")
+    except UnsupportedGeometryError as error:
+        pytest.skip(f"not applicable, declared: {check_declared_not_applicable(vlm, image, error)}")
     positions = [i for i, token in enumerate(ids.tolist()) if token == image_token]
     assert metadata["image_token_positions"] == positions
     assert metadata["num_image_tokens"] == len(positions) == metadata["total_patches"]

@@ -34,9 +34,10 @@ def test_smart_resize_properties(height: int, width: int, factor: int) -> None:
         assert (
             abs(new_w / new_h - width / height) <= (width / height) * (factor / new_h + factor / new_w) * 1.5
         )
-    if height >= factor / 2 and width >= factor / 2:
+    if height > factor / 2 and width > factor / 2:
         # transformers' own Qwen2-VL implementation is the reference where both agree on the domain
-        # (it does not floor tiny sides to one factor before the bounds check).
+        # (it does not floor tiny sides to one factor before the bounds check: a side of exactly half a
+        # factor rounds half-to-even to 0 there, to one factor here, as in qwen_vl_utils).
         assert (new_h, new_w) == hf_smart_resize(height, width, factor, MIN_PIXELS, MAX_PIXELS)
 
 

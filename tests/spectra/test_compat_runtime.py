@@ -7,8 +7,10 @@ Expectations are written from the spec, and computed without the hook machinery 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
+import re
 
 import pytest
 import torch
@@ -16,6 +18,8 @@ import transformers
 from PIL import Image
 from torch import nn
 
+from vlmforge.analysis.geometry import UnsupportedGeometryError, image_info
+from vlmforge.core.hooks import ALL_HOOK_TYPES
 from vlmforge.core.registry import ModelRegistry as NativeModelRegistry
 from vlmforge.core.runtime import HookedVLM as NativeHookedVLM
 from vlmforge.spectra import (
@@ -111,10 +115,23 @@ def flat_width(vlm: HookedVLM, hook_type: str) -> int:
 
 
 def raw_capture(vlm: HookedVLM, hook_type: str, layer: int, inputs) -> torch.Tensor:
-    """What ``hook_type`` reads on ``layer``, captured with a torch hook of our own (§2 "Value seen")."""
+    """What ``hook_type`` reads on ``layer``, captured with a torch hook of our own (§2 "Value seen").
+
+    Where the role is part of a module's output (half of a fused ``gate_up_proj``) the reference is the
+    adapter's projection of the module's captured input (``adapter.project``), not the whole output.
+    """
     getter, kind = SPEC_HOOKS[hook_type]
     module = getattr(vlm.adapter, getter)(layer)
+    role = ALL_HOOK_TYPES[hook_type].site
     seen: list[torch.Tensor] = []
+    if kind == "post" and vlm.adapter.output_part(role) is not None:
+        handle = module.register_forward_hook(lambda _m, args, _out: seen.append(args[0].detach().clone()))
+        try:
+            vlm.forward(inputs)
+        finally:
+            handle.remove()
+        with torch.no_grad():
+            return vlm.adapter.project(role, layer, seen[-1])
     if kind == "post":
         handle = module.register_forward_hook(
             lambda _m, _a, out: seen.append((out[0] if isinstance(out, tuple) else out).detach().clone())
@@ -138,6 +155,53 @@ def hook_counts(vlm: HookedVLM) -> int:
         len(m._forward_hooks) + len(m._forward_pre_hooks) + len(getattr(m, "_forward_hooks_with_kwargs", {}))
         for m in vlm.model.modules()
     )
+
+
+def present(vlm: HookedVLM, hook_types, layer: int) -> list[str]:
+    """The hook types of ``hook_types`` that ``layer`` has (a MoE layer has no dense MLP hooks)."""
+    return [t for t in hook_types if layer in vlm.hook_layers(t)]
+
+
+def absent_reason(vlm: HookedVLM, hook_type: str, layer: int) -> str:
+    """The adapter's reason why ``layer`` has no ``hook_type`` (it must have one)."""
+    reason = vlm.adapter.absence(ALL_HOOK_TYPES[hook_type].site, layer)
+    assert reason, (hook_type, layer)
+    return reason
+
+
+def attention_layer(vlm: HookedVLM, which: int = 0) -> int:
+    """The ``which``-th layer with softmax attention (a hybrid decoder's linear-attention layers have no
+    ``attn.*`` hooks); the last one where there are fewer."""
+    layers = vlm.hook_layers("attn.hook_pattern")
+    return layers[which] if -len(layers) <= which < len(layers) else layers[-1]
+
+
+def received_masks(vlm: HookedVLM, layer: int, run) -> list[tuple[torch.Tensor | None, int]]:
+    """``(attention_mask, query length)`` of each call of ``layer``'s attention during ``run()``, read
+    with a torch hook of our own: the mask exactly as the decoder hands it to the attention."""
+    seen: list[tuple[torch.Tensor | None, int]] = []
+
+    def pre(_module, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        mask = kwargs.get("attention_mask")
+        seen.append((None if mask is None else mask.detach().clone(), hidden.shape[1]))
+
+    handle = vlm.adapter.get_lm_attn(layer).register_forward_pre_hook(pre, with_kwargs=True)
+    try:
+        run()
+    finally:
+        handle.remove()
+    return seen
+
+
+def additive(mask: torch.Tensor | None, length: int) -> torch.Tensor:
+    """A received mask as the additive [.., L, L] fp32 mask (None: SDPA's implicit causal mask)."""
+    if mask is None:
+        return torch.full((length, length), float("-inf")).triu(1)
+    mask = mask[..., :length]
+    if mask.dtype == torch.bool:
+        return torch.zeros(mask.shape).masked_fill(~mask, float("-inf"))
+    return mask.float()
 
 
 # ---------------------------------------------------------------------------------------- 1. exports
@@ -341,7 +405,7 @@ def test_item05_to_then_eval_then_grad_mode(family, require_grads):
 def test_item05_output_attentions_switches_to_eager_for_that_call_only(family):
     vlm = spectra_vlm(family)
     seen: list[str] = []
-    handle = vlm.adapter.get_lm_attn(0).register_forward_pre_hook(
+    handle = vlm.adapter.get_lm_attn(attention_layer(vlm)).register_forward_pre_hook(
         lambda module, args: seen.append(module.config._attn_implementation)
     )
     try:
@@ -349,7 +413,7 @@ def test_item05_output_attentions_switches_to_eager_for_that_call_only(family):
         vlm.forward(single(family))
     finally:
         handle.remove()
-    assert seen == ["eager", "sdpa"] and len(out.attentions) == dims(vlm)["n"]
+    assert seen == ["eager", "sdpa"] and len(out.attentions) == len(vlm.hook_layers("attn.hook_pattern"))
     assert vlm.adapter._original_attn_impl == "sdpa"
 
 
@@ -445,11 +509,20 @@ def test_item06_process_image_and_patch_overview(family):
     from vlmforge.spectra.preprocessing import ImageInfo
 
     vlm = spectra_vlm(family)
-    if not vlm.adapter.spec.capabilities.contiguous_image_tokens:
-        with pytest.raises(NotImplementedError):
-            vlm.process_image(IMAGE)
+    try:
+        native = image_info(vlm, IMAGE)
+    except UnsupportedGeometryError as error:
+        # Declared not applicable by the analysis layer (tiles, a resampler: tests/analysis checks the
+        # reason against the processor); VLM Spectra's surface raises the same NotImplementedError.
+        assert error.kind in ("tiles", "resampler"), str(error)
+        for call in (vlm.process_image, vlm.generate_patch_overview):
+            with pytest.raises(NotImplementedError, match=re.escape(str(error))):
+                call(IMAGE)
         return
+    # Image tokens in several runs cannot be one grid: such a family must have been refused above.
+    assert vlm.adapter.spec.capabilities.contiguous_image_tokens
     info = vlm.process_image(IMAGE)
+    assert (info.grid_h, info.grid_w) == (native.grid_h, native.grid_w)
     assert isinstance(info, ImageInfo) and info.grid_h * info.grid_w >= 1
     overview = vlm.generate_patch_overview(IMAGE, labels="none")
     assert isinstance(overview, Image.Image)
@@ -526,12 +599,29 @@ def test_item08_every_type_is_cached_with_its_shape(family):
         "mlp.hook_pre_linear": (b, s, d["m"]),
         "mlp.hook_post": (b, s, d["m"]),
     }
-    with vlm.run_with_cache([f"lm.blocks.*.{t}" for t in SPEC_HOOKS]):
+    for layer in vlm.hook_layers("mlp.hook_router_logits"):  # vlmforge's MoE hooks, on MoE layers
+        experts = vlm.adapter.get_lm_router(layer).weight.shape[0]
+        expected["mlp.hook_router_logits"] = (b, s, experts)
+        expected["mlp.hook_experts_out"] = (b, s, d["d"])
+    types = [t for t in expected if vlm.hook_layers(t)]  # `*` on a type no layer has is an error
+    with vlm.run_with_cache([f"lm.blocks.*.{t}" for t in types]):
         vlm.forward(inputs)
     for layer in range(d["n"]):
         for hook_type, shape in expected.items():
-            assert tuple(vlm.cache[f"lm.blocks.{layer}.{hook_type}"].shape) == shape, (layer, hook_type)
-    pattern = vlm.cache["lm.blocks.0.attn.hook_pattern"]
+            name = f"lm.blocks.{layer}.{hook_type}"
+            if hook_type in present(vlm, [hook_type], layer):
+                assert tuple(vlm.cache[name].shape) == shape, (layer, hook_type)
+                continue
+            # A layer without the hook: not cached by `*`, and naming it says why (the adapter's reason).
+            assert name not in vlm.cache
+            reason = re.escape(absent_reason(vlm, hook_type, layer))
+            with pytest.raises(NotImplementedError, match=reason), vlm.run_with_cache([name]):
+                pass
+    for hook_type in set(SPEC_HOOKS) - set(types):
+        wildcard = f"lm.blocks.*.{hook_type}"
+        with pytest.raises(NotImplementedError, match="no layer has it"), vlm.run_with_cache([wildcard]):
+            pass
+    pattern = vlm.cache[f"lm.blocks.{attention_layer(vlm)}.attn.hook_pattern"]
     torch.testing.assert_close(pattern.sum(-1), torch.ones_like(pattern.sum(-1)))
 
 
@@ -540,10 +630,11 @@ def test_item08_values_are_read_where_the_table_says(family):
     vlm = spectra_vlm(family)
     inputs = single(family)
     layer = dims(vlm)["n"] - 1
-    with vlm.run_with_cache([f"lm.blocks.{layer}.{t}" for t in DIRECT]):
+    direct = present(vlm, DIRECT, layer)  # the others are absent with a reason (test above)
+    with vlm.run_with_cache([f"lm.blocks.{layer}.{t}" for t in direct]):
         vlm.forward(inputs)
     cache = vlm.cache
-    for hook_type in DIRECT:
+    for hook_type in direct:
         reference_type = "attn.hook_in" if hook_type == "attn.hook_mask" else hook_type
         reference = raw_capture(vlm, reference_type, layer, inputs)
         cached = cache[f"lm.blocks.{layer}.{hook_type}"]
@@ -553,13 +644,16 @@ def test_item08_values_are_read_where_the_table_says(family):
 # ------------------------------------------------------------------------- 9. cache lifecycle
 def test_item09_virtual_entries_and_formatting_only_after_exit(family):
     vlm = spectra_vlm(family)
-    names = ["lm.blocks.0.attn.hook_q", "lm.blocks.0.attn.hook_pattern", "lm.blocks.0.attn.hook_head_out"]
+    q, pattern, head_out = names = [
+        f"lm.blocks.{attention_layer(vlm)}.{t}"
+        for t in ("attn.hook_q", "attn.hook_pattern", "attn.hook_head_out")
+    ]
     with vlm.run_with_cache(names) as cache:
         vlm.forward(single(family))
         assert isinstance(cache, ActivationCache)
-        assert "lm.blocks.0.attn.hook_pattern" not in cache and "lm.blocks.0.attn.hook_head_out" not in cache
-        assert cache["lm.blocks.0.attn.hook_q"].dim() == 3  # raw, flat
-    assert cache["lm.blocks.0.attn.hook_q"].dim() == 4 and "lm.blocks.0.attn.hook_pattern" in cache
+        assert pattern not in cache and head_out not in cache
+        assert cache[q].dim() == 3  # raw, flat
+    assert cache[q].dim() == 4 and pattern in cache
     assert type(vlm.cache) is dict and set(vlm.cache) == set(names)
 
 
@@ -567,12 +661,13 @@ def test_item09_last_call_wins_and_capture_is_non_invasive(family):
     vlm = spectra_vlm(family)
     first, second = single(family), vlm.prepare_messages("Another, longer question here?", OTHER_IMAGE)
     plain = vlm.forward(second).logits
-    with vlm.run_with_cache([f"lm.blocks.*.{t}" for t in SPEC_HOOKS]):
+    with vlm.run_with_cache([f"lm.blocks.*.{t}" for t in SPEC_HOOKS if vlm.hook_layers(t)]):
         vlm.forward(first)
         cached = vlm.forward(second).logits
     assert torch.equal(plain, cached)
     assert vlm.cache["lm.blocks.0.hook_resid_post"].shape[1] == second["input_ids"].shape[1]
-    assert vlm.cache["lm.blocks.0.attn.hook_pattern"].shape[-1] == second["input_ids"].shape[1]
+    pattern = vlm.cache[f"lm.blocks.{attention_layer(vlm)}.attn.hook_pattern"]
+    assert pattern.shape[-1] == second["input_ids"].shape[1]
     assert not any(v.requires_grad for v in vlm.cache.values())
 
 
@@ -590,7 +685,7 @@ def test_item10_pattern_scores_and_head_out(family):
     vlm = spectra_vlm(family)
     inputs = single(family)
     s = inputs["input_ids"].shape[1]
-    layer = dims(vlm)["n"] - 1
+    layer = attention_layer(vlm, -1)
     names = [
         f"lm.blocks.{layer}.{t}"
         for t in (
@@ -602,12 +697,19 @@ def test_item10_pattern_scores_and_head_out(family):
         )
     ]
     with vlm.run_with_cache(names):
-        eager = vlm.forward(inputs, output_attentions=True).attentions[layer]
+        attentions = vlm.forward(inputs, output_attentions=True).attentions
+    # One entry per softmax-attention layer (all of them, except on a hybrid decoder).
+    eager = attentions[vlm.hook_layers("attn.hook_pattern").index(layer)]
     pattern, scores, head_out, z, out = (vlm.cache[n] for n in names)
     torch.testing.assert_close(pattern, eager, atol=1e-5, rtol=1e-4)
     assert torch.isfinite(scores).all(), "scores are unmasked"
-    causal = torch.full((s, s), float("-inf")).triu(1)
-    torch.testing.assert_close(torch.softmax(scores.float() + causal, -1), pattern, atol=1e-5, rtol=1e-4)
+    # The pattern is softmax(scores + the mask the layer receives): causal, and windowed on a
+    # sliding-window layer (the decoder then hands a real mask even under SDPA).
+    [(received, _)] = received_masks(vlm, layer, lambda: vlm.forward(inputs))
+    mask = additive(received, s)
+    future = torch.ones(s, s, dtype=torch.bool).triu(1)
+    assert (mask.reshape(-1, s, s)[0][future] == float("-inf")).all(), "no future key is attended"
+    torch.testing.assert_close(torch.softmax(scores.float() + mask, -1), pattern, atol=1e-5, rtol=1e-4)
     o_proj = vlm.adapter.get_lm_o_proj(layer)
     d = dims(vlm)
     for head in (0, d["H"] - 1):
@@ -667,12 +769,21 @@ def test_item12_functions_get_module_args_kwargs_and_flat_values(family):
 
         return fn
 
-    hooks = [(f"lm.blocks.{layer}.{t}", recorder(t)) for t in DIRECT]
+    direct = present(vlm, DIRECT, layer)
+    before = hook_counts(vlm)
+    for hook_type in set(DIRECT) - set(direct):  # refused before anything is registered, saying why
+        reason = absent_reason(vlm, hook_type, layer)
+        hooks = [(f"lm.blocks.{layer}.{t}", recorder(t)) for t in (*direct, hook_type)]
+        with pytest.raises(NotImplementedError, match=re.escape(reason)), vlm.run_with_hooks(hooks):
+            pass
+        assert hook_counts(vlm) == before
+    hooks = [(f"lm.blocks.{layer}.{t}", recorder(t)) for t in direct]
     plain = vlm.forward(inputs).logits
     with vlm.run_with_hooks(hooks):
         same = vlm.forward(inputs).logits
     assert torch.equal(plain, same), "functions returning None keep the values"
-    for hook_type in DIRECT:
+    assert not calls.keys() - set(direct)
+    for hook_type in direct:
         module, args, kwargs, shape = calls[hook_type]
         getter, _ = SPEC_HOOKS[hook_type]
         assert module is getattr(vlm.adapter, getter)(layer), hook_type
@@ -698,56 +809,77 @@ def test_item12_returned_tensors_and_in_place_edits_are_written_back(family):
     torch.testing.assert_close(returned[0, -1], expected)
     assert torch.equal(returned, in_place)
     before = vlm.forward(inputs).logits
-    doubled_q = [("lm.blocks.0.attn.hook_q", lambda m, a, k, v: v * 2)]
+    doubled_q = [(f"lm.blocks.{attention_layer(vlm)}.attn.hook_q", lambda m, a, k, v: v * 2)]
     with vlm.run_with_hooks(doubled_q):
         assert not torch.equal(vlm.forward(inputs).logits, before)
 
 
 # ------------------------------------------------------------------------------- 13. the mask
 def test_item13_causal_mask_is_synthesized_under_sdpa(family):
+    """Synthesized where the decoder hands the attention no mask (SDPA, causal); where it hands one (a
+    sliding-window layer shorter than the prompt gets a real mask even under SDPA) the function sees that
+    mask as passed to attention (§2)."""
     vlm = spectra_vlm(family)
     inputs = single(family)
     s = inputs["input_ids"].shape[1]
+    layer = attention_layer(vlm)
     seen: list[torch.Tensor] = []
     with vlm.run_with_hooks(
-        [("lm.blocks.0.attn.hook_mask", lambda m, a, k, mask: seen.append(mask.clone()))]
+        [(f"lm.blocks.{layer}.attn.hook_mask", lambda m, a, k, mask: seen.append(mask.clone()))]
     ):
         vlm.forward(inputs)
+    [(received, _)] = received_masks(vlm, layer, lambda: vlm.forward(inputs))
     mask = seen[0]
-    expected = torch.full((s, s), float("-inf")).triu(1)
-    assert mask.shape == (1, 1, s, s) and mask.is_floating_point()
-    assert torch.equal(mask[0, 0], expected)
+    if received is None:
+        expected = torch.full((s, s), float("-inf")).triu(1)
+        assert mask.shape == (1, 1, s, s) and mask.is_floating_point()
+        assert torch.equal(mask[0, 0], expected)
+    else:
+        assert mask.dtype == received.dtype and torch.equal(mask, received)
 
 
 def test_item13_block_attention_knocks_out_a_key(family):
     vlm = spectra_vlm(family)
     inputs = single(family)
     s = inputs["input_ids"].shape[1]
-    layer = 1
+    layer = attention_layer(vlm, 1)
     name = f"lm.blocks.{layer}.attn.hook_pattern"
     with vlm.run_with_cache([name]):
         plain = vlm.forward(inputs).logits
     original = vlm.cache[name]
+    # The earliest key the last query attends in every head (key 0 unless a sliding window hides it).
+    key = int((original[0, :, s - 1] > 0).all(0).nonzero()[0])
     with (
         vlm.run_with_cache([name]),
-        vlm.run_with_hooks([(f"lm.blocks.{layer}.attn.hook_mask", BlockAttention([(s - 1, 0)]))]),
+        vlm.run_with_hooks([(f"lm.blocks.{layer}.attn.hook_mask", BlockAttention([(s - 1, key)]))]),
     ):
         blocked = vlm.forward(inputs).logits
     pattern = vlm.cache[name]
-    assert (pattern[0, :, s - 1, 0] == 0).all() and not torch.equal(blocked, plain)
+    assert (pattern[0, :, s - 1, key] == 0).all() and not torch.equal(blocked, plain)
     row = original[0, :, s - 1].clone()
-    row[:, 0] = 0
+    row[:, key] = 0
     torch.testing.assert_close(pattern[0, :, s - 1], row / row.sum(-1, keepdim=True), atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(pattern[0, :, : s - 1], original[0, :, : s - 1])
 
 
 def test_item13_cached_decoding_raises(family):
+    """Patching the *synthesized* mask of a cached decoding step raises (§2); a decoder that hands its
+    decoding steps a real mask (a sliding window longer ago than the prompt) is patched like any pass."""
     vlm = spectra_vlm(family)
-    with (
-        pytest.raises(NotImplementedError),
-        vlm.run_with_hooks([("lm.blocks.0.attn.hook_mask", lambda *a: None)]),
-    ):
+    layer = attention_layer(vlm)
+    name = f"lm.blocks.{layer}.attn.hook_mask"
+    received = received_masks(vlm, layer, lambda: vlm.generate(single(family), max_new_tokens=2))
+    decoding = [mask for mask, queries in received if queries == 1]
+    assert decoding, "generate ran cached decoding steps"
+    if any(mask is None for mask in decoding):
+        with pytest.raises(NotImplementedError), vlm.run_with_hooks([(name, lambda *a: None)]):
+            vlm.generate(single(family), max_new_tokens=2)
+        return
+    seen: list[torch.Tensor] = []
+    with vlm.run_with_hooks([(name, lambda m, a, k, mask: seen.append(mask.clone()))]):
         vlm.generate(single(family), max_new_tokens=2)
+    assert [mask.shape for mask in seen[-len(decoding) :]] == [mask.shape for mask in decoding]
+    assert all(torch.equal(a, b) for a, b in zip(seen[-len(decoding) :], decoding))
 
 
 # ---------------------------------------------------------------------------------- 14. order
@@ -868,10 +1000,11 @@ def test_item16_helpers_agree_between_the_two_conventions(family):
     inputs = single(family)
     d = dims(vlm)
     helper = PatchHead(0, torch.zeros(d["dh"]), num_heads=d["H"])
-    with vlm.run_with_hooks([("lm.blocks.0.attn.hook_z", helper)]):
+    z = f"lm.blocks.{attention_layer(vlm)}.attn.hook_z"
+    with vlm.run_with_hooks([(z, helper)]):
         spectra_logits = vlm.forward(inputs).logits
     native = NativeHookedVLM(vlm.model, vlm.prompt_processor, adapter=vlm.adapter)
-    with native.run_with_hooks([("lm.blocks.0.attn.hook_z", helper)]):
+    with native.run_with_hooks([(z, helper)]):
         native_logits = native.forward(inputs).logits
     assert torch.equal(spectra_logits, native_logits) and not torch.equal(
         native_logits, vlm.forward(inputs).logits
@@ -957,23 +1090,24 @@ def test_item17_adapter_surface(family):
 def test_item17_hook_manager_on_its_own(family):
     """``HookManager(adapter)`` works without a HookedVLM; a hook whose module the family lacks is
     ``NotImplementedError``."""
-    import dataclasses
-
     from vlmforge.spectra.core import HookManager
 
     vlm = spectra_vlm(family)
     manager = HookManager(vlm.adapter)
     cache = ActivationCache()
-    manager.register_cache_hooks(cache, ["lm.blocks.0.attn.hook_v", "lm.blocks.0.attn.hook_pattern"])
-    manager.register_patch_hooks([("lm.blocks.0.attn.hook_v", lambda m, a, k, v: v * 0)])
+    v, pattern = (f"lm.blocks.{attention_layer(vlm)}.{t}" for t in ("attn.hook_v", "attn.hook_pattern"))
+    manager.register_cache_hooks(cache, [v, pattern])
+    manager.register_patch_hooks([(v, lambda m, a, k, value: value * 0)])
     vlm.model(**single(family))
     manager.finalize_cache(cache)
     manager.remove_all_hooks()
     d = dims(vlm)
-    assert cache["lm.blocks.0.attn.hook_v"].shape[2:] == (d["Hkv"], d["dh"])
-    assert (cache["lm.blocks.0.attn.hook_v"] == 0).all() and "lm.blocks.0.attn.hook_pattern" in cache
+    assert cache[v].shape[2:] == (d["Hkv"], d["dh"])
+    assert (cache[v] == 0).all() and pattern in cache
     spec = vlm.adapter.spec
-    no_gate = dataclasses.replace(spec, modules=dataclasses.replace(spec.modules, gate_proj=None))
+    # A family without any gate projection: no separate gate_proj and no fused gate_up_proj.
+    no_gate_modules = dataclasses.replace(spec.modules, gate_proj=None, gate_up_proj=None)
+    no_gate = dataclasses.replace(spec, modules=no_gate_modules)
     adapter = type("NoGate", (type(vlm.adapter),), {"spec": no_gate})(vlm.model)
     with pytest.raises(NotImplementedError):
         HookManager(adapter).register_cache_hooks(ActivationCache(), ["lm.blocks.0.mlp.hook_pre"])
@@ -992,4 +1126,14 @@ def test_item04_dynamic_resolution_images_are_resized_to_image_factor_multiples(
     height, width = smart_resize(61, 150, factor=vlm.image_factor)
     grid = vlm.prepare_messages("Where?", image)["image_grid_thw"][0].tolist()
     patch = image_processor.patch_size
-    assert grid == [1, height // patch, width // patch]
+    # The processor gets the image_factor multiple: its grid is the one of that pre-resized image ...
+    resized = image_processor(images=[image.resize((width, height))], return_tensors="pt")
+    assert grid == resized["image_grid_thw"][0].tolist()
+    # ... which is that size over the patch size wherever the processor's own pixel budget
+    # (size = {shortest_edge: min_pixels, longest_edge: max_pixels}) leaves the size as it is.
+    budget = image_processor.size
+    low, high = budget["shortest_edge"] or 0, budget["longest_edge"] or float("inf")
+    if low <= height * width <= high:
+        assert grid == [1, height // patch, width // patch]
+    else:  # the processor resizes again, into its own budget
+        assert low <= grid[1] * grid[2] * patch * patch <= max(high, vlm.image_factor**2)

@@ -12,8 +12,10 @@ Face processor does to the image, never from a per-family table:
   size) and applying the processor's centre-crop rule; a pad-to-square (``do_pad``) is accounted for;
 * the grid is processed size / (patch size x merge factor), and it is cross-checked against the number
   of image tokens the processor put in ``input_ids``: a family whose image tokens are not one grid
-  over one view of the image (Idefics3 / SmolVLM tiling: several tiles plus a global view) raises
-  :class:`UnsupportedGeometryError` (a ``NotImplementedError``) that says why.
+  over one view of the image raises :class:`UnsupportedGeometryError` (a ``NotImplementedError``) that
+  says why: several views (Idefics3 / SmolVLM tiles plus a global view, LLaVA-NeXT any-resolution
+  tiles), or a resampler's learned latents (Idefics2's perceiver: as many image tokens for every image,
+  none of them standing for a region).
 
 Coordinates: sizes are ``(width, height)``; boxes are ``(x0, y0, x1, y1)`` in pixels. ``crop_box`` is in
 original-image pixels (it may extend past the image when the processor pads); corrected boxes and
@@ -23,8 +25,9 @@ masks are in processed-image pixels, where the patch grid lives.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -37,8 +40,26 @@ from vlmforge.core.processing import load_image
 Box = tuple[float, float, float, float]
 
 
+GeometryRefusal = Literal["tiles", "resampler", "layout", "no_grid"]
+
+
 class UnsupportedGeometryError(VLMForgeError, NotImplementedError):
-    """The family's image tokens cannot be expressed as one patch grid over one view of the image."""
+    """The family's image tokens cannot be expressed as one patch grid over one view of the image.
+
+    A ``NotImplementedError``: the geometry is declared not applicable to the family, with the reason in
+    the message and its category in :attr:`kind`, so callers (and tests) can tell a declared limitation
+    from a bug:
+
+    * ``"tiles"``: the processor splits one image into several views (tiles, a global view);
+    * ``"resampler"``: the image tokens are a fixed number of learned latent queries (a perceiver or
+      Q-Former resampler) read over the patches, so no image token stands for one region;
+    * ``"layout"``: one view, but the image tokens do not match its patch grid (extra tokens);
+    * ``"no_grid"``: the processor's outputs state no patch grid at all.
+    """
+
+    def __init__(self, message: str, kind: GeometryRefusal = "layout") -> None:
+        super().__init__(message)
+        self.kind: GeometryRefusal = kind
 
 
 @dataclass(frozen=True)
@@ -249,7 +270,10 @@ def _check_box(bbox: Any) -> Box:
 
 # ------------------------------------------------------------------------------------ derivation
 def _first_int(*values: Any) -> int | None:
+    """The first positive number among ``values``; a square ``[n, n]`` pair (InternVL's patch size) is n."""
     for value in values:
+        if isinstance(value, list | tuple) and len(value) == 2 and value[0] == value[1]:
+            value = value[0]
         if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
             return int(value)
     return None
@@ -258,8 +282,11 @@ def _first_int(*values: Any) -> int | None:
 def patch_and_merge(vlm: Any) -> tuple[int, int]:
     """The vision tower's patch size and its per-side token merge factor, read off processor and config.
 
-    The merge factor is ``spatial_merge_size`` (Qwen-VL), ``scale_factor`` (Idefics3 pixel shuffle) or
-    the inverse of ``downsample_ratio`` (InternVL-style), else 1.
+    The patch size is the vision config's (the tower's own), else the processor's: an image processor's
+    ``patch_size`` can mean something else (Cohere2-Vision's is the side of a tile's merged token grid).
+    The merge factor is ``spatial_merge_size`` (Qwen-VL), ``scale_factor`` (Idefics3 pixel shuffle),
+    ``downsample_factor`` (Cohere2-Vision) or the inverse of ``downsample_ratio`` (InternVL-style), else 1
+    (:func:`image_info` then reads an unstated factor off the image-token count).
 
     Raises:
         UnsupportedGeometryError: neither the processor nor the vision config states a patch size.
@@ -269,24 +296,76 @@ def patch_and_merge(vlm: Any) -> tuple[int, int]:
     config = vlm.model.config
     vision = getattr(config, "vision_config", None)
     patch = _first_int(
+        getattr(vision, "patch_size", None),
         getattr(image_processor, "patch_size", None),
         getattr(hf_processor, "patch_size", None),
-        getattr(vision, "patch_size", None),
     )
     if patch is None:
         raise UnsupportedGeometryError(
             f"{type(vlm.model).__name__}: no patch_size on the image processor, the processor or the "
-            "vision config"
+            "vision config",
+            "no_grid",
         )
+    return patch, _stated_merge(vlm) or 1
+
+
+def _stated_merge(vlm: Any) -> int | None:
+    """The per-side token merge factor the processor or the config states, or None (see above)."""
+    image_processor = getattr(vlm.processor, "image_processor", vlm.processor)
+    config = vlm.model.config
+    vision = getattr(config, "vision_config", None)
     ratio = getattr(config, "downsample_ratio", None)
-    merge = _first_int(
+    return _first_int(
         getattr(image_processor, "merge_size", None),
         getattr(vision, "spatial_merge_size", None),
         getattr(config, "scale_factor", None),
+        getattr(config, "downsample_factor", None),
         round(1 / ratio) if isinstance(ratio, float) and 0 < ratio < 1 else None,
-        1,
     )
-    return patch, int(merge or 1)
+
+
+def _merge_from_token_count(patch_grid: tuple[int, int], num_tokens: int) -> int | None:
+    """The merge factor ``m`` that makes the ``(cols, rows)`` patch grid exactly ``num_tokens`` tokens.
+
+    For a tower that downsamples without stating a factor (GOT-OCR2's convolutional projector): the
+    tokens must tile the patch grid in whole ``m x m`` blocks, and at most one ``m`` can (the token
+    count falls with ``m**2``), so this finds the factor or proves there is none.
+    """
+    cols, rows = patch_grid
+    if num_tokens <= 0 or (cols * rows) % num_tokens:
+        return None
+    merge = math.isqrt((cols * rows) // num_tokens)
+    if merge < 2 or merge * merge * num_tokens != cols * rows or cols % merge or rows % merge:
+        return None
+    return merge
+
+
+#: Config keys that state a resampler's fixed number of learned latent queries (perceiver resamplers:
+#: Idefics2's ``resampler_n_latents``; BLIP-2 / InstructBLIP Q-Formers: ``num_query_tokens``).
+_LATENT_COUNT_KEY = re.compile(r"(^|_)(n_latents|num_latents|num_query_tokens|query_num|num_queries)$")
+
+
+def resampler_latents(config: Any) -> tuple[str, int] | None:
+    """``(dotted key, count)`` of the learned latent queries a resampler in ``config`` declares, or None.
+
+    Searched by key name through the config and its sub-configs (a resampler usually has its own:
+    ``perceiver_config``, ``qformer_config``), because a resampler's token count is a hyper-parameter of
+    the model, not something the image processor knows.
+    """
+    found: list[tuple[str, int]] = []
+
+    def walk(values: Any, prefix: str) -> None:
+        if not isinstance(values, dict):
+            return
+        for key, value in values.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            elif _LATENT_COUNT_KEY.search(str(key)) and isinstance(value, int) and value > 0:
+                found.append((f"{prefix}{key}", int(value)))
+
+    to_dict = getattr(config, "to_dict", None)
+    walk(to_dict() if callable(to_dict) else getattr(config, "__dict__", {}), "")
+    return found[0] if found else None
 
 
 def image_info(vlm: Any, image: Any) -> ImageInfo:
@@ -297,8 +376,10 @@ def image_info(vlm: Any, image: Any) -> ImageInfo:
     of the image; the result is cross-checked against the image tokens in ``input_ids``.
 
     Raises:
-        UnsupportedGeometryError: the image tokens are not one grid (e.g. SmolVLM / Idefics3 splits the
-            image into tiles plus a global view), or the processor's outputs do not match the grid.
+        UnsupportedGeometryError: the image tokens are not one grid (``kind`` says why: ``"tiles"`` where
+            the processor splits the image into several views, e.g. SmolVLM / Idefics3 or LLaVA-NeXT's
+            any-resolution tiles; ``"resampler"`` where they are a resampler's learned latents, e.g.
+            Idefics2's perceiver), or the processor's outputs do not match the grid.
     """
     original = load_image(image)
     patch, merge = patch_and_merge(vlm)
@@ -313,7 +394,8 @@ def image_info(vlm: Any, image: Any) -> ImageInfo:
         if frames != 1 or rows % merge or cols % merge:
             raise UnsupportedGeometryError(
                 f"{family}: image_grid_thw {(frames, rows, cols)} is not one frame of whole merge blocks "
-                f"(merge {merge})"
+                f"(merge {merge})",
+                "layout",
             )
         processed = (cols * patch, rows * patch)
         crop_box: Box = (0.0, 0.0, float(width), float(height))
@@ -322,25 +404,41 @@ def image_info(vlm: Any, image: Any) -> ImageInfo:
         if not isinstance(pixels, torch.Tensor) or pixels.dim() not in (4, 5):
             raise UnsupportedGeometryError(
                 f"{family}: the processor returns no image_grid_thw and no [images, (frames,) C, H, W] pixel "
-                "tensor, so the patch grid cannot be read off it"
+                "tensor, so the patch grid cannot be read off it",
+                "no_grid",
             )
-        frames = pixels.shape[1] if pixels.dim() == 5 else 1
+        # One image's views: [1, views, C, H, W], or [views, C, H, W] (InternVL / GOT-OCR2 crops).
+        frames = pixels.shape[1] if pixels.dim() == 5 else pixels.shape[0]
         if frames != 1:
             raise UnsupportedGeometryError(
                 f"{family}: the processor splits one {width}x{height} image into {frames} views (tiles "
                 f"plus a global image: pixel_values {tuple(pixels.shape)}, {num_tokens} image tokens), so "
                 "its image tokens are not one patch grid over one view; image geometry covers single-view "
-                "families"
+                "families",
+                "tiles",
             )
         processed = (int(pixels.shape[-1]), int(pixels.shape[-2]))
         crop_box = _crop_box(vlm, original, processed)
+    if _stated_merge(vlm) is None:
+        merge = _merge_from_token_count((processed[0] // patch, processed[1] // patch), num_tokens) or merge
     grid_w, grid_h = processed[0] // (patch * merge), processed[1] // (patch * merge)
     whole_cells = (grid_w * patch * merge, grid_h * patch * merge) == processed
+    latents = resampler_latents(vlm.model.config)
+    if grid_w * grid_h != num_tokens and latents is not None and latents[1] == num_tokens:
+        key, count = latents
+        raise UnsupportedGeometryError(
+            f"{family}: the {num_tokens} image tokens are the learned latent queries of a resampler "
+            f"({key}={count} in the model config), each attending over the whole "
+            f"{processed[1] // patch}x{processed[0] // patch} patch grid of the vision tower: no image token "
+            "stands for one region of the image, so there is no patch grid to map onto the image",
+            "resampler",
+        )
     if grid_w * grid_h != num_tokens or not whole_cells:
         raise UnsupportedGeometryError(
             f"{family}: a {processed[0]}x{processed[1]} processed image in {patch * merge}px cells is a "
             f"{grid_h}x{grid_w} grid, but the processor put {num_tokens} image tokens in input_ids "
-            "(extra tokens such as a CLS token, or a layout that is not one grid)"
+            "(extra tokens such as a CLS token, or a layout that is not one grid)",
+            "layout",
         )
     view = _processed_view(original, crop_box, processed, _pad_color(vlm))
     return ImageInfo(view, (width, height), processed, crop_box, patch, merge, grid_h, grid_w, num_tokens)
@@ -353,6 +451,9 @@ def _crop_box(vlm: Any, image: Image.Image, processed: tuple[int, int]) -> Box:
     left = top = 0.0
     base_w, base_h = float(width), float(height)
     if getattr(image_processor, "do_pad", False) and hasattr(image_processor, "pad_to_square"):
+        resized = _resized_before_padding(image_processor, image, processed)
+        if resized is not None:
+            return resized
         # Pad-to-square (LLaVA's expand2square): the square centred on the image is what gets resized.
         side = max(width, height)
         left, top = -float((side - width) // 2), -float((side - height) // 2)
@@ -377,6 +478,57 @@ def _crop_box(vlm: Any, image: Image.Image, processed: tuple[int, int]) -> Box:
         left + (crop_left + crop_w) * sx,
         top + (crop_top + crop_h) * sy,
     )
+
+
+def _resized_before_padding(
+    image_processor: Any, image: Image.Image, processed: tuple[int, int]
+) -> Box | None:
+    """The crop box of a processor that resizes first (keeping the aspect ratio) and then pads the
+    result to a square (DeepSeek-VL), or None for one that pads first (LLaVA's expand2square).
+
+    The order shows in the processor's own output with padding switched off: a resize-first processor
+    then returns the non-square resized image, whose size gives the scale and the padding exactly
+    (transformers' ``pad_to_square`` centres it at ``(side - size) // 2``); rounding the resized side
+    makes this differ from padding first by up to a pixel, which is what a patch box must not miss.
+    """
+    width, height = image.size
+    if width == height:
+        return None
+    try:
+        unpadded = image_processor(images=[image], do_pad=False, return_tensors="pt")["pixel_values"]
+        resized_h, resized_w = (int(v) for v in unpadded.shape[-2:])
+    except (KeyError, ValueError, TypeError):
+        # Some processors cannot run unpadded (DeepSeek-VL-Hybrid's regroups its outputs by shape and
+        # fails): read the resized image's extent off the padded output instead, as the rows and
+        # columns that are not all padding.
+        extent = _content_extent(image_processor, image)
+        if extent is None:
+            return None
+        resized_w, resized_h = extent
+    side = max(resized_w, resized_h)
+    if resized_w == resized_h or (side, side) != processed:
+        return None
+    left, top = (side - resized_w) // 2, (side - resized_h) // 2
+    sx, sy = width / resized_w, height / resized_h
+    return (-left * sx, -top * sy, (side - left) * sx, (side - top) * sy)
+
+
+def _content_extent(image_processor: Any, image: Image.Image) -> tuple[int, int] | None:
+    """``(width, height)`` of the part of the processor's padded output that is not padding.
+
+    Padding is one constant value per channel (the background colour, normalised); the first and last
+    pixel of the middle row / column that differ from the corner pixel bound the content.
+    """
+    pixels = image_processor(images=[image], return_tensors="pt")["pixel_values"]
+    pixels = pixels.reshape(-1, *pixels.shape[-3:])[0].float()  # [C, H, W]
+    pad = pixels[:, 0, 0][:, None]
+    height, width = pixels.shape[-2:]
+    columns = (pixels[:, height // 2, :] - pad).abs().amax(0) > 1e-6
+    rows = (pixels[:, :, width // 2] - pad).abs().amax(0) > 1e-6
+    if not columns.any() or not rows.any():
+        return None
+    xs, ys = columns.nonzero().flatten(), rows.nonzero().flatten()
+    return int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1)
 
 
 def _pad_color(vlm: Any) -> tuple[int, int, int]:

@@ -60,13 +60,36 @@ class HookManager:
 
     # -------------------------------------------------------------- names
     def expand(self, names: str | Iterable[str]) -> list[str]:
-        """Every concrete name of ``names`` in order (all validated before anything is registered)."""
+        """Every concrete name of ``names`` in order (all validated before anything is registered).
+
+        ``*`` expands to the layers that have the hook type: not every layer has every hook (a
+        mixture-of-experts layer has no dense ``mlp.hook_pre``, a hybrid decoder's linear-attention
+        layers no ``attn.*``), and a wildcard means "wherever it exists", as in vlmforge's runtime.
+
+        Raises:
+            ValueError: a malformed name or an unknown hook type.
+            IndexError: a layer out of range.
+            NotImplementedError: a named layer without the hook, or a ``*`` that no layer has (VLM
+                Spectra's error for a module the adapter lacks); the message says why.
+        """
         if isinstance(names, str):
             names = [names]
         expanded: list[str] = []
         for name in names:
-            expanded += [n for n in HookPoint.expand(name, self.adapter.lm_num_layers) if n not in expanded]
+            concrete = HookPoint.expand(name, self.adapter.lm_num_layers)
+            present = [n for n in concrete if self._absence(n) is None]
+            if concrete and not present:  # a named layer without the hook, or a `*` no layer has
+                where = "no layer has it" if HookPoint.parse(name)[1] == "*" else "this layer has none"
+                raise NotImplementedError(
+                    f"the adapter has no module for {name!r} ({where}): {self._absence(concrete[0])}"
+                )
+            expanded += [n for n in present if n not in expanded]
         return expanded
+
+    def _absence(self, name: str) -> str | None:
+        """Why the model has no hook ``name`` (``None``: it has it), from the adapter's role table."""
+        point = self._native(name)
+        return self.adapter.absence(point.spec.site, point.layer)
 
     @staticmethod
     def _native(name: str) -> NativeHookPoint:
@@ -153,9 +176,10 @@ class HookManager:
             if not (isinstance(entry, tuple | list) and len(entry) == 2 and callable(entry[1])):
                 raise ValueError(f"hooks must be (hook_name, function) pairs, got {entry!r}")
             name, function = entry
+            # The type first: a virtual type is refused as such, whichever layers have it.
+            validate_patch_hook_type(HookPoint.parse(name)[0])
             for concrete in self.expand(name):
                 point = self._native(concrete)
-                validate_patch_hook_type(point.hook_type)
                 bound.append((point, self._patch_function(point, function)))
         self.remove_patch_hooks()
         self._patches = self._add(bound, reader=False)

@@ -1,7 +1,10 @@
 """VLM Spectra's hook-point grammar (``HookPoint``, ``HookConfig``, ``HOOK_CONFIGS``) on vlmforge's table.
 
 Names are ``lm.blocks.{L}.{type}`` with ``L`` digits or ``*``; the types and where they live are
-vlmforge's (:data:`vlmforge.core.hooks.ALL_HOOK_TYPES`), so every registered family has them all.
+vlmforge's (:data:`vlmforge.core.hooks.ALL_HOOK_TYPES`). This module is the grammar only: ``expand``
+yields every layer for ``*``; which layers of a model really have a type (a mixture-of-experts layer has
+no dense ``mlp.hook_pre``) is decided by :meth:`~vlmforge.spectra.core.HookManager.expand` from the
+adapter, since that needs a model.
 """
 
 from __future__ import annotations

@@ -332,6 +332,9 @@ class HookedVLM(NativeHookedVLM):
         On exit (also on an exception) the virtual entries are added, the hooks removed,
         ``format_cache_item`` applied and ``self.cache`` set to a plain dict of the entries.
         A nested ``run_with_cache`` unhooks this one. Names must start with ``lm.`` (``ValueError``).
+        ``*`` covers the layers that have the hook type (see :meth:`hook_layers`: a mixture-of-experts
+        layer has no dense ``mlp.hook_pre``); naming a layer without it is ``NotImplementedError`` with
+        the adapter's reason.
         """
         cache = ActivationCache()
         self._hook_manager.register_cache_hooks(cache, cache_names)
@@ -347,7 +350,8 @@ class HookedVLM(NativeHookedVLM):
 
         Values are flat (q/z ``[b, s, H*dh]``, k/v ``[b, s, Hkv*dh]``); a returned tensor replaces
         the value. All names are validated first; the active patches are dropped (an inner block
-        replaces an outer one); patches run in list order, before cache hooks.
+        replaces an outer one); patches run in list order, before cache hooks. ``*`` and layers without
+        the hook type behave as in :meth:`run_with_cache`.
         """
         self._hook_manager.register_patch_hooks(hooks)
         try:
