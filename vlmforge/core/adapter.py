@@ -198,12 +198,14 @@ class ModelAdapter:
         self.tokenizer: Any | None = None
         #: The Hugging Face processor, when known (``set_processor``; HookedVLM sets it).
         self.processor: Any | None = None
-        config = getattr(model, "config", None)
-        #: The attention implementation the model was loaded with (restored after eager calls).
-        self._original_attn_impl: str = getattr(config, "_attn_implementation", None) or "sdpa"
         # The model keeps its own attention implementation (SDPA on most checkpoints): patterns are
         # recomputed from the layer's inputs, whatever mask form that implementation hands the layer.
         self._language_model = resolve_attribute(model, self.spec.language_model, what="language model")
+        #: The attention implementation the language model was loaded with (restored after eager calls).
+        #: The decoder's own: a composite model may run another one elsewhere (GOT-OCR2's vision tower
+        #: has no SDPA, so its top-level config says eager while the Qwen2 decoder runs SDPA).
+        decoder_config = getattr(self._language_model, "config", None) or getattr(model, "config", None)
+        self._original_attn_impl: str = getattr(decoder_config, "_attn_implementation", None) or "sdpa"
 
     def set_processor(self, processor: Any) -> None:
         """Store the Hugging Face processor (and its tokenizer, for the image-token lookup)."""
@@ -583,8 +585,20 @@ class ModelAdapter:
         return not value if negated else bool(value)
 
     def sliding_window(self, layer: int) -> int | None:
-        """The attention window of ``layer`` (``None`` for full attention)."""
-        return getattr(self.get_lm_attn(layer), "sliding_window", None)
+        """The attention window of ``layer`` (``None`` for full attention).
+
+        The attention module's own ``sliding_window`` where it has one; else the text config's, on the
+        layers ``layer_types`` marks as sliding (or on every layer when the config has no layer types, as
+        Mistral applies its window).
+        """
+        attn = self.get_lm_attn(layer)
+        if hasattr(attn, "sliding_window"):
+            return attn.sliding_window
+        window = getattr(self.lm_config, "sliding_window", None)
+        kinds = getattr(self.lm_config, "layer_types", None)
+        if window is None or (isinstance(kinds, list | tuple) and kinds[layer] != "sliding_attention"):
+            return None
+        return int(window)
 
     def _default_position_embeddings(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         rotary = getattr(self._language_model, "rotary_emb", None)

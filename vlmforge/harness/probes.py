@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw
 
 from vlmforge.core.runtime import HookedVLM
 from vlmforge.core.versions import without_cache
+from vlmforge.harness.compare import CheckFailure
 
 PROBE_PROMPTS = (
     "Describe the image.",
@@ -89,6 +90,27 @@ def recorded_attention_calls(vlm: HookedVLM) -> Iterator[list[AttentionCall]]:
         for handle in handles:
             handle.remove()
     recorded += [calls[layer] for layer in sorted(calls)]
+
+
+def attentions_by_layer(vlm: HookedVLM, attentions: Any) -> dict[int, torch.Tensor]:
+    """``output_attentions`` entries keyed by decoder layer, for the layers with softmax attention.
+
+    transformers reports one entry per decoder layer (cross-attention layers included), or, in a hybrid
+    decoder whose other layers compute no weights, one per softmax-attention layer.
+
+    Raises:
+        CheckFailure: no attentions, or a count matching neither.
+    """
+    layers = vlm.hook_layers("attn.hook_pattern")
+    count = 0 if attentions is None else len(attentions)
+    if attentions is not None and count == vlm.lm_num_layers:
+        return {layer: attentions[layer] for layer in layers}
+    if attentions is not None and count == len(layers):
+        return dict(zip(layers, attentions, strict=True))
+    raise CheckFailure(
+        f"output_attentions returned {count} entries for {vlm.lm_num_layers} layers "
+        f"({len(layers)} with softmax attention)"
+    )
 
 
 def run_eager_with_attention_inputs(vlm: HookedVLM, inputs: Any) -> tuple[Any, list[AttentionCall]]:

@@ -23,6 +23,7 @@ from vlmforge.harness.checks.registry import CheckResult, check
 from vlmforge.harness.compare import CheckFailure, compare_layers
 from vlmforge.harness.probes import (
     AttentionCall,
+    attentions_by_layer,
     eager_weights,
     probe_batch,
     recorded_attention_calls,
@@ -123,10 +124,7 @@ def compare_cached_attention(vlm: HookedVLM, inputs: Any) -> float:
     :func:`~vlmforge.harness.checks.attention.compare_attention_to_eager`.
     """
     outputs, reference_calls = run_eager_with_attention_inputs(vlm, inputs)
-    if outputs.attentions is None or len(outputs.attentions) != len(vlm.hook_layers("attn.hook_pattern")):
-        raise CheckFailure(
-            "the model returned no per-layer attentions under eager with output_attentions=True"
-        )
+    attentions_by_layer(vlm, outputs.attentions)  # fails clearly when eager returned no weights
     padding = ~real_query_rows(inputs)
     worst = 0.0
     for implementation in implementations_under_test(vlm):
@@ -152,11 +150,11 @@ def cached_patterns_vs_eager_padded_batch(vlm: HookedVLM) -> CheckResult:
     return CheckResult(worst, "left-padded batch of 2")
 
 
-def _assert_prompt_shapes(vlm: HookedVLM, eager_first_step: tuple[torch.Tensor, ...]) -> None:
+def _assert_prompt_shapes(vlm: HookedVLM, eager_first_step: dict[int, torch.Tensor]) -> None:
     """Every cached pattern / score has the prompt pass's shape: no decoding step overwrote it."""
     for hook in ATTENTION_HOOKS:
-        layers = vlm.hook_layers(hook)
-        for layer, value, reference in zip(layers, cached(vlm, hook), eager_first_step):
+        for layer, value in zip(vlm.hook_layers(hook), cached(vlm, hook), strict=True):
+            reference = eager_first_step[layer]
             if value.shape != reference.shape:
                 raise CheckFailure(
                     f"lm.blocks.{layer}.{hook} cached during generate has shape {tuple(value.shape)}, "
@@ -177,15 +175,15 @@ def cached_patterns_during_generate(vlm: HookedVLM) -> CheckResult:
     with recorded_attention_calls(vlm) as reference_calls:
         reference = vlm.generate(inputs, output_attentions=True, **options)  # switches to eager itself
     steps = reference.attentions
-    attention_layers = len(vlm.hook_layers("attn.hook_pattern"))
-    if steps is None or len(steps) != new_tokens or len(steps[0]) != attention_layers:
+    if steps is None or len(steps) != new_tokens:
         count = "no" if steps is None else len(steps)
         raise CheckFailure(f"generate returned attentions for {count} steps, expected {new_tokens}")
+    first_step = attentions_by_layer(vlm, steps[0])
     worst = 0.0
     for implementation in implementations_under_test(vlm):
         with hooked_pass(vlm, implementation) as calls:
             vlm.generate(inputs, **options)
-        _assert_prompt_shapes(vlm, steps[0])
+        _assert_prompt_shapes(vlm, first_step)
         worst = max(worst, compare_to_eager_on_same_inputs(vlm, implementation, calls, reference_calls))
     implementations = " and ".join(implementations_under_test(vlm))
     detail = f"prompt pass of {new_tokens}-token generate under {implementations}, {vlm.lm_num_layers} layers"

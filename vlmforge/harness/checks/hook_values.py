@@ -28,7 +28,7 @@ from vlmforge.core.runtime import HookedVLM
 from vlmforge.harness.checks.activations import not_a_gated_mlp
 from vlmforge.harness.checks.registry import CheckResult, NotApplicable, check
 from vlmforge.harness.compare import STATE_AXES, compare_layers
-from vlmforge.harness.probes import cached_forward, single_probe
+from vlmforge.harness.probes import attentions_by_layer, cached_forward, single_probe
 
 HEAD_AXES = ("batch", "position", "head", "dim")
 Pair = tuple[int, torch.Tensor, torch.Tensor]
@@ -249,7 +249,7 @@ def hook_values_attention(vlm: HookedVLM) -> CheckResult:
     outputs, cache = cached_forward(vlm, hooks, single_probe(vlm), output_attentions=True)
     worst = 0.0
     # output_attentions has one entry per softmax-attention layer (all layers but a hybrid's others).
-    attention = dict(zip(vlm.hook_layers("attn.hook_pattern"), outputs.attentions, strict=True))
+    attention = attentions_by_layer(vlm, outputs.attentions)
     for hook, reference in ATTENTION_REFERENCES.items():
         pairs = (
             (layer, values[hook], _attention_reference(vlm, hook, layer, values, attention[layer]))
