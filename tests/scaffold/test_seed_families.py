@@ -26,6 +26,7 @@ COMPARED_FIELDS = (
     "language_model",
     "lm_head",
     "modules",
+    "moe",
     "attention",
     "image_token",
     "prompt",
