@@ -6,6 +6,7 @@ trained in-process on a built-in corpus, weights are random under a seed.
 
 from vlmforge.core.runtime import register_model_builder
 
+from .agreement import ImageTokenMismatchError, check_image_token_agreement
 from .dimensions import DimensionCoincidenceError, check_distinct_sizes
 from .model import PROBE_IMAGE_SIZES, TinyVLM, build_tiny_model, model_class_for, probe_image_tokens
 from .pipeline import TinyRecipe, resolve_reference, tiny_recipe
@@ -19,6 +20,7 @@ from .weights import randomize_norms_and_biases
 __all__ = [
     "PROBE_IMAGE_SIZES",
     "DimensionCoincidenceError",
+    "ImageTokenMismatchError",
     "ShrinkLimits",
     "TinyRecipe",
     "TinyVLM",
@@ -28,6 +30,7 @@ __all__ = [
     "build_tiny_processor",
     "build_tiny_tokenizer",
     "check_distinct_sizes",
+    "check_image_token_agreement",
     "load_reference_config",
     "model_class_for",
     "probe_image_tokens",

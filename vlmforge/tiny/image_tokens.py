@@ -6,12 +6,20 @@ the shrinker left at their real size) and the agreement check after building.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
 from transformers import AutoModel, PretrainedConfig
 
-from .shrink import LATENT_COUNT_KEYS
+from .shrink import (
+    _EXCLUDED_SIZE_FIELD,
+    _HEAD_KEYS,
+    _PATCH_IN_NAME,
+    _SIZE_FIELD,
+    LATENT_COUNT_KEYS,
+    _width_key,
+)
 
 __all__ = [
     "IMAGE_COUNT_KEYS",
@@ -19,6 +27,7 @@ __all__ = [
     "feature_rows",
     "feature_width",
     "geometric_image_tokens",
+    "grow_tile_to_token_grid",
     "image_count_keys",
     "image_feature_function",
     "image_tokens_per_image",
@@ -27,14 +36,17 @@ __all__ = [
     "reconcile_image_counts",
     "rescale_grid_pinpoints",
     "square_side",
+    "tie_feature_width",
+    "tile_and_patch",
     "vision_config",
     "vision_prefix_tokens",
 ]
 
 
 def vision_config(config: PretrainedConfig) -> PretrainedConfig:
-    """The vision tower's config (the config itself for a single-tower model)."""
-    return getattr(config, "vision_config", None) or config
+    """The vision tower's config: ``vision_config``, else a VQ image tokenizer's ``vq_config`` (Chameleon),
+    else the config itself (a single-tower model)."""
+    return getattr(config, "vision_config", None) or getattr(config, "vq_config", None) or config
 
 
 # Config keys (anywhere in the config tree) that state how many image tokens one image (or tile) becomes.
@@ -91,14 +103,38 @@ def image_count_keys(config: PretrainedConfig) -> dict[str, int]:
     return found
 
 
-def _tile_and_patch(config: PretrainedConfig) -> tuple[int | None, int | None]:
+def tile_and_patch(config: PretrainedConfig) -> tuple[int | None, int | None]:
+    """The vision tower's (image side, patch side); None where the config does not say.
+
+    A timm tower (PerceptionLM's ``vit_pe_core_large_patch14_336``) keeps them in ``model_args``
+    (``img_size``, ``patch_size``) or only in its architecture name (``patch14``); a convolutional VQ
+    encoder states ``resolution`` and downsampling levels.
+    """
     vision = vision_config(config)
-    return square_side(getattr(vision, "image_size", None)), square_side(getattr(vision, "patch_size", None))
+    side = square_side(getattr(vision, "image_size", None))
+    patch = square_side(getattr(vision, "patch_size", None))
+    multipliers = getattr(vision, "channel_multiplier", None)
+    if (
+        isinstance(multipliers, list)
+        and multipliers
+        and isinstance(getattr(vision, "base_channels", None), int)
+    ):
+        # A convolutional VQ encoder: its image size is `resolution`, and each code covers the pixels of
+        # every level's 2x downsampling (all levels but the last).
+        side = side or square_side(getattr(vision, "resolution", None))
+        patch = patch or 2 ** (len(multipliers) - 1)
+    args = getattr(vision, "model_args", None)
+    if isinstance(args, dict):
+        side = side or square_side(args.get("img_size"))
+        patch = patch or square_side(args.get("patch_size"))
+        if patch is None and (match := _PATCH_IN_NAME.search(str(getattr(vision, "architecture", "")))):
+            patch = int(match.group(1))
+    return side, patch
 
 
 def geometric_image_tokens(config: PretrainedConfig) -> int | None:
     """Image tokens of one image (tile) from the vision tower's geometry: (side / patch / merge) ** 2."""
-    side, patch = _tile_and_patch(config)
+    side, patch = tile_and_patch(config)
     if not side or not patch:
         return None
     return (side // patch) ** 2 // merge_factor(config) ** 2
@@ -171,15 +207,13 @@ def config_keys_with_value(config: PretrainedConfig, value: int) -> list[str]:
     return found
 
 
-def measured_image_tokens(config: PretrainedConfig, model_cls: type) -> int | None:
-    """Image features the model makes of one tile of ``image_size``, from a forward on the meta device.
+def _meta_features(config: PretrainedConfig, model_cls: type) -> tuple[int, int | None, int | None] | None:
+    """(rows, width, token-embedding width) of the image features of one ``image_size`` tile, on meta.
 
     The meta device computes shapes only (no memory, no arithmetic), so this measures what the model's own
-    code does (a projector that downsamples by convolutions, a tower that keeps or drops a CLS token) where
-    the config states nothing about it. None when the model has no ``get_image_features`` taking plain
-    ``pixel_values`` at that size.
+    code does. None when the model has no ``get_image_features`` taking plain ``pixel_values`` at that size.
     """
-    tile, _ = _tile_and_patch(config)
+    tile, _ = tile_and_patch(config)
     channels = getattr(vision_config(config), "num_channels", 3)
     if not tile:
         return None
@@ -189,10 +223,103 @@ def measured_image_tokens(config: PretrainedConfig, model_cls: type) -> int | No
             function = image_feature_function(model)
             if function is None:
                 return None
-            rows = feature_rows(function(pixel_values=torch.empty(1, channels, tile, tile)))
+            output = function(pixel_values=torch.empty(1, channels, tile, tile))
+            embed_width = getattr(model.get_input_embeddings(), "embedding_dim", None)
     except Exception:  # data-dependent shapes, extra required inputs...: not measurable this way
         return None
-    return rows or None
+    return feature_rows(output), feature_width(output), embed_width
+
+
+def measured_image_tokens(config: PretrainedConfig, model_cls: type) -> int | None:
+    """Image features the model makes of one tile of ``image_size``, from a forward on the meta device.
+
+    This measures what the model's own code does (a projector that downsamples by convolutions, a tower that
+    keeps or drops a CLS token) where the config states nothing about it.
+    """
+    measured = _meta_features(config, model_cls)
+    return (measured[0] or None) if measured else None
+
+
+def _width_candidates(config: PretrainedConfig, width: int) -> list[str]:
+    """Size fields equal to ``width`` that are no tower's own width or geometry (dotted keys)."""
+    candidates = []
+    for prefix, node in _config_tree(config):
+        data = node.to_dict()
+        own = _width_key(data) if any(isinstance(data.get(k), int) for k in _HEAD_KEYS) else None
+        for key, value in data.items():
+            if (
+                value == width
+                and isinstance(value, int)
+                and key != own
+                and _SIZE_FIELD.search(key)
+                and not _EXCLUDED_SIZE_FIELD.search(key)
+            ):
+                candidates.append(f"{prefix}{key}")
+    return candidates
+
+
+def _set_dotted(config: PretrainedConfig, key: str, value: int) -> None:
+    *path, name = key.split(".")
+    node = config
+    for part in path:
+        node = getattr(node, part)
+    setattr(node, name, value)
+
+
+def tie_feature_width(config: PretrainedConfig, model_cls: type) -> dict[str, tuple[int, int]]:
+    """Make the image features as wide as the token embeddings they replace, in place; returns the change.
+
+    The shrinker ties projector widths it recognises (:func:`vlmforge.tiny.shrink.shrink_config`), but a
+    config may name its projector output anything and state a real value unrelated to its (default)
+    decoder (Janus: ``vision_config.projection_dim`` 2048 next to a 4096-wide decoder). Measuring the
+    features on the meta device finds the mismatch; each size field equal to the feature width (not a
+    tower's own width) is then tried at the embedding width, and the first that makes the features fit is
+    kept. Returns ``{dotted key: (old, new)}``, empty when the widths agree or nothing fits.
+    """
+    measured = _meta_features(config, model_cls)
+    if measured is None:
+        return {}
+    _, width, embed_width = measured
+    if not (isinstance(width, int) and isinstance(embed_width, int)) or width == embed_width:
+        return {}
+    for key in _width_candidates(config, width):
+        trial = copy.deepcopy(config)
+        _set_dotted(trial, key, embed_width)
+        retried = _meta_features(trial, model_cls)
+        if retried is not None and retried[1] == embed_width:
+            _set_dotted(config, key, embed_width)
+            return {key: (width, embed_width)}
+    return {}
+
+
+# Image tokens per side a tile must become at least: a 1x1 grid hides row/column order mix-ups.
+_MIN_TOKEN_GRID_SIDE = 2
+# Doublings of the tile tried before giving up (a 16x larger tile is no longer tiny).
+_MAX_TILE_DOUBLINGS = 4
+
+
+def grow_tile_to_token_grid(config: PretrainedConfig, model_cls: type) -> int | None:
+    """Double the tower's ``image_size`` until one tile makes a 2x2 token grid; returns the new side.
+
+    The shrinker makes a tile a 2x2 grid of *merged* patches for the merges the config states; a projector
+    that downsamples further by itself (GOT-OCR2's convolutions, 4x per side) leaves a single image token,
+    on which spatial order and pooling bugs are invisible. The token count is measured on the meta device
+    (:func:`measured_image_tokens`); None when nothing changed or it cannot be measured.
+    """
+    vision = vision_config(config)
+    original = getattr(vision, "image_size", None)
+    side = square_side(original)
+    measured = measured_image_tokens(config, model_cls)
+    if not side or measured is None or measured >= _MIN_TOKEN_GRID_SIDE**2:
+        return None
+    for doubling in range(1, _MAX_TILE_DOUBLINGS + 1):
+        new_side = side * 2**doubling
+        vision.image_size = [new_side] * len(original) if isinstance(original, list | tuple) else new_side
+        measured = measured_image_tokens(config, model_cls)
+        if measured is not None and measured >= _MIN_TOKEN_GRID_SIDE**2:
+            return new_side
+    vision.image_size = original
+    return None
 
 
 def reconcile_image_counts(
@@ -211,7 +338,7 @@ def reconcile_image_counts(
     if not counts:
         return {}
     measured = measured_image_tokens(config, model_cls) if model_cls is not None else None
-    tile, patch = _tile_and_patch(config)
+    tile, patch = tile_and_patch(config)
     fallback = geometric_image_tokens(config)
     changed = {}
     for prefix, node in _config_tree(config):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 
@@ -11,7 +12,7 @@ from PIL import Image
 from transformers import AutoModelForImageTextToText, PretrainedConfig, PreTrainedModel, ProcessorMixin
 
 from .agreement import check_image_token_agreement
-from .dimensions import check_distinct_sizes
+from .dimensions import DimensionCoincidenceError, check_distinct_sizes, named_sizes
 from .pipeline import tiny_recipe
 from .processor import processor_for_config
 from .shrink import DEFAULT_LIMITS, ShrinkLimits
@@ -76,8 +77,34 @@ def build_tiny_model(
     Raises:
         ImageTokenMismatchError: the processor writes a different number of image tokens for a probe image
             than the model makes image features (:func:`check_image_token_agreement`, naming the config keys).
-        DimensionCoincidenceError: two tiny sizes are equal by accident (:func:`check_distinct_sizes`).
+        DimensionCoincidenceError: two tiny sizes are equal by accident (:func:`check_distinct_sizes`), also
+            after shrinking again with the probe images' token counts in ``limits.avoid_sizes``.
     """
+    tiny = _build(checkpoint_or_config, seed, dtype, limits)
+    image_tokens = probe_image_tokens(tiny.processor, tiny.config)
+    try:
+        check_distinct_sizes(tiny.config, image_tokens)
+    except DimensionCoincidenceError:
+        # The image-token counts exist only once the processor does; a width that happens to equal one is
+        # moved by shrinking again with the counts to avoid (once: the limits then state them).
+        avoid = tuple(sorted(set(image_tokens.values())))
+        if limits.avoid_sizes or not avoid or not _clashes_with(tiny.config, image_tokens):
+            raise
+        tiny = _build(checkpoint_or_config, seed, dtype, dataclasses.replace(limits, avoid_sizes=avoid))
+        check_distinct_sizes(tiny.config, probe_image_tokens(tiny.processor, tiny.config))
+    return tiny
+
+
+def _clashes_with(config: PretrainedConfig, image_tokens: dict[str, int]) -> bool:
+    """Whether a size of ``config`` other than the image-token counts equals one of those counts."""
+    counts = set(image_tokens.values())
+    return any(size.value in counts for size in named_sizes(config) if size.group != "image_tokens")
+
+
+def _build(
+    checkpoint_or_config: str | PretrainedConfig, seed: int, dtype: torch.dtype, limits: ShrinkLimits
+) -> TinyVLM:
+    """Recipe -> model -> processor, with the image-token agreement checked (not the size check)."""
     recipe = tiny_recipe(checkpoint_or_config, seed=seed, limits=limits)
     _set_dtype(recipe.config, dtype)
     cls = model_class_for(recipe.config)
@@ -92,7 +119,6 @@ def build_tiny_model(
     processor = processor_for_config(model.config, recipe.tokenizer)
     # Before the size check: a disagreement here would make its image-token counts meaningless.
     check_image_token_agreement(model, processor, PROBE_IMAGE_SIZES[:2])
-    check_distinct_sizes(model.config, probe_image_tokens(processor, model.config))
     return TinyVLM(model=model, processor=processor, config=model.config, reference=recipe.reference)
 
 

@@ -8,7 +8,12 @@ from pathlib import Path
 
 from transformers import AutoConfig, PretrainedConfig, PreTrainedTokenizerFast, ProcessorMixin
 
-from .image_tokens import reconcile_image_counts, rescale_grid_pinpoints
+from .image_tokens import (
+    grow_tile_to_token_grid,
+    reconcile_image_counts,
+    rescale_grid_pinpoints,
+    tie_feature_width,
+)
 from .recipes import TokenizerRecipe, processor_literal_tokens, tokenizer_recipe
 from .reference import load_reference_config, reference_checkpoints
 from .shrink import DEFAULT_LIMITS, ShrinkLimits, shrink_config
@@ -58,22 +63,35 @@ def tiny_recipe(
 ) -> TinyRecipe:
     """Run tokenizer -> token ids -> shrink -> agreement fixes for a checkpoint id, a model_type or a config.
 
-    After shrinking, what the processor will read from the config is made to match the tiny model: any-res
-    canvases scaled to the tiny tile (:func:`rescale_grid_pinpoints`), image-count keys set to what the model
-    makes of an image (:func:`reconcile_image_counts`) and, for generic recipes, the image-token id pointed at
-    the token the processor really writes (:func:`_align_image_token`). ``limits`` sets the tiny sizes
+    After shrinking, what the processor will read from the config is made to match the tiny model: a tile
+    large enough for a 2x2 token grid (:func:`grow_tile_to_token_grid`), any-res canvases scaled to the tiny
+    tile (:func:`rescale_grid_pinpoints`), image-count keys set to what the model makes of an image
+    (:func:`reconcile_image_counts`), image features as wide as the token embeddings
+    (:func:`tie_feature_width`) and, for generic recipes, the image-token id pointed at the token the
+    processor really writes (:func:`_align_image_token`). ``limits`` sets the tiny sizes
     (benchmarks build larger models from the same recipe).
     """
     real_config, reference = resolve_reference(checkpoint_or_config)
-    tokens = tokenizer_recipe(real_config)
+    tokens = tokenizer_recipe(real_config, codes=limits.codebook_size)
     tokenizer = build_tiny_tokenizer(seed=seed, **tokens.tokenizer_kwargs())
     token_ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in tokens.token_fields.items()}
-    config = shrink_config(real_config, vocab_size=len(tokenizer), token_ids=token_ids, limits=limits)
+    # The vocabulary becomes every `vocabulary_map` (VQ models find their image and code tokens in it).
+    config = shrink_config(
+        real_config,
+        vocab_size=len(tokenizer),
+        token_ids=token_ids,
+        limits=limits,
+        vocabulary=tokenizer.get_vocab(),
+    )
     from .model import model_class_for  # model.py imports this module
 
+    # A projector that downsamples more than the config states would leave one token per tile.
+    grow_tile_to_token_grid(config, model_class_for(config))
     rescale_grid_pinpoints(config, real_config)
     # Image-count keys the shrinker does not know would make the processor write real-size token counts.
     reconcile_image_counts(config, model_class_for(config))
+    # A projector output the shrinker does not recognise would feed real-width features to the decoder.
+    tie_feature_width(config, model_class_for(config))
     config.name_or_path = f"tiny-random/{reference}"
     if not tokens.stored:
         _align_image_token(config, tokenizer)

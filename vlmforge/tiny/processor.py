@@ -9,6 +9,8 @@ its recipe, and a class without a recipe falls back to a generic one driven by i
 from __future__ import annotations
 
 import inspect
+import math
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -21,6 +23,7 @@ from .image_tokens import (
     measured_image_tokens,
     merge_factor,
     square_side,
+    tile_and_patch,
     vision_config,
     vision_prefix_tokens,
 )
@@ -57,13 +60,13 @@ def _dynamic_resolution_videos(config: PretrainedConfig) -> dict[str, Any]:
 
 
 def _resize_then_center_crop(config: PretrainedConfig) -> dict[str, Any]:
-    side = vision_config(config).image_size
-    return {"size": {"shortest_edge": side}, "crop_size": {"height": side, "width": side}}
+    side, _ = tile_and_patch(config)
+    return {"size": {"shortest_edge": side}, "crop_size": {"height": side, "width": side}} if side else {}
 
 
 def _square_resize(config: PretrainedConfig) -> dict[str, Any]:
-    side = vision_config(config).image_size
-    return {"size": {"height": side, "width": side}}
+    side, _ = tile_and_patch(config)
+    return {"size": {"height": side, "width": side}} if side else {}
 
 
 def _split_into_tiles(config: PretrainedConfig) -> dict[str, Any]:
@@ -157,16 +160,25 @@ def _generic_component_kwargs(cls: type, config: PretrainedConfig) -> dict[str, 
     """
     vision = vision_config(config)
     instance = _defaults(cls)
+    tile, patch = tile_and_patch(config)
     kwargs: dict[str, Any] = {}
+    default_side = square_side((_size_dict(getattr(instance, "size", None)) or {}).get("height"))
     for name in dir(instance):
         if not name.endswith("size") or name.startswith("_") or name in ("patch_size", "pad_size"):
             continue
-        size = _size_dict(getattr(instance, name, None))
-        tower = getattr(config, f"{name.removesuffix('_size')}_vision_config", None) or vision
-        side = square_side(getattr(tower, "image_size", None))
+        value = getattr(instance, name, None)
+        size = _size_dict(value)
+        tower = getattr(config, f"{name.removesuffix('_size')}_vision_config", None)
+        side = square_side(getattr(tower, "image_size", None)) if tower is not None else tile
         if size and side and (resized := _resized(size, side)):
             kwargs[name] = resized
-    patch = square_side(getattr(vision, "patch_size", None))
+        elif side and isinstance(value, int) and not isinstance(value, bool) and value == default_side:
+            # A tile side in pixels next to `size` (PerceptionLM's tile_size 448): the tower's image size.
+            kwargs[name] = side
+    kwargs.update(_scaled_margins(instance, tile))
+    kwargs.update(_scaled_token_budget(instance))
+    kwargs.update(_capped_tile_counts(instance))
+    kwargs.update(_scaled_pixel_budget(instance, patch))
     patch_attribute = getattr(instance, "patch_size", None)
     if patch and (patch_size := _size_dict(patch_attribute)):
         kwargs["patch_size"] = {key: patch for key in patch_size}
@@ -182,6 +194,105 @@ def _generic_component_kwargs(cls: type, config: PretrainedConfig) -> dict[str, 
         ):
             kwargs[attribute] = getattr(vision, source)
     return kwargs
+
+
+def _scaled_margins(instance: Any, side: int | None) -> dict[str, list[int]]:
+    """Overlap margins (in patches) of a cropping processor, scaled from its default crop to the tiny one.
+
+    Molmo2 cuts an image into crops overlapping by ``overlap_margins`` patches (4 + 4 of a 27-patch crop);
+    the window between the margins of a 2-patch tiny crop would be negative ("step is -84"). The margins
+    keep their share of the crop, rounded down, and always leave a window of at least one patch.
+    """
+    size = _size_dict(getattr(instance, "size", None)) or {}
+    real = size.get("height") if size.get("height") == size.get("width") else None
+    patch = getattr(instance, "patch_size", None)
+    if not (real and side and isinstance(patch, int) and patch > 0):
+        return {}
+    real_patches, tiny_patches = real // patch, side // patch
+    scaled = {}
+    for name in dir(instance):
+        values = (
+            getattr(instance, name, None) if name.endswith("margins") and not name.startswith("_") else None
+        )
+        if not (isinstance(values, list | tuple) and values and all(isinstance(v, int) for v in values)):
+            continue
+        margins = [v * tiny_patches // real_patches for v in values]
+        while sum(margins) >= tiny_patches and any(margins):
+            margins[margins.index(max(margins))] -= 1
+        scaled[name] = margins
+    return scaled
+
+
+# Tiles (crops) per image: enough that tiling code runs with several tiles, few enough to stay tiny.
+_MAX_TILES = 4
+_TILE_COUNT = re.compile(r"^max_(num_)?(tiles|crops)$")
+
+
+def _capped_tile_counts(instance: Any) -> dict[str, int]:
+    """``max_num_tiles`` / ``max_tiles`` / ``max_crops`` capped at :data:`_MAX_TILES`.
+
+    Tiling processors cut an image into up to 36 tiles (PerceptionLM), each a full image for the tower; a
+    tiny model only needs to see that several tiles are handled.
+    """
+    capped = {}
+    for name in dir(instance):
+        value = getattr(instance, name, None) if _TILE_COUNT.match(name) else None
+        if isinstance(value, int) and not isinstance(value, bool) and value > _MAX_TILES:
+            capped[name] = _MAX_TILES
+    return capped
+
+
+# Most image tokens a tiny dynamic-resolution image may become: a 4x4 merged grid (as _dynamic_resolution).
+_TINY_MAX_IMAGE_TOKENS = 16
+
+
+def _scaled_token_budget(instance: Any) -> dict[str, int]:
+    """Image-token budgets of a dynamic-resolution processor (``min/max_image_tokens``), made tiny.
+
+    LFM2-VL resizes an image to between 64 and 256 image tokens and tiles large ones into 512 px tiles of
+    256 tokens; a tiny model fed 64+ tokens per image spends its forward on the image, and the counts
+    (64, 256) are the powers of two the widths are. The budgets keep their ratio with the largest at
+    ``_TINY_MAX_IMAGE_TOKENS``; a ``tile_size`` in pixels shrinks by the same factor per side.
+    """
+    budgets = {
+        name: value
+        for name in dir(instance)
+        if name.endswith("_image_tokens")
+        and not name.startswith("_")
+        and isinstance(value := getattr(instance, name, None), int)
+        and not isinstance(value, bool)
+        and value > 0
+    }
+    if not budgets or max(budgets.values()) <= _TINY_MAX_IMAGE_TOKENS:
+        return {}
+    factor = _TINY_MAX_IMAGE_TOKENS / max(budgets.values())
+    scaled: dict[str, int] = {name: max(1, round(value * factor)) for name, value in budgets.items()}
+    tile = getattr(instance, "tile_size", None)
+    if isinstance(tile, int) and not isinstance(tile, bool):
+        scaled["tile_size"] = max(1, round(tile * math.sqrt(factor)))
+    return scaled
+
+
+def _scaled_pixel_budget(instance: Any, patch: int | None) -> dict[str, Any]:
+    """``min_pixels``/``max_pixels`` of a dynamic-resolution processor without a recipe, made tiny.
+
+    Emu3 resizes images to between 512^2 and 1024^2 pixels, i.e. 4096+ image tokens of 8x8 pixels. The
+    largest budget becomes ``_TINY_MAX_IMAGE_TOKENS`` tokens of ``patch`` pixels per side (the pixels one
+    image token covers), the smallest keeps its ratio to it (at least one token); a ``size`` dict stating
+    the budgets follows.
+    """
+    low, high = getattr(instance, "min_pixels", None), getattr(instance, "max_pixels", None)
+    if not (patch and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (low, high))):
+        return {}
+    tiny_high = _TINY_MAX_IMAGE_TOKENS * patch * patch
+    if high <= tiny_high:
+        return {}
+    tiny_low = max(patch * patch, round(low * tiny_high / high))
+    scaled: dict[str, Any] = {"min_pixels": tiny_low, "max_pixels": tiny_high}
+    size = _size_dict(getattr(instance, "size", None))
+    if size and {"min_pixels", "max_pixels"} <= size.keys():
+        scaled["size"] = {**size, "min_pixels": tiny_low, "max_pixels": tiny_high}
+    return scaled
 
 
 def _config_mirrors(cls: type, config: PretrainedConfig) -> dict[str, Any]:
@@ -227,6 +338,11 @@ def _mirrored_config_values(
         key = _PARAMETER_ALIASES.get(name, name)
         for node in (config, vision_config(config)):
             value = getattr(node, key, None)
+            if value is None:
+                # A config key that qualifies the parameter's name (PerceptionLM's pooling_ratio is the
+                # config's projector_pooling_ratio), when exactly one does.
+                qualified = [k for k in node.to_dict() if k.endswith(f"_{key}")]
+                value = getattr(node, qualified[0]) if len(qualified) == 1 else None
             if isinstance(value, bool | int | float | str) or (isinstance(value, list) and value):
                 mirrored[name] = square_side(value) or value if key.endswith("_size") else value
                 break
@@ -253,11 +369,10 @@ def _additional_image_tokens(config: PretrainedConfig) -> int:
 
 def _generic_processor_kwargs(cls: type, config: PretrainedConfig) -> dict[str, Any]:
     """Processor ``__init__`` arguments mirroring config fields (patch size, feature strategy, seq length)."""
-    vision = vision_config(config)
     parameters = inspect.signature(cls.__init__).parameters
     count = image_tokens_per_image(config)
     sources: dict[str, Any] = {
-        "patch_size": square_side(getattr(vision, "patch_size", None)),
+        "patch_size": tile_and_patch(config)[1],
         "vision_feature_select_strategy": getattr(config, "vision_feature_select_strategy", None),
     }
     if "num_additional_image_tokens" in parameters:

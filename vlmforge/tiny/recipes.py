@@ -7,6 +7,8 @@ config, so new families work without edits here.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import inspect
 import io
 import json
@@ -27,6 +29,7 @@ __all__ = [
     "resolve_processor_classes",
     "stored_families",
     "tokenizer_recipe",
+    "vocabulary_map_tokens",
 ]
 
 _DATA = resources.files(__package__) / "chat_templates"
@@ -134,13 +137,38 @@ def _config_class(model_type: str) -> type | None:
         return None
 
 
+_MODULAR_IMPORT = re.compile(r"^from \.\.(\w+)\.", re.MULTILINE)
+
+
+def _modular_bases(config_cls: type) -> list[str]:
+    """Package names of the families a transformers ``modular_<name>.py`` imports from (``llava``).
+
+    The generated ``configuration_``/``modeling_`` files no longer subclass the parent family's classes; the
+    modular file, shipped next to them, still says which family the model derives from.
+    """
+    package, _, module = config_cls.__module__.rpartition(".")
+    name = module.removeprefix("configuration_")
+    try:
+        spec = importlib.util.find_spec(f"{package}.modular_{name}")
+    except (ImportError, ValueError):
+        return []
+    if spec is None or not spec.origin:
+        return []
+    try:
+        with open(spec.origin, encoding="utf-8") as source:
+            found = _MODULAR_IMPORT.findall(source.read())
+    except OSError:
+        return []
+    return [m for m in dict.fromkeys(found) if m != "auto"]
+
+
 def _related_model_types(model_type: str, config: PretrainedConfig | None) -> list[str]:
     """``model_type`` first, then the model_types likely to share its processor, most specific first.
 
     Some model_types have no processor registered under their own name: a "thinker" or MoE variant of a family
     (``qwen2_5_omni_thinker`` -> ``qwen2_5_omni``), a model built on another family's towers (its sub-configs'
-    model_types, ``glm4v_vision`` -> ``glm4v``), a model_type spelled with a dash (``kosmos-2``) or another
-    model_type defined in the same transformers package.
+    model_types, ``glm4v_vision`` -> ``glm4v``), a model_type spelled with a dash (``kosmos-2``), another
+    model_type defined in the same transformers package, or a family its modular file builds on.
     """
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES, model_type_to_module_name
 
@@ -152,6 +180,10 @@ def _related_model_types(model_type: str, config: PretrainedConfig | None) -> li
         # `transformers.models.<package>.configuration_x`: compare package names, importing nothing more.
         package = config_cls.__module__.split(".")[-2]
         candidates += [t for t in CONFIG_MAPPING_NAMES if model_type_to_module_name(t) == package]
+        # The families its modular file builds on (FastVLM's is LLaVA's classes with a new projector): their
+        # processor is what its checkpoints use.
+        for module in _modular_bases(config_cls):
+            candidates += [t for t in CONFIG_MAPPING_NAMES if model_type_to_module_name(t) == module]
     if config is None and config_cls is not None:
         try:
             config = config_cls()
@@ -283,10 +315,81 @@ def _config_token_fields(config: PretrainedConfig) -> dict[str, Any]:
     return fields
 
 
-def _generic_recipe(config: PretrainedConfig) -> TokenizerRecipe:
+# How a model maps VQ codes to vocabulary tokens, read from its modeling code (Chameleon, Emu3):
+# `vocab_map.get("<image>")` names a token it needs, `name.startswith("IMGIMG")` the prefix of code tokens.
+_VOCAB_LOOKUP = re.compile(r"""vocab_map\.get\(\s*["']([^"']+)["']""")
+_CODE_PREFIX = re.compile(r"""\.startswith\(\s*["']([^"']+)["']""")
+# `chr(ord("A") + i)`: code digits written as letters A..J (Chameleon's IMGIMGBAZ is code 10).
+_LETTER_DIGITS = re.compile(r"""chr\(\s*ord\(\s*["']A["']\s*\)\s*\+""")
+# `token[-8:-2]`: a fixed-width number before a 2-character suffix (Emu3's <|visual token 000010|>).
+_FIXED_WIDTH_SLICE = re.compile(r"\[\s*-(\d+)\s*:\s*-(\d+)\s*\]")
+
+
+def _modeling_source(config: PretrainedConfig) -> str:
+    module_name = type(config).__module__.replace(".configuration_", ".modeling_")
+    try:
+        return inspect.getsource(importlib.import_module(module_name))
+    except (ImportError, OSError, TypeError):
+        return ""
+
+
+def _code_token(prefix: str, code: int, source: str) -> str:
+    """The vocabulary token of VQ code ``code``, as the modeling code parses it back (patterns above)."""
+    if _LETTER_DIGITS.search(source):
+        # The parser drops one trailing character after the letter digits (the real tokens end in "Z").
+        return f"{prefix}{''.join(chr(ord('A') + int(d)) for d in str(code))}Z"
+    if match := _FIXED_WIDTH_SLICE.search(source):
+        width, suffix = int(match.group(1)) - int(match.group(2)), int(match.group(2))
+        closing = "|>" if prefix.startswith("<|") and suffix == 2 else "_" * suffix
+        return f"{prefix} {code:0{width}d}{closing}"
+    return f"{prefix}{code}"
+
+
+def vocabulary_map_tokens(config: PretrainedConfig, codes: int) -> tuple[list[str], list[str]]:
+    """(named tokens, VQ code tokens) a model with a ``vocabulary_map`` looks up in it.
+
+    Chameleon and Emu3 turn an image into VQ codes and each code into a vocabulary token found by name in
+    ``config.vocabulary_map`` (the whole tokenizer vocabulary): ``<image>``, Emu3's ``<|extra_200|>`` row
+    separator, and one token per code (``IMGIMG<letters>Z``, ``<|visual token NNNNNN|>``). The names and the
+    code-token format are read from the modeling code, so the tiny tokenizer has them as single tokens;
+    ``codes`` is the tiny codebook size. Empty for configs without a ``vocabulary_map``.
+    """
+    if "vocabulary_map" not in config.to_dict():
+        return [], []
+    source = _modeling_source(config)
+    named = list(dict.fromkeys(_VOCAB_LOOKUP.findall(source)))
+    prefixes = list(dict.fromkeys(_CODE_PREFIX.findall(source)))
+    if not prefixes:
+        return named, []
+    # A codebook already smaller than the tiny one keeps its size (the shrinker only caps it).
+    real = [v for v in _config_values(config, ("num_embeddings", "codebook_size")) if v > 0]
+    return named, [_code_token(prefixes[0], code, source) for code in range(min([codes, *real]))]
+
+
+def _config_values(config: PretrainedConfig, keys: tuple[str, ...]) -> list[int]:
+    """Integer values of ``keys`` anywhere in the config tree."""
+    values, stack = [], [config.to_dict()]
+    while stack:
+        node = stack.pop()
+        for key, value in node.items():
+            if isinstance(value, dict):
+                stack.append(value)
+            elif key in keys and isinstance(value, int) and not isinstance(value, bool):
+                values.append(value)
+    return values
+
+
+def _generic_recipe(config: PretrainedConfig, codes: int = 0) -> TokenizerRecipe:
     """ChatML spec for a model_type without stored data: image token from the processor, ChatML roles."""
     processor_cls = resolve_processor_classes(config)["processor"]
     named_tokens = _processor_named_tokens(processor_cls)
+    looked_up, code_tokens = vocabulary_map_tokens(config, codes)
+    for token in looked_up:
+        # The model finds `<image>` by name in its vocabulary map: a processor attribute guessed as the
+        # placeholder `<|image|>` must be that very token, or processor and model count different ids.
+        name = token.strip("<|>") + "_token"
+        if named_tokens.get(name) == f"<|{name.removesuffix('_token')}|>":
+            named_tokens[name] = token
     named_tokens.setdefault("image_token", "<image>")
     token_fields: dict[str, str | list[str]] = {
         "bos_token_id": "<|endoftext|>",
@@ -315,7 +418,7 @@ def _generic_recipe(config: PretrainedConfig) -> TokenizerRecipe:
     # instance actually expects in text (it may differ from `image_token`, e.g. a begin-of-image token).
     template = (_DATA / "chatml.jinja").read_text()
     literals = processor_literal_tokens(processor_cls)
-    specials = [*_CHATML_TOKENS, *named_tokens.values(), *extra_tokens, *literals]
+    specials = [*_CHATML_TOKENS, *named_tokens.values(), *extra_tokens, *literals, *looked_up, *code_tokens]
     return TokenizerRecipe(
         model_type=config.model_type,
         chat_template=template,
@@ -331,6 +434,10 @@ def _generic_recipe(config: PretrainedConfig) -> TokenizerRecipe:
     )
 
 
-def tokenizer_recipe(config: PretrainedConfig) -> TokenizerRecipe:
-    """The stored spec for ``config.model_type``, or a generic ChatML one derived from the processor class."""
-    return _stored_recipe(config.model_type) or _generic_recipe(config)
+def tokenizer_recipe(config: PretrainedConfig, *, codes: int = 0) -> TokenizerRecipe:
+    """The stored spec for ``config.model_type``, or a generic ChatML one derived from the processor class.
+
+    ``codes``: VQ codes that get a vocabulary token each (the tiny codebook size, see
+    :func:`vocabulary_map_tokens`).
+    """
+    return _stored_recipe(config.model_type) or _generic_recipe(config, codes)

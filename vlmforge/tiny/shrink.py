@@ -24,7 +24,9 @@ Sizes that only make sense together are kept consistent: M-RoPE sections (explic
 in the modeling file) fill the rotary half of ``head_dim * partial_rotary_factor`` with >= 1 pair each, a
 pooled ``mm_tokens_per_image`` divides the patch grid, patch-count tables and learned position tables follow
 the tiny grid, layer taps in sub-configs index the tiny tower, fields equal to a real width become the tiny
-width, and timm towers get explicit tiny ``model_args``.
+width, the widths image features are written in (a composite config's own width, a projector output at the
+real decoder width) become the decoder width, a concatenation of ``k`` tapped layers stays ``k + 1`` widths,
+convolutional VQ encoders make a 2x2 code grid, and timm towers get explicit tiny ``model_args``.
 """
 
 from __future__ import annotations
@@ -93,7 +95,9 @@ class ShrinkLimits:
 DEFAULT_LIMITS = ShrinkLimits()
 
 _LAYER_COUNT_KEYS = ("num_hidden_layers", "depth", "num_layers", "n_layers")
-_HEAD_KEYS = ("num_attention_heads", "num_heads", "n_heads")
+# Further stacks of layers next to the main one (Mllama's vision tower: 32 local + 8 global layers).
+_EXTRA_LAYER_COUNT = re.compile(r"^num_\w+_layers$")
+_HEAD_KEYS = ("num_attention_heads", "num_heads", "n_heads", "attention_heads")
 _KV_HEAD_KEYS = ("num_key_value_heads", "num_kv_heads")
 _FFN_KEYS = ("intermediate_size", "moe_intermediate_size", "shared_expert_intermediate_size", "ffn_dim")
 _EXPERT_COUNT_KEYS = ("num_experts", "num_local_experts", "n_routed_experts")
@@ -110,7 +114,13 @@ _LAYER_TAIL_KEYS = ("num_kv_shared_layers",)
 # Encoder fields that must equal the decoder width because the encoder projects straight into it.
 _DECODER_WIDTH_KEYS = ("out_hidden_size", "text_hidden_size")
 # Pixel-shuffle / patch-merge factors: image grids must be divisible by them.
-_MERGE_FACTOR_KEYS = ("scale_factor", "spatial_merge_size", "merge_size", "projector_pooling_ratio")
+_MERGE_FACTOR_KEYS = (
+    "scale_factor",
+    "spatial_merge_size",
+    "merge_size",
+    "projector_pooling_ratio",
+    "downsample_factor",
+)
 _ROPE_KEYS = ("rope_parameters", "rope_scaling")
 # Learned-query resamplers (Idefics2's perceiver): the latent count is the number of image tokens per image.
 LATENT_COUNT_KEYS = ("resampler_n_latents",)
@@ -464,6 +474,16 @@ def _shrink_depth(node: dict[str, Any], max_layers: int, limits: ShrinkLimits) -
         elif key in _LAYER_THRESHOLD_KEYS and isinstance(value, int) and value > 0:
             node[key] = new if value >= old else min(new - 1, max(1, round(value * new / old)))
     _shrink_layer_tail(node, old, new)
+    for key, value in list(node.items()):
+        # A second stack (global layers after local ones) is as real-sized as the first; "last k layers"
+        # counts are rescaled above, not capped.
+        if (
+            key != layers_key
+            and key not in _LAYER_TAIL_KEYS
+            and _EXTRA_LAYER_COUNT.match(key)
+            and _is_int(value)
+        ):
+            node[key] = min(value, max_layers)
     if isinstance(node.get("sliding_window"), int):
         node["sliding_window"] = min(node["sliding_window"], limits.sliding_window)
     for key in _EXPERT_COUNT_KEYS:
@@ -634,10 +654,35 @@ def _shrink_encoder(node: _Node, text_width: int, limits: ShrinkLimits) -> tuple
         ancestors.append(parent.data)
         parent = parent.parent
     _shrink_image_geometry(node.data, _merge_factor(node.data, *ancestors))
+    _shrink_conv_vq(node.data, limits)
     if isinstance(node.data.get("model_args"), dict) and _built_by_timm(type(node.config)):
         merge = _merge_factor(node.data, *ancestors)
         depth = _shrink_timm_args(node.data, node.data["model_args"], 2 * merge, limits) or depth
     return depth
+
+
+def _shrink_conv_vq(node: dict[str, Any], limits: ShrinkLimits) -> None:
+    """A convolutional VQ encoder (Chameleon's, Emu3's VQGAN): few channels, one block per level, 2x2 codes.
+
+    It is described by ``base_channels`` times a ``channel_multiplier`` per level (each level but the last
+    halves the image), not by a width and heads. The real one reads 512 px images into 32x32 = 1024 codes,
+    i.e. 1024 image tokens in every prompt. Channels stay multiples of 32 (its GroupNorms use 32 groups).
+    """
+    multipliers, base = node.get("channel_multiplier"), node.get("base_channels")
+    if not (isinstance(multipliers, list) and multipliers and _is_int(base)):
+        return
+    node["base_channels"] = min(base, limits.encoder_hidden)
+    # The attention in its middle block works at the last level's channels (Emu3: 1024 = 256 * 4).
+    # (`embed_dim` is the code vector size there, not a width.)
+    if _is_int(multipliers[-1]) and _is_int(node.get("hidden_size")):
+        node["hidden_size"] = node["base_channels"] * multipliers[-1]
+    if _is_int(node.get("num_res_blocks")):
+        node["num_res_blocks"] = 1
+    for key in ("latent_channels", "embed_dim"):
+        if _is_int(node.get(key)):
+            node[key] = min(node[key], limits.encoder_hidden)
+    if _is_int(node.get("resolution")):
+        node["resolution"] = 2 * 2 ** (len(multipliers) - 1)
 
 
 _PATCH_IN_NAME = re.compile(r"patch(\d+)")
@@ -706,7 +751,10 @@ def _is_int(value: object) -> bool:
 def _shrink_encoder_apart(
     node: _Node, text_width: int, taken: set[int], limits: ShrinkLimits
 ) -> tuple[int, int] | None:
-    """:func:`_shrink_encoder`, retried with other width budgets while its width equals a decoder size.
+    """:func:`_shrink_encoder`, retried with other width budgets while its width is in ``taken``.
+
+    ``taken`` holds the decoder's attention widths and ``ShrinkLimits.avoid_sizes`` (the probe images'
+    image-token counts: LLaVA-OneVision's 32-wide tower met the 32 tokens of the 84x56 probe).
 
     An encoder as wide as the decoder's KV projection (Qwen3.5: both 32) lets code that confuses them pass.
     The width is the freest encoder size (its head_dim follows), so it is the one that moves: first below the
@@ -871,6 +919,65 @@ def _separate_ffn_sizes(nodes: Sequence[_Node], fixed: set[int]) -> None:
                 value += 8
             node.data[key] = value
             taken.add(value)
+
+
+# Widths a composite config (or a tower's projector) states for the space the modalities meet in.
+_JOINT_WIDTH_KEYS = ("hidden_size", "projection_dim", "embed_dim")
+
+
+def _tie_to_decoder_width(
+    nodes: Sequence[_Node], originals: Mapping[tuple[str, ...], dict[str, Any]], text_node: _Node
+) -> None:
+    """Widths of the space image features are written into become the tiny decoder width.
+
+    The composite config's own ``hidden_size`` / ``projection_dim`` (PaliGemma 2048, Ovis2 1536) has no heads
+    of its own: it is the width the projector writes image features in, which replace token embeddings, so
+    it is the decoder's width (real checkpoints state it equal to it). A tower's ``projection_dim`` whose
+    real value is the real decoder width (PaliGemma's SigLIP projector output) is that width too; other
+    ``projection_dim`` values (CLIP's own embedding space) keep the encoder width set by the shrinker.
+    """
+    width_key = _width_key(text_node.data)
+    real_width, tiny_width = originals.get(text_node.path, {}).get(width_key), text_node.data.get(width_key)
+    if not (_is_int(real_width) and _is_int(tiny_width)):
+        return
+    for node in nodes:
+        if node is text_node or text_node.path[: len(node.path)] != node.path:
+            continue  # only ancestors of the decoder (the composite levels)
+        if _first_key(node.data, _HEAD_KEYS) is not None:
+            continue  # a level with its own attention has its own width
+        for key in _JOINT_WIDTH_KEYS:
+            if _is_int(node.data.get(key)):
+                node.data[key] = tiny_width
+    for node in nodes:
+        if node is not text_node and originals.get(node.path, {}).get("projection_dim") == real_width:
+            node.data["projection_dim"] = tiny_width
+
+
+def _map_width_multiples(nodes: Sequence[_Node], originals: Mapping[tuple[str, ...], dict[str, Any]]) -> None:
+    """Size fields that are the node's width times (1 + its number of layer taps), rescaled to the tiny taps.
+
+    A tower that concatenates its last layer with ``k`` tapped intermediate layers outputs
+    ``(k + 1) * width`` (Mllama's ``vision_output_dim`` 7680 = 6 * 1280 with 5 taps); the tiny tower has
+    fewer taps and a tiny width, so the field follows both. Left alone the projector expects the real width.
+    """
+    for node in nodes:
+        original = originals.get(node.path, {})
+        key = _width_key(original)
+        real_width, tiny_width = original.get(key), node.data.get(key)
+        if not (_is_int(real_width) and _is_int(tiny_width)) or real_width == tiny_width:
+            continue
+        taps = {
+            k: (len(original[k]), len(v))
+            for k, v in node.data.items()
+            if k.endswith(_INDEX_LIST_SUFFIXES) and isinstance(v, list) and isinstance(original.get(k), list)
+        }
+        for field, value in list(node.data.items()):
+            if not (_SIZE_FIELD.search(field) and _is_int(value) and original.get(field) == value):
+                continue
+            for real_taps, tiny_taps in taps.values():
+                if value == real_width * (real_taps + 1):
+                    node.data[field] = tiny_width * (tiny_taps + 1)
+                    break
 
 
 def _shrink_root(
@@ -1130,7 +1237,7 @@ def _shrink_tree(
     depths: dict[tuple[str, ...], tuple[int, int]] = {}
     for node in nodes[1:]:
         if node is not text_node and (
-            depth := _shrink_encoder_apart(node, text_geometry.hidden, decoder_sizes, limits)
+            depth := _shrink_encoder_apart(node, text_geometry.hidden, decoder_sizes | avoid, limits)
         ):
             depths[node.path] = depth
     _pooled_grid(nodes)
@@ -1141,6 +1248,8 @@ def _shrink_tree(
     _patch_count_dicts(nodes, _grid_map(nodes, originals), limits)
     _position_counts(nodes, originals)
     _map_equal_dims(nodes, originals, widths)
+    _tie_to_decoder_width(nodes, originals, text_node)
+    _map_width_multiples(nodes, originals)
     _separate_ffn_sizes([text_node, *(n for n in nodes if n is not text_node)], _fixed_sizes(nodes) | avoid)
     _apply_all_token_ids(nodes, dict(token_ids or {}), vocab_size)
     return tree, nodes
