@@ -203,9 +203,7 @@ class VLMProcessor:
         previous_side = getattr(tokenizer, "padding_side", None)
         tokenizer.padding_side = "left"
         try:
-            inputs = self.hf_processor(
-                text=texts, images=pil_images, padding=True, return_tensors="pt", **self._image_kwargs()
-            )
+            inputs = self._call_processor(texts, pil_images)
         except (ValueError, TypeError, RuntimeError) as error:
             sizes = ", ".join(f"{im.width}x{im.height}" for im in pil_images)
             raise InputError(
@@ -224,6 +222,21 @@ class VLMProcessor:
 
             inputs = BatchFeature(inputs)
         return inputs
+
+    def _call_processor(self, texts: list[str], images: list[Image.Image]) -> Any:
+        """The HF processor on one image per text: a flat image list, or one list per sample.
+
+        Most processors take the flat list; those that take several images per sample (Mllama, Gemma3,
+        LFM2-VL) count a flat list of N as N images for every sample and refuse it when N > 1, so a
+        refused flat batch is retried nested (the form every nesting-aware processor accepts).
+        """
+        kwargs = {"padding": True, "return_tensors": "pt", **self._image_kwargs()}
+        try:
+            return self.hf_processor(text=texts, images=images, **kwargs)
+        except (ValueError, TypeError, RuntimeError):
+            if len(images) < 2:
+                raise
+        return self.hf_processor(text=texts, images=[[image] for image in images], **kwargs)
 
     def _image_kwargs(self) -> dict[str, Any]:
         """Extra processor keyword arguments; a family processor subclass may override."""

@@ -11,7 +11,7 @@ from vlmforge.core.adapter import additive_mask
 from vlmforge.core.runtime import HookedVLM
 from vlmforge.harness.checks.registry import CheckResult, check
 from vlmforge.harness.compare import CheckFailure, compare_layers
-from vlmforge.harness.probes import probe_batch, run_eager_with_attention_inputs, single_probe
+from vlmforge.harness.probes import AttentionCall, probe_batch, run_eager_with_attention_inputs, single_probe
 
 
 def real_query_rows(inputs: Any) -> torch.Tensor:
@@ -22,10 +22,13 @@ def real_query_rows(inputs: Any) -> torch.Tensor:
     return mask.bool()[:, None, :, None]
 
 
-def compare_attention_to_eager(vlm: HookedVLM, inputs: Any) -> tuple[float, list[torch.Tensor]]:
+def compare_attention_to_eager(
+    vlm: HookedVLM, inputs: Any
+) -> tuple[float, list[tuple[AttentionCall, torch.Tensor]]]:
     """Recomputed patterns vs eager ``output_attentions``, every layer and head, by max-abs difference.
 
-    Returns the worst difference and the recomputed patterns ([B, H, L, L] per layer). Rows of padding
+    Returns the worst difference and, per softmax-attention layer, its recorded attention call (the
+    layer's real inputs, mask included) with the recomputed patterns [B, H, L, L]. Rows of padding
     queries are excluded: they attend to nothing real, feed no real position, and in half precision
     eager's ``scores + finfo.min`` overflows to -inf there, so they carry no signal.
     """
@@ -51,7 +54,7 @@ def compare_attention_to_eager(vlm: HookedVLM, inputs: Any) -> tuple[float, list
         what="recomputed attention pattern vs eager output_attentions",
         hint="the rotary function, q/k norms, kv-head grouping, scaling and mask in the attention recipe",
     )
-    return worst, recomputed
+    return worst, list(zip(calls, recomputed, strict=True))
 
 
 @check
