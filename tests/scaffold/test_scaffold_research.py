@@ -118,8 +118,21 @@ def test_what_the_generic_mechanism_cannot_express_is_flagged(
     )
 
 
-def test_default_config_that_transformers_cannot_build_is_reported() -> None:
-    # chameleon's default config leaves its VQ vocabulary map unset, and no real config is stored.
+def test_an_unbuildable_default_config_falls_back_to_the_tiny_config() -> None:
+    # chameleon's default config leaves its VQ vocabulary map unset and no real config is stored: the
+    # tiny factory's config (same classes, the map filled from the tiny vocabulary) is researched.
+    report = research("chameleon", measure=False)
+    assert report.source.kind == "model_type" and "tiny config" in report.source.description
+    assert report.value("model_class") == "ChameleonForConditionalGeneration"
+
+
+def test_default_config_that_nothing_can_stand_in_for_is_reported(monkeypatch) -> None:
+    from vlmforge.scaffold.research import pipeline
+
+    def no_tiny(*args, **kwargs):
+        raise ValueError("no tiny config either")
+
+    monkeypatch.setattr(pipeline, "tiny_recipe", no_tiny)
     with pytest.raises(ScaffoldError, match=r"cannot build ChameleonForConditionalGeneration"):
         research("chameleon", measure=False)
 

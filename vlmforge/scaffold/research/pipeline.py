@@ -25,7 +25,7 @@ from vlmforge.scaffold.research.model_class import build_meta_model, select_mode
 from vlmforge.scaffold.research.processor import has_stored_template, load_processor, research_processor
 from vlmforge.scaffold.research.sources import resolve_source
 from vlmforge.scaffold.research.tiny_model import TinyBuild, build_tiny, tiny_reference
-from vlmforge.tiny import load_reference_config, reference_checkpoints
+from vlmforge.tiny import load_reference_config, reference_checkpoints, tiny_recipe
 
 __all__ = ["research", "research_prompting", "research_structure"]
 
@@ -83,6 +83,27 @@ def _stored_reference_for(resolved: ResolvedSource, error: ScaffoldError) -> Res
     model_type, resolved as a reference (None when there is none, or the source was not a model_type)."""
     if resolved.kind != "model_type":
         return None
+    stored = _stored_config_of(resolved, error)
+    if stored is not None:
+        return stored
+    # No real config stored either: the tiny factory's config of this model_type (same classes and
+    # structure, every size shrunk; tokenizer-dependent fields such as a VQ vocabulary map filled in).
+    try:
+        config = tiny_recipe(resolved.given).config
+    except Exception:  # the tiny factory cannot help either: report the original error
+        return None
+    return ResolvedSource(
+        resolved.given,
+        "model_type",
+        config,
+        None,
+        None,
+        f"the tiny config vlmforge.tiny builds from transformers' default config for `{resolved.given}` "
+        f"(the default config itself cannot be built: {error}; sizes in this report are the tiny ones)",
+    )
+
+
+def _stored_config_of(resolved: ResolvedSource, error: ScaffoldError) -> ResolvedSource | None:
     for checkpoint in reference_checkpoints():
         config = load_reference_config(checkpoint)
         if config.model_type == resolved.config.model_type:
