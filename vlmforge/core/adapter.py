@@ -508,14 +508,23 @@ class ModelAdapter:
         hidden_states: torch.Tensor,
         part: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """[B, L, D] -> [B, heads, L, d_h] through the projection (and per-head norm, if any)."""
+        """[B, L, D] -> [B, heads, L, d_h] through the projection (and its q/k norm, if any).
+
+        The norm runs at the width it was built for: per head (``d_h`` wide, Qwen3 style) after the head
+        split, or over the whole projection (``heads * d_h`` wide, OLMo style) before it.
+        """
         batch, length, _ = hidden_states.shape
         states = projection(hidden_states)
         if part is not None:
             states = part(states)  # e.g. the query half of a gated query
+        norm_module = resolve_attribute(attn, norm, what=norm) if norm is not None else None
+        width = getattr(getattr(norm_module, "weight", None), "shape", (None,))[0]
+        if norm_module is not None and width == states.shape[-1] != self.lm_head_dim:
+            states = norm_module(states)  # a norm over the whole projection
+            norm_module = None
         states = states.view(batch, length, -1, self.lm_head_dim)
-        if norm is not None:
-            states = resolve_attribute(attn, norm, what=norm)(states)
+        if norm_module is not None:
+            states = norm_module(states)
         return states.transpose(1, 2)
 
     def compute_attention_scores(

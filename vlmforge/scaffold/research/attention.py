@@ -251,7 +251,14 @@ def _qk_norm_answer(
     """Whether (and which) norm ``forward`` applies to q (``q_norm``) or k (``k_norm``), before RoPE."""
     cls = type(attn).__name__
     question = f"Per-head {role.replace('_', ' ')} before RoPE"
-    applied = [call for call in analysis.norm_calls if variable and call.variable == variable]
+    written = [call for call in analysis.norm_calls if variable and call.variable == variable]
+    # Calls under a test that is false on this module never run (Molmo2 norms either the whole projection
+    # or each head, by config): only the calls that run here count.
+    applied = [c for c in written if (condition := _Condition.of(c, [attn])) is None or not condition.nowhere]
+    if written and not applied:
+        tests = sorted({" and ".join(c.conditions) for c in written})
+        evidence = f"{cls}.forward applies a norm to {variable} only under {tests}, false on this config"
+        return Answer(role, question, None, evidence)
     if not applied:
         evidence = f"{cls}.forward applies no norm to {variable or role[0]}"
         if norms:
@@ -285,8 +292,10 @@ def _qk_norm_problems(
         problems.append(f"several norms apply to it: {[c.attribute for c in applied]}")
     if rotary_line is not None and applied[0].line > rotary_line:
         problems.append("but after RoPE (the adapter applies norms before RoPE)")
-    if width is not None and head_dim and width != head_dim:
-        problems.append(f"normalises {width} features, not one head ({head_dim}): the adapter norms per head")
+    if width is not None and head_dim and width % head_dim:
+        # A norm one head wide runs per head, one heads*d_h wide over the whole projection (the adapter
+        # applies it at its own width); anything else does not fit.
+        problems.append(f"normalises {width} features, neither one head ({head_dim}) nor whole heads")
     return problems
 
 
