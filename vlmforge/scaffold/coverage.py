@@ -31,8 +31,23 @@ NOT_REGISTERED: dict[str, str] = {
     "fuyu": "a fused per-head query_key_value with q/k layernorms (the spec has no fused-qkv field yet); "
     "FuyuProcessor drops the first token of the image span (a SentencePiece '▁' the tiny byte-level "
     "tokenizer does not produce), so no prompt with an image builds",
-    "mllama": "cross-attention decoder layers between the self-attention ones (two layer classes: research "
-    "flags the layer list and the cross layers' input norm); the processor rejects batched nested images",
+    "mllama": "researched clean (its cross-attention layers are a hybrid decoder's non-attention layers), "
+    "but the image reaches the decoder through cross-attention states, not input embeddings: the "
+    "image-token checks and the eager attention reference need a cross-attention notion the spec lacks",
+    "ovis2": "the vision features also overwrite the visual-indicator token positions next to the image "
+    "tokens (image_token_count: 3 non-image positions replaced); the spec has one image-token id",
+    "mistral3": "a 16-px image (resized to one merged 28-px patch) fails inside transformers' Mistral3 "
+    "image features on the tiny model (split_with_sizes: 96 rows vs [1]); property checks use 16-112 px",
+    "perception_lm": "transformers' default config has model_args=None, which its modeling code indexes; "
+    "from the stored Perception-LM-1B config it builds, but images of different sizes give different "
+    "tile counts that its processor cannot stack in one batch",
+    "fast_vlm": "its FastViT timm tower is convolutional and is not shrunk (142M parameters), and its "
+    "total stride (the LLaVA processor's patch_size) is stated nowhere in the config",
+    "chameleon": "researched clean (from the tiny config: the default one does not build), but images are "
+    "VQ codes that become ordinary token ids (no image features in the input embeddings) and the model "
+    "masks the image-code logits: image-token and logit-lens checks need a VQ-token notion",
+    "gemma3n": "its timm MobileNetV5 tower cannot be shrunk through model_args (a ~300M-parameter tiny "
+    "model, 22 s to build) and the multimodal vocab_offset lies beyond the tiny vocabulary",
     "kosmos-2": "transformers registers no processor class under the model_type 'kosmos-2'; image features "
     "replace the positions marked by image_embeds_position_mask, not an image-token id",
     "idefics": "images enter through gated cross-attention blocks (model.gated_cross_attn_layers), not as "
