@@ -72,8 +72,9 @@ def test_local_fine_tune_resolves_by_architecture(tmp_path):
 
 
 def test_unsupported_architecture_points_to_scaffolder(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gemma3", "architectures": ["X"]}))
-    with pytest.raises(UnsupportedArchitectureError, match=r"'gemma3'.*scaffold-new-model"):
+    # vipllava: a VLM transformers knows that no family here handles (the README's scaffolding demo).
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "vipllava", "architectures": ["X"]}))
+    with pytest.raises(UnsupportedArchitectureError, match=r"'vipllava'.*scaffold-new-model"):
         ModelRegistry.resolve(str(tmp_path))
 
 

@@ -15,8 +15,14 @@ from pathlib import Path
 import pytest
 
 from vlmforge.core.registry import ModelRegistry
-from vlmforge.core.spec import FamilySpec
+from vlmforge.core.spec import FamilySpec, spec_nodes
 from vlmforge.scaffold.research import ResearchReport, research
+
+#: The spec fields research must get right: every field but those identifying the family (name,
+#: checkpoints, aliases, notes, tiny reference), which the caller supplies.
+RESEARCHED_FIELDS: tuple[str, ...] = tuple(
+    node.name for node in spec_nodes(FamilySpec) if not node.info.identity
+)
 
 
 @functools.cache

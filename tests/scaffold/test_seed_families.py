@@ -14,24 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.scaffold.conftest import RESEARCHED_FIELDS
 from vlmforge.core.registry import ModelRegistry
 from vlmforge.scaffold.cli import main
 from vlmforge.scaffold.generate import render_family
 from vlmforge.scaffold.schema import answers_from_spec
 
 # Fields research must get right; the rest identify the family rather than describe the architecture.
-COMPARED_FIELDS = (
-    "model_types",
-    "model_class",
-    "language_model",
-    "lm_head",
-    "modules",
-    "moe",
-    "attention",
-    "image_token",
-    "prompt",
-    "capabilities",
-)
+COMPARED_FIELDS = RESEARCHED_FIELDS
 
 SEED_SOURCES = [
     ("llava-hf/llava-1.5-7b-hf", "llava"),

@@ -83,7 +83,8 @@ def tiny_recipe(
         limits=limits,
         vocabulary=tokenizer.get_vocab(),
     )
-    from .model import model_class_for  # model.py imports this module
+    # local import: model.py imports this module
+    from .model import model_class_for
 
     # A projector that downsamples more than the config states would leave one token per tile.
     grow_tile_to_token_grid(config, model_class_for(config))
@@ -103,7 +104,8 @@ _IMAGE_TOKEN_FIELDS = ("image_token_id", "image_token_index")
 
 def expanded_image_tokens(processor: ProcessorMixin, config: PretrainedConfig) -> Counter[int]:
     """Token ids the processor adds to a one-image chat prompt for the image, with their counts."""
-    from .processor import PROBE_MESSAGES, probe_image  # processor.py imports this module
+    # local import: processor.py imports this module
+    from .processor import PROBE_MESSAGES, probe_image
 
     prompt = processor.apply_chat_template(PROBE_MESSAGES, add_generation_prompt=True)
     with_image = processor(text=[prompt], images=[probe_image(config)], return_tensors="pt")["input_ids"][0]
@@ -119,6 +121,7 @@ def _align_image_token(config: PretrainedConfig, tokenizer: PreTrainedTokenizerF
     model must count the written one: the most repeated added token (the processor's own ``image_token_id``
     on a tie). Left alone when the config's token is among the added ones or the processor cannot be probed.
     """
+    # local import: processor.py imports this module
     from .processor import processor_for_config
 
     field = next((f for f in _IMAGE_TOKEN_FIELDS if isinstance(getattr(config, f, None), int)), None)

@@ -424,7 +424,8 @@ def _component(cls: type, table: dict[str, Recipe], config: PretrainedConfig) ->
 
 
 def _model_class(config: PretrainedConfig) -> type | None:
-    from .model import model_class_for  # model.py builds the processor: import here, not at module level
+    # local import: model.py builds the processor: import here, not at module level
+    from .model import model_class_for
 
     try:
         return model_class_for(config)
