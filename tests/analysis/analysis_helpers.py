@@ -39,6 +39,13 @@ def processor_pixels(vlm, inputs) -> np.ndarray:
         # (channel, temporal, y, x).
         blocks = pixels.reshape(rows // merge, cols // merge, merge, merge, 3, temporal, patch, patch)
         image = blocks[:, :, :, :, :, 0].permute(4, 0, 2, 5, 1, 3, 6).reshape(3, rows * patch, cols * patch)
+    elif inputs.get("spatial_shapes") is not None:
+        # Flattened patches [1, patches, p * p * 3] (row-major over the grid, each patch (y, x, channel)),
+        # padded past rows * cols; spatial_shapes is the (rows, cols) patch grid.
+        rows, cols = (int(v) for v in inputs["spatial_shapes"][0])
+        patch = round((pixels.shape[-1] // 3) ** 0.5)
+        grid = pixels[0, : rows * cols].reshape(rows, cols, patch, patch, 3)
+        image = grid.permute(4, 0, 2, 1, 3).reshape(3, rows * patch, cols * patch)
     else:
         image = pixels.reshape(-1, *pixels.shape[-3:])[0]
     mean = torch.tensor(image_processor.image_mean).view(3, 1, 1)
@@ -63,7 +70,9 @@ def check_declared_not_applicable(vlm, image: Image.Image, error: Exception) -> 
     Image geometry is not applicable where the image tokens are not one patch grid over one view:
     ``"tiles"`` (the processor really hands the tower several views of the one image) or ``"resampler"``
     (one view, but the image tokens are a fixed number of learned latents the model config declares,
-    the same for every image). Any other refusal fails the test. Returns the reason, for the report.
+    the same for every image), or ``"layout"`` with row separators (one view, its token grid plus a
+    separator token per row, Emu3's VQ codes). Any other refusal fails the test. Returns the reason,
+    for the report.
     """
     assert isinstance(error, NotImplementedError), type(error)
     kind, reason = getattr(error, "kind", None), str(error)
@@ -89,6 +98,21 @@ def check_declared_not_applicable(vlm, image: Image.Image, error: Exception) -> 
         }
         assert tokens in declared.values(), (tokens, declared)
         assert "resampler" in reason and str(tokens) in reason, reason
+    elif kind == "layout" and "row separator" in reason:
+        # One view whose image tokens are its code grid plus one separator token per row: the grid is
+        # the pixel tensor's size over a pixels-per-token factor the processor states.
+        assert views == 1 and pixels.dim() == 4, tuple(pixels.shape)
+        height, width = (int(v) for v in pixels.shape[-2:])
+        stated = {
+            value
+            for owner in (vlm.processor, getattr(vlm.processor, "image_processor", None))
+            for value in vars(owner or object()).values()
+            if isinstance(value, int) and not isinstance(value, bool) and value > 1
+        }
+        assert any(
+            height % f == width % f == 0 and tokens == (height // f) * (width // f + 1) for f in stated
+        ), (tokens, (height, width), stated)
+        assert str(tokens) in reason, reason
     else:
         raise AssertionError(f"{vlm.adapter.spec.name}: geometry refused without a declared reason: {reason}")
     return reason

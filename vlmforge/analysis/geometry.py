@@ -7,6 +7,11 @@ Face processor does to the image, never from a per-family table:
   the real image tokens);
 * processors that report a patch grid (``image_grid_thw``, Qwen-VL style) give the processed size as
   grid x patch size, with the merge factor from the image processor or the vision config;
+* processors that hand the tower flattened patches with ``spatial_shapes`` (NaFlex-style, LFM2-VL) give
+  the processed size as that patch grid x patch size; several such views (tiles, Molmo2's crops) are
+  several views;
+* a VQ tokenizer (Emu3) has no patch size: its pixels per code (``spatial_factor`` /
+  ``downsample_ratio``) play that part;
 * otherwise the processed size is the pixel tensor's spatial shape; a centre crop (``do_center_crop``)
   is located by re-running the image processor with the crop switched off (which gives the resized
   size) and applying the processor's centre-crop rule; a pad-to-square (``do_pad``) is accounted for;
@@ -14,8 +19,9 @@ Face processor does to the image, never from a per-family table:
   of image tokens the processor put in ``input_ids``: a family whose image tokens are not one grid
   over one view of the image raises :class:`UnsupportedGeometryError` (a ``NotImplementedError``) that
   says why: several views (Idefics3 / SmolVLM tiles plus a global view, LLaVA-NeXT any-resolution
-  tiles), or a resampler's learned latents (Idefics2's perceiver: as many image tokens for every image,
-  none of them standing for a region).
+  tiles), a resampler's learned latents (Idefics2's perceiver: as many image tokens for every image,
+  none of them standing for a region), or a grid with a separator token after each row (Emu3's VQ
+  codes: a ``"layout"`` refusal, token ``r * grid_w + c`` not being cell ``(r, c)``).
 
 Coordinates: sizes are ``(width, height)``; boxes are ``(x0, y0, x1, y1)`` in pixels. ``crop_box`` is in
 original-image pixels (it may extend past the image when the processor pads); corrected boxes and
@@ -53,7 +59,8 @@ class UnsupportedGeometryError(VLMForgeError, NotImplementedError):
     * ``"tiles"``: the processor splits one image into several views (tiles, a global view);
     * ``"resampler"``: the image tokens are a fixed number of learned latent queries (a perceiver or
       Q-Former resampler) read over the patches, so no image token stands for one region;
-    * ``"layout"``: one view, but the image tokens do not match its patch grid (extra tokens);
+    * ``"layout"``: one view, but the image tokens do not match its patch grid (extra tokens, such as
+      a row separator after each row of codes);
     * ``"no_grid"``: the processor's outputs state no patch grid at all.
     """
 
@@ -284,6 +291,8 @@ def patch_and_merge(vlm: Any) -> tuple[int, int]:
 
     The patch size is the vision config's (the tower's own), else the processor's: an image processor's
     ``patch_size`` can mean something else (Cohere2-Vision's is the side of a tile's merged token grid).
+    A VQ tokenizer without a patch size (Emu3) states its pixels per code instead (``spatial_factor`` on
+    the image processor, an integer ``downsample_ratio`` on the processor).
     The merge factor is ``spatial_merge_size`` (Qwen-VL), ``scale_factor`` (Idefics3 pixel shuffle),
     ``downsample_factor`` (Cohere2-Vision) or the inverse of ``downsample_ratio`` (InternVL-style), else 1
     (:func:`image_info` then reads an unstated factor off the image-token count).
@@ -299,6 +308,9 @@ def patch_and_merge(vlm: Any) -> tuple[int, int]:
         getattr(vision, "patch_size", None),
         getattr(image_processor, "patch_size", None),
         getattr(hf_processor, "patch_size", None),
+        # A VQ tokenizer's codes (Emu3): one code per ``spatial_factor`` / ``downsample_ratio`` pixels.
+        getattr(image_processor, "spatial_factor", None),
+        _int_only(getattr(hf_processor, "downsample_ratio", None)),
     )
     if patch is None:
         raise UnsupportedGeometryError(
@@ -307,6 +319,11 @@ def patch_and_merge(vlm: Any) -> tuple[int, int]:
             "no_grid",
         )
     return patch, _stated_merge(vlm) or 1
+
+
+def _int_only(value: Any) -> int | None:
+    """``value`` where it is a whole number above 1 (a pixel factor, not InternVL's float ratio)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 1 else None
 
 
 def _stated_merge(vlm: Any) -> int | None:
@@ -401,24 +418,45 @@ def image_info(vlm: Any, image: Any) -> ImageInfo:
         crop_box: Box = (0.0, 0.0, float(width), float(height))
     else:
         pixels = inputs.get("pixel_values")
-        if not isinstance(pixels, torch.Tensor) or pixels.dim() not in (4, 5):
-            raise UnsupportedGeometryError(
-                f"{family}: the processor returns no image_grid_thw and no [images, (frames,) C, H, W] pixel "
-                "tensor, so the patch grid cannot be read off it",
-                "no_grid",
-            )
-        # One image's views: [1, views, C, H, W], or [views, C, H, W] (InternVL / GOT-OCR2 crops).
-        frames = pixels.shape[1] if pixels.dim() == 5 else pixels.shape[0]
-        if frames != 1:
-            raise UnsupportedGeometryError(
-                f"{family}: the processor splits one {width}x{height} image into {frames} views (tiles "
-                f"plus a global image: pixel_values {tuple(pixels.shape)}, {num_tokens} image tokens), so "
-                "its image tokens are not one patch grid over one view; image geometry covers single-view "
-                "families",
-                "tiles",
-            )
-        processed = (int(pixels.shape[-1]), int(pixels.shape[-2]))
-        crop_box = _crop_box(vlm, original, processed)
+        shapes = inputs.get("spatial_shapes")
+        if isinstance(pixels, torch.Tensor) and pixels.dim() == 3:
+            # Flattened patches, [views, patches, patch pixels] (NaFlex-style towers, Molmo2's crops).
+            if pixels.shape[0] != 1:
+                raise UnsupportedGeometryError(
+                    f"{family}: the processor splits one {width}x{height} image into {pixels.shape[0]} views "
+                    f"(tiles or crops: pixel_values {tuple(pixels.shape)}, {num_tokens} image tokens), so "
+                    "its image tokens are not one patch grid over one view; image geometry covers "
+                    "single-view families",
+                    "tiles",
+                )
+            if shapes is None:
+                raise UnsupportedGeometryError(
+                    f"{family}: the processor returns flattened patches {tuple(pixels.shape)} without "
+                    "spatial_shapes, so the patch grid cannot be read off it",
+                    "no_grid",
+                )
+            rows, cols = (int(v) for v in torch.as_tensor(shapes)[0])
+            processed = (cols * patch, rows * patch)
+            crop_box = (0.0, 0.0, float(width), float(height))
+        else:
+            if not isinstance(pixels, torch.Tensor) or pixels.dim() not in (4, 5):
+                raise UnsupportedGeometryError(
+                    f"{family}: the processor returns no image_grid_thw and no [images, (frames,) C, H, W] "
+                    "pixel tensor, so the patch grid cannot be read off it",
+                    "no_grid",
+                )
+            # One image's views: [1, views, C, H, W], or [views, C, H, W] (InternVL / GOT-OCR2 crops).
+            frames = pixels.shape[1] if pixels.dim() == 5 else pixels.shape[0]
+            if frames != 1:
+                raise UnsupportedGeometryError(
+                    f"{family}: the processor splits one {width}x{height} image into {frames} views (tiles "
+                    f"plus a global image: pixel_values {tuple(pixels.shape)}, {num_tokens} image tokens), "
+                    "so its image tokens are not one patch grid over one view; image geometry covers "
+                    "single-view families",
+                    "tiles",
+                )
+            processed = (int(pixels.shape[-1]), int(pixels.shape[-2]))
+            crop_box = _crop_box(vlm, original, processed)
     if _stated_merge(vlm) is None:
         merge = _merge_from_token_count((processed[0] // patch, processed[1] // patch), num_tokens) or merge
     grid_w, grid_h = processed[0] // (patch * merge), processed[1] // (patch * merge)
@@ -432,6 +470,14 @@ def image_info(vlm: Any, image: Any) -> ImageInfo:
             f"{processed[1] // patch}x{processed[0] // patch} patch grid of the vision tower: no image token "
             "stands for one region of the image, so there is no patch grid to map onto the image",
             "resampler",
+        )
+    if whole_cells and num_tokens == grid_h * (grid_w + 1):
+        raise UnsupportedGeometryError(
+            f"{family}: the {num_tokens} image tokens are the {grid_h}x{grid_w} grid of a "
+            f"{processed[0]}x{processed[1]} processed image in {patch * merge}px cells plus one row "
+            f"separator token per row ({grid_h} rows of {grid_w} + 1): image token r * grid_w + c is not "
+            "cell (r, c), so the grid does not index the image tokens",
+            "layout",
         )
     if grid_w * grid_h != num_tokens or not whole_cells:
         raise UnsupportedGeometryError(
