@@ -29,8 +29,9 @@ def test_smart_resize_properties(height: int, width: int, factor: int) -> None:
     assert new_h % factor == 0 and new_w % factor == 0
     assert new_h >= factor and new_w >= factor
     assert min(MIN_PIXELS, factor * factor) <= new_h * new_w <= MAX_PIXELS
-    # The aspect ratio survives up to the rounding to whole factors (unless a side sits at the minimum).
-    if min(new_h, new_w) > factor:
+    # The aspect ratio survives up to the rounding to whole factors (unless a side sits at the minimum, or
+    # was below one factor to begin with: such a side is raised to a whole factor, whatever the ratio).
+    if min(new_h, new_w) > factor and min(height, width) >= factor:
         assert (
             abs(new_w / new_h - width / height) <= (width / height) * (factor / new_h + factor / new_w) * 1.5
         )
