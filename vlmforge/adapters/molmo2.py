@@ -24,8 +24,7 @@ SPEC = FamilySpec(
     ),
     tiny_reference="molmo2",
     notes=(
-        "contiguous_image_tokens=False measured: 5 image tokens in 3 run(s) (start+length: 14+1, 18+2, "
-        "21+2)"
+        "contiguous_image_tokens=False measured: 5 image tokens in 3 run(s) (start+length: 14+1, 18+2, 21+2)"
     ),
 )
 

@@ -521,12 +521,8 @@ class HookedVLM:
         points = expand_hook_names(hook_names, self.lm_num_layers, self.hook_absence)
         for name in [hook_names] if isinstance(hook_names, str) else hook_names:
             # `*` on a hook no layer has is a mistake (a dense-only hook on an all-MoE model), not a no-op.
-            if (
-                isinstance(name, str)
-                and ".*." in name
-                and not any(point.name.endswith(name.split(".*.", 1)[1]) for point in points)
-            ):
-                hook_type = name.split(".*.", 1)[1]
+            hook_type = name.split(".*.", 1)[1] if isinstance(name, str) and ".*." in name else None
+            if hook_type is not None and not any(point.hook_type == hook_type for point in points):
                 reason = self.hook_absence(HookPoint(0, hook_type))
                 raise InvalidHookError(f"invalid hook name {name!r}: no layer has it ({reason})")
         return points
