@@ -62,11 +62,11 @@ def resolve_attribute(root: Any, dotted_path: str, *, what: str) -> Any:
 
 
 def _has_path(root: Any, dotted_path: str) -> bool:
-    node = root
-    for part in dotted_path.split("."):
-        node = getattr(node, part, None)
-        if node is None:
-            return False
+    """Whether ``dotted_path`` resolves from ``root`` (the predicate form of :func:`resolve_attribute`)."""
+    try:
+        resolve_attribute(root, dotted_path, what=dotted_path)
+    except ContractError:
+        return False
     return True
 
 
