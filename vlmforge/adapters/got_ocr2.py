@@ -15,11 +15,11 @@ from vlmforge.core import (
 
 SPEC = FamilySpec(
     name="got_ocr2",
-    checkpoints=("facebook/sam-vit-huge",),
+    checkpoints=("stepfun-ai/GOT-OCR-2.0-hf",),
     model_types=("got_ocr2",),
     model_class="GotOcr2ForConditionalGeneration",
     language_model="model.language_model",
-    aliases={"sam-vit-huge": "facebook/sam-vit-huge"},
+    aliases={"got-ocr-2.0": "stepfun-ai/GOT-OCR-2.0-hf"},
     attention=AttentionRecipe(
         rotary_function="transformers.models.qwen2.modeling_qwen2.apply_rotary_pos_emb"
     ),

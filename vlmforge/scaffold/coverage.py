@@ -41,8 +41,6 @@ NOT_REGISTERED: dict[str, str] = {
     "perception_lm": "transformers' default config has model_args=None, which its modeling code indexes; "
     "from the stored Perception-LM-1B config it builds, but images of different sizes give different "
     "tile counts that its processor cannot stack in one batch",
-    "fast_vlm": "its FastViT timm tower is convolutional and is not shrunk (142M parameters), and its "
-    "total stride (the LLaVA processor's patch_size) is stated nowhere in the config",
     "chameleon": "researched clean (from the tiny config: the default one does not build), but images are "
     "VQ codes that become ordinary token ids (no image features in the input embeddings) and the model "
     "masks the image-code logits: image-token and logit-lens checks need a VQ-token notion",

@@ -43,6 +43,7 @@ from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any
 
+import torch
 from transformers import PretrainedConfig
 
 __all__ = [
@@ -657,7 +658,11 @@ def _shrink_encoder(node: _Node, text_width: int, limits: ShrinkLimits) -> tuple
     _shrink_conv_vq(node.data, limits)
     if isinstance(node.data.get("model_args"), dict) and _built_by_timm(type(node.config)):
         merge = _merge_factor(node.data, *ancestors)
-        depth = _shrink_timm_args(node.data, node.data["model_args"], 2 * merge, limits) or depth
+        args = node.data["model_args"]
+        if _is_int(args.get("embed_dim")):
+            depth = _shrink_timm_args(node.data, args, 2 * merge, limits) or depth
+        else:
+            _shrink_timm_stages(node.data, args, 2 * merge, limits)
     return depth
 
 
@@ -723,6 +728,69 @@ def _shrink_timm_args(
         if isinstance(args.get("ref_feat_shape"), list | tuple):
             args["ref_feat_shape"] = [grid] * len(args["ref_feat_shape"])
     return (old_depth, args["depth"]) if old_depth else None
+
+
+# Keyword arguments of a staged timm model: per-stage widths and per-stage block counts.
+_STAGE_WIDTH_ARG = re.compile(r"(^|_)(dims?|chs|channels|widths?)$")
+_STAGE_DEPTH_ARG = re.compile(r"(^|_)(layers|depths?|blocks)$")
+
+
+def timm_model_kwargs(architecture: str, model_args: Mapping[str, Any]) -> tuple[type, dict[str, Any]]:
+    """The model class a timm architecture builds, and every keyword argument its entry point passes it.
+
+    An architecture name stands for sizes written inside timm's entry point (``fastvit_mci3``: five stages of
+    96..1536 channels), not in the config; building it on the meta device with the class's ``__init__``
+    recorded shows them, whatever the architecture.
+    """
+    import timm  # local import: only timm-built towers get here, and timm is an optional extra
+
+    with torch.device("meta"):
+        model = timm.create_model(architecture, pretrained=False, **model_args)
+    model_cls, recorded = type(model), {}
+    original = model_cls.__init__
+
+    def recording(self: Any, *args: Any, **kwargs: Any) -> None:
+        if not recorded:
+            recorded.update(kwargs)
+        original(self, *args, **kwargs)
+
+    model_cls.__init__ = recording
+    try:
+        with torch.device("meta"):
+            timm.create_model(architecture, pretrained=False, **model_args)
+    finally:
+        model_cls.__init__ = original
+    return model_cls, recorded
+
+
+def _shrink_timm_stages(node: dict[str, Any], args: dict[str, Any], grid: int, limits: ShrinkLimits) -> None:
+    """Shrink a staged (convolutional / hybrid) timm tower named only by its architecture (FastVLM's FastViT).
+
+    Its per-stage widths and block counts live in timm's entry point (see :func:`timm_model_kwargs`): every
+    stage gets one block and ``encoder_hidden`` channels (twice that for the later half of the stages, so
+    the stages still differ), written into ``model_args``. What the processor must know follows from the
+    tiny model, which states none of it: the feature width (``hidden_size``, the projector's input) is the
+    model's ``num_features``, the patch (``patch_size``) is its total stride from ``feature_info``, and the
+    image (``image_size``) is ``grid`` patches per side.
+    """
+    import timm
+
+    _, kwargs = timm_model_kwargs(node["architecture"], args)
+    for key, value in kwargs.items():
+        if not (isinstance(value, list | tuple) and value and all(_is_int(v) for v in value)):
+            continue
+        if _STAGE_WIDTH_ARG.search(key):
+            half = len(value) // 2
+            args[key] = [limits.encoder_hidden * (1 if i < half else 2) for i in range(len(value))]
+        elif _STAGE_DEPTH_ARG.search(key):
+            args[key] = [1] * len(value)
+    with torch.device("meta"):
+        model = timm.create_model(node["architecture"], pretrained=False, **args)
+    stride = model.feature_info[-1]["reduction"] if getattr(model, "feature_info", None) else None
+    node["hidden_size"] = int(model.num_features)
+    if _is_int(stride):
+        node["patch_size"] = stride
+        node["image_size"] = stride * grid
 
 
 def _sub_config_keys(node: _Node) -> set[str]:
