@@ -80,6 +80,7 @@ def test_every_required_mutant_kind_is_present():
         "wrong_scaling",
         "qk_norm_skipped",
         "wrong_image_token_id",
+        "image_markers_undeclared",
         "wrong_layer_path",
         "off_by_one_layer",
         "mask_ignored",

@@ -486,6 +486,33 @@ class ModelAdapter:
             f"token {source.token!r}); set image_token in the family spec"
         )
 
+    def get_image_marker_token_ids(self) -> tuple[int, ...]:
+        """Ids of the marker tokens whose input embeddings the vision side writes besides the image tokens.
+
+        Read from the config attribute the spec's ``image_token.marker_ids_attribute`` names (an int or a
+        list of ints); empty when the family declares none. These positions are no image features (the
+        image-token positions are still exactly ``get_image_token_id()``'s), only structure markers such
+        as Ovis2's visual indicators.
+
+        Raises:
+            ContractError: the declared attribute is missing or holds no token id(s).
+        """
+        path = self.spec.image_token.marker_ids_attribute
+        if path is None:
+            return ()
+        value = resolve_attribute(self.model.config, path, what=f"{self.spec.name} image marker token ids")
+        values = (value,) if isinstance(value, int) else value
+        if not (
+            isinstance(values, (list, tuple))
+            and values
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+        ):
+            raise ContractError(
+                f"{self.spec.name}: config.{path} = {value!r} is not a token id or a list of token ids; "
+                "fix image_token.marker_ids_attribute in the family spec"
+            )
+        return tuple(int(v) for v in values)
+
     # --------------------------------------------------- attention recomputation
     @cached_property
     def _rotary(self) -> Callable[..., tuple[torch.Tensor, torch.Tensor]] | None:

@@ -58,6 +58,9 @@ class FieldInfo:
         identity: identifies the family (name, checkpoints...) rather than describing its architecture:
             the caller supplies it, and :meth:`ResearchReport.spec_kwargs` leaves it out.
         required_unless: the key of another leaf: this one may only be empty when that one is given.
+        measured: research measures the value on a tiny random model (not read from code or config
+            alone), so a research run without a tiny model cannot hold it; the conformance harness
+            measures it again on every run.
     """
 
     help: str
@@ -67,6 +70,7 @@ class FieldInfo:
     always_render: bool = False
     identity: bool = False
     required_unless: str | None = None
+    measured: bool = False
 
 
 def spec_field(
@@ -79,10 +83,11 @@ def spec_field(
     always_render: bool = False,
     identity: bool = False,
     required_unless: str | None = None,
+    measured: bool = False,
     default_factory: Any = MISSING,
 ) -> Any:
     """A dataclass field of a spec, documented for the scaffolder (see :class:`FieldInfo`)."""
-    info = FieldInfo(help, kind, key, slot, always_render, identity, required_unless)
+    info = FieldInfo(help, kind, key, slot, always_render, identity, required_unless, measured)
     return dataclasses.field(default=default, default_factory=default_factory, metadata={_METADATA_KEY: info})
 
 
@@ -183,13 +188,22 @@ class Capabilities:
     """
 
     contiguous_image_tokens: bool = spec_field(
-        True, kind="bool", help="One image's tokens form one unbroken run (measured on a tiny model)"
+        True,
+        kind="bool",
+        measured=True,
+        help="One image's tokens form one unbroken run (measured on a tiny model)",
     )
     supports_batching: bool = spec_field(
-        True, kind="bool", help="Left-padded batches give the same results as single inputs (measured)"
+        True,
+        kind="bool",
+        measured=True,
+        help="Left-padded batches give the same results as single inputs (measured)",
     )
     strict_residual_stream: bool = spec_field(
-        True, kind="bool", help="hook_resid_post[i] equals hook_resid_pre[i+1] exactly (measured)"
+        True,
+        kind="bool",
+        measured=True,
+        help="hook_resid_post[i] equals hook_resid_pre[i+1] exactly (measured)",
     )
 
     def as_dict(self) -> dict[str, bool]:
@@ -354,6 +368,13 @@ class ImageTokenSource:
     ``config_attribute`` is looked up on the top-level model config first (``image_token_id`` also
     resolves ``image_token_index`` in transformers 5); ``token`` is the placeholder string, looked up
     in the tokenizer when the config has no such attribute.
+
+    ``marker_ids_attribute`` names the config attribute (a dotted path from the top-level config) that
+    lists the *marker* tokens whose input embeddings the model also takes from the vision side: image-
+    independent structure markers such as Ovis2's ``visual_indicator_token_ids`` (``<IMG_START>``,
+    ``<IMG_GRID>``, ``<IMG_END>``...), embedded from rows of a visual embedding table rather than the text
+    embedding. They are not image features: image-token positions stay exactly the positions of the
+    image token; the markers only widen what the vision side may write into ``inputs_embeds``.
     """
 
     # The historic answer keys (image_token_attribute / image_token) are what research answers.
@@ -369,6 +390,14 @@ class ImageTokenSource:
         key="image_token",
         required_unless="image_token_attribute",
         help="Image placeholder token string (e.g. <image>)",
+    )
+    marker_ids_attribute: str | None = spec_field(
+        None,
+        kind="attribute_path",
+        key="image_marker_ids_attribute",
+        measured=True,
+        help="Config attribute (dotted path) listing the marker token ids whose input embeddings the "
+        "vision side writes besides the image tokens (measured on a tiny model; empty: none)",
     )
 
 

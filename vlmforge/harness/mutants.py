@@ -377,6 +377,13 @@ MUTANTS: tuple[Mutant, ...] = (
         ("image_token_count",),
     ),
     Mutant(
+        "image_markers_undeclared",
+        "ovis2",
+        "the visual-indicator marker tokens the vision side embeds are not declared",
+        with_spec(image_token__marker_ids_attribute=None),
+        ("image_token_count",),
+    ),
+    Mutant(
         "wrong_layer_path",
         "smolvlm",
         "language model path points at the vision encoder",

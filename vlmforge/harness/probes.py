@@ -157,6 +157,17 @@ def language_model_inputs_embeds(vlm: HookedVLM, inputs: Any) -> torch.Tensor:
     return captured[0]
 
 
+def vision_written_positions(vlm: HookedVLM, inputs: Any) -> torch.Tensor:
+    """[B, L] bool: the positions whose decoder input is not the text embedding of their token.
+
+    Those are the positions the vision side wrote into ``inputs_embeds``: the image features, plus any
+    marker tokens a family embeds from its vision side (Ovis2's visual indicators).
+    """
+    merged = language_model_inputs_embeds(vlm, inputs)
+    text = vlm.adapter.language_model.get_input_embeddings()(inputs["input_ids"])
+    return (merged != text).any(dim=-1)
+
+
 def cached_forward(
     vlm: HookedVLM, hook_types: Sequence[str], inputs: Any, **forward_kwargs: Any
 ) -> tuple[Any, list[dict[str, torch.Tensor]]]:

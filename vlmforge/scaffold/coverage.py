@@ -34,8 +34,6 @@ NOT_REGISTERED: dict[str, str] = {
     "mllama": "researched clean (its cross-attention layers are a hybrid decoder's non-attention layers), "
     "but the image reaches the decoder through cross-attention states, not input embeddings: the "
     "image-token checks and the eager attention reference need a cross-attention notion the spec lacks",
-    "ovis2": "the vision features also overwrite the visual-indicator token positions next to the image "
-    "tokens (image_token_count: 3 non-image positions replaced); the spec has one image-token id",
     "mistral3": "a 16-px image (resized to one merged 28-px patch) fails inside transformers' Mistral3 "
     "image features on the tiny model (split_with_sizes: 96 rows vs [1]); property checks use 16-112 px",
     "perception_lm": "transformers' default config has model_args=None, which its modeling code indexes; "

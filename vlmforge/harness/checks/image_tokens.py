@@ -7,7 +7,7 @@ import torch
 from vlmforge.core.runtime import HookedVLM
 from vlmforge.harness.checks.registry import CheckResult, check
 from vlmforge.harness.compare import CheckFailure
-from vlmforge.harness.probes import language_model_inputs_embeds, single_probe
+from vlmforge.harness.probes import single_probe, vision_written_positions
 
 
 @check
@@ -27,7 +27,12 @@ def image_token_in_vocab(vlm: HookedVLM) -> CheckResult:
 
 @check
 def image_token_count(vlm: HookedVLM) -> CheckResult:
-    """Image features land exactly on the image-token positions (count and place)."""
+    """Image features land exactly on the image-token positions (count and place).
+
+    The vision side may also write the marker tokens the spec declares
+    (``image_token.marker_ids_attribute``, e.g. Ovis2's visual indicators); any other position it writes,
+    an image-token position it leaves alone, or a declared marker it does not write fails the check.
+    """
     inputs = single_probe(vlm)
     token_id = vlm.adapter.get_image_token_id()
     ids = inputs["input_ids"]
@@ -37,17 +42,25 @@ def image_token_count(vlm: HookedVLM) -> CheckResult:
             f"processed inputs contain no image token (id {token_id})",
             hint="get_image_token_id() and the processor's image placeholder",
         )
-    merged = language_model_inputs_embeds(vlm, inputs)
-    text = vlm.adapter.language_model.get_input_embeddings()(ids)
-    replaced = (merged != text).any(dim=-1)
-    if not torch.equal(replaced, is_image):
+    markers = vlm.adapter.get_image_marker_token_ids()
+    is_marker = torch.isin(ids, torch.tensor(markers, dtype=ids.dtype)) & ~is_image
+    replaced = vision_written_positions(vlm, inputs).to(ids.device)
+    if not torch.equal(replaced, is_image | is_marker):
         missing = int((is_image & ~replaced).sum())
-        extra = int((replaced & ~is_image).sum())
+        extra = replaced & ~is_image & ~is_marker
+        untouched = int((is_marker & ~replaced).sum())
+        extra_ids = sorted(set(ids[extra].tolist()))
+        declared = f", {untouched} declared marker positions untouched" if markers else ""
         raise CheckFailure(
             f"{int(is_image.sum())} tokens have id {token_id} but the vision tower's "
             f"{int(replaced.sum())} features replaced other positions "
             f"({missing} image-token positions untouched, "
-            f"{extra} non-image positions replaced)",
-            hint="get_image_token_id() returns the wrong token",
+            f"{int(extra.sum())} non-image positions replaced (token ids {extra_ids}){declared})",
+            hint="get_image_token_id() returns the wrong token, or the spec's "
+            "image_token.marker_ids_attribute does not list the marker tokens the vision side embeds",
         )
-    return CheckResult(detail=f"{int(is_image.sum())} image tokens == {int(replaced.sum())} image features")
+    detail = f"{int(is_image.sum())} image tokens == {int(is_image.sum())} image features"
+    if markers:
+        path = vlm.adapter.spec.image_token.marker_ids_attribute
+        detail += f"; + {int(is_marker.sum())} marker positions from config.{path} {list(markers)}"
+    return CheckResult(detail=detail)

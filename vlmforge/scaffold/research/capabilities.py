@@ -11,7 +11,7 @@ from vlmforge.harness.measure import measure_capabilities
 from vlmforge.scaffold.report import Answer, ResearchReport
 from vlmforge.scaffold.research.isolation import quiet
 
-__all__ = ["research_capabilities"]
+__all__ = ["research_capabilities", "research_vlm"]
 
 _QUESTIONS = {
     "contiguous_image_tokens": "Capability: contiguous image tokens",
@@ -60,6 +60,14 @@ def research_capabilities(
 
 def _measure(report: ResearchReport, tiny: Any, name: str) -> dict[str, Any]:
     """The harness's capability measurements on ``tiny`` through an adapter of the researched spec."""
+    vlm = research_vlm(report, tiny, name)
+    with quiet():
+        return measure_capabilities(vlm)
+
+
+def research_vlm(report: ResearchReport, tiny: Any, name: str) -> HookedVLM:
+    """``tiny`` behind a throwaway adapter of the spec the answers so far describe (what harness
+    measurements run on during research)."""
     spec = FamilySpec(
         name=name,
         checkpoints=(),
@@ -67,9 +75,7 @@ def _measure(report: ResearchReport, tiny: Any, name: str) -> dict[str, Any]:
         **report.spec_kwargs(),
     )
     adapter_class = type(f"{name}ResearchAdapter", (ModelAdapter,), {"spec": spec, "__module__": __name__})
-    vlm = HookedVLM(tiny.model, tiny.processor, adapter=adapter_class(tiny.model), model_name=f"tiny/{name}")
-    with quiet():
-        return measure_capabilities(vlm)
+    return HookedVLM(tiny.model, tiny.processor, adapter=adapter_class(tiny.model), model_name=f"tiny/{name}")
 
 
 def _add_unknown(report: ResearchReport, reason: str, *, slotted: bool) -> None:

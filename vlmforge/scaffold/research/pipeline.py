@@ -19,6 +19,7 @@ from vlmforge.scaffold.report import Answer, ResearchReport, ResolvedSource, def
 from vlmforge.scaffold.research.blocks import research_blocks
 from vlmforge.scaffold.research.capabilities import research_capabilities
 from vlmforge.scaffold.research.chat_template import research_chat_template
+from vlmforge.scaffold.research.image_markers import research_image_markers
 from vlmforge.scaffold.research.image_token import research_image_token
 from vlmforge.scaffold.research.layout import research_layout
 from vlmforge.scaffold.research.model_class import build_meta_model, select_model_class
@@ -73,6 +74,7 @@ def research(
     with _timed(report, "capabilities"):
         family = name or default_family_name(report.model_type)
         research_capabilities(report, tiny.model, tiny.error, family, measure=measure)
+        research_image_markers(report, tiny.model, tiny.error, family, measure=measure)
     report.timings["total"] = time.perf_counter() - started
     report.peak_rss_mb = _peak_rss_mb()
     return report
