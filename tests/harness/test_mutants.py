@@ -87,6 +87,7 @@ def test_every_required_mutant_kind_is_present():
         "flip_contiguous_image_tokens",
         "flip_supports_batching",
         "flip_strict_residual_stream",
+        "mixed_size_batches_denied",
         # hook values, generation, adapter recomputation details
         "qkv_heads_scrambled",
         "hook_in_before_input_norm",

@@ -206,8 +206,14 @@ class VLMProcessor:
             inputs = self._call_processor(texts, pil_images)
         except (ValueError, TypeError, RuntimeError) as error:
             sizes = ", ".join(f"{im.width}x{im.height}" for im in pil_images)
+            hint = ""
+            if not self.spec.batches_mixed_image_sizes and len({im.size for im in pil_images}) > 1:
+                hint = (
+                    f" ({self.spec.name} declares batches_mixed_image_sizes=False: batch images of one "
+                    "size, or run them one at a time)"
+                )
             raise InputError(
-                f"{type(self.hf_processor).__name__} rejected the input (image sizes {sizes}): {error}"
+                f"{type(self.hf_processor).__name__} rejected the input (image sizes {sizes}): {error}{hint}"
             ) from error
         finally:
             tokenizer.padding_side = previous_side

@@ -454,6 +454,10 @@ class FamilySpec:
         image_token: where ``get_image_token_id`` reads the image token.
         prompt: chat-template conventions used by the family's processor.
         capabilities: declared capability flags (the harness measures them).
+        batches_mixed_image_sizes: the processor puts images of different sizes into one batch. False
+            where its per-image tensors keep a size-dependent shape that does not stack (PerceptionLM
+            cuts an image into a thumbnail plus an aspect-ratio-dependent number of tiles): batches
+            then hold images of one size, and checks of mixed-size batches do not apply.
         tiny_reference: checkpoint whose stored config is shrunk into the family's tiny model.
         notes: free text shown in listings (why a flag is False, quirks).
     """
@@ -497,6 +501,13 @@ class FamilySpec:
     # Declared capabilities are what the harness measures: a reader of the module must see all three.
     capabilities: Capabilities = spec_field(
         Capabilities(), always_render=True, help="Declared capability flags (the harness measures them)"
+    )
+    batches_mixed_image_sizes: bool = spec_field(
+        True,
+        kind="bool",
+        measured=True,
+        help="The processor batches images of different sizes (measured; False: their per-image tensors, "
+        "e.g. tile counts, differ and do not stack)",
     )
     tiny_reference: str | None = spec_field(
         None,

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 import torch
 
+from vlmforge.core.errors import InputError
 from vlmforge.core.runtime import HookedVLM
 from vlmforge.harness.compare import CheckFailure, max_abs_difference
-from vlmforge.harness.probes import PROBE_PROMPTS, probe_batch, probe_image
+from vlmforge.harness.probes import MIXED_SIZES, PROBE_PROMPTS, probe_image, vlm_probe_batch
 from vlmforge.harness.tolerances import scaled, tolerance_for
 
 
@@ -52,12 +53,38 @@ def measure_contiguous_image_tokens(vlm: HookedVLM) -> Measurement:
     return Measurement(len(runs) == 1, f"{total} image tokens in {len(runs)} run(s) (start+length: {shown})")
 
 
+def measure_mixed_size_batches(vlm: HookedVLM) -> Measurement:
+    """Whether the processor puts images of different sizes into one batch (processor only, no forward).
+
+    One batch holds an image of each of :data:`~vlmforge.harness.probes.MIXED_SIZES`. Each image alone
+    must be accepted first: a processor that refuses a single image is broken, not unable to batch, so
+    that error propagates instead of becoming a False measurement.
+    """
+    prompts = [PROBE_PROMPTS[i % len(PROBE_PROMPTS)] for i in range(len(MIXED_SIZES))]
+    images = [probe_image(w, h, seed=i) for i, (w, h) in enumerate(MIXED_SIZES)]
+    for prompt, image in zip(prompts, images):
+        vlm.prompt_processor.prepare_inputs(prompt, image)
+    sides = [side for size in MIXED_SIZES for side in size]
+    ratio = max(max(size) / min(size) for size in MIXED_SIZES)
+    what = f"{len(images)} images of {min(sides)}-{max(sides)} px sides, aspect ratios 1:{ratio:g} to "
+    what += f"{ratio:g}:1"
+    try:
+        vlm.prompt_processor.prepare_inputs_batch(prompts, images)
+    except InputError as error:
+        # The processor's own first line (transformers appends suggestions that do not apply here).
+        cause = str(error.__cause__ or error).strip().splitlines()[0]
+        return Measurement(False, f"{what}: each accepted alone, refused in one batch ({cause})")
+    return Measurement(True, f"{what}: accepted in one batch")
+
+
 def measure_batching(vlm: HookedVLM, count: int = 2) -> Measurement:
-    """Whether every item of a left-padded batch (different prompts and image sizes) matches its single run.
+    """Whether every item of a left-padded batch (different prompts, images) matches its single run.
+
+    The images differ in size unless the spec declares that the processor batches one size only.
 
     Compares the logits at every real (non-padding) position by max-abs difference.
     """
-    prompts, images = probe_batch(count)
+    prompts, images = vlm_probe_batch(vlm, count)
     batch = vlm.prepare_messages_batch(prompts, images)
     batch_logits = vlm.forward(batch).logits
     relative = tolerance_for(vlm.dtype).batch

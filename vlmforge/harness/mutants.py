@@ -552,6 +552,13 @@ MUTANTS: tuple[Mutant, ...] = (
     _flip("contiguous_image_tokens", "smolvlm"),
     _flip("supports_batching", "llava"),
     _flip("strict_residual_stream", "qwen3_vl"),
+    Mutant(
+        "mixed_size_batches_denied",
+        "llava",
+        "batches_mixed_image_sizes declared False for a processor that batches any image sizes",
+        with_spec(batches_mixed_image_sizes=False),
+        ("processor_mixed_size_batches",),
+    ),
     # --- MLP kinds and attention variants (#9): fused projections, mixture of experts, gated queries
     Mutant(
         "fused_gate_up_halves_swapped",

@@ -111,6 +111,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "requires_capability(name): skip unless the adapter declares it")
+    config.addinivalue_line(
+        "markers",
+        "not_applicable(predicate): skip as 'not applicable: <reason>' where predicate(vlm) gives a reason",
+    )
     # Every option is checked before any model loads: a bad one is one usage error, not N failed tests
     # or, for the report path, a traceback after hours of real-weights checks.
     check_model_options(config)
@@ -252,16 +256,19 @@ class ConformanceSession:
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         """Skip a test, with the reason, where its model cannot run it.
 
-        That is a required capability declared False, or a check that does not apply to the model:
-        the matrix then shows the cell as skipped with the reason, never as a silent pass.
+        That is a required capability declared False, or a check (or a suite test's ``not_applicable``
+        marker) that does not apply to the model: the matrix then shows the cell as skipped with the
+        reason, never as a silent pass.
         """
         params = item.callspec.params if hasattr(item, "callspec") else {}
         capabilities = [marker.args[0] for marker in item.iter_markers("requires_capability")]
+        predicates = [marker.args[0] for marker in item.iter_markers("not_applicable")]
         check: Check | None = params.get(CHECK_PARAM)
-        if MODEL_FIXTURE not in params or not (capabilities or check):
+        if MODEL_FIXTURE not in params or not (capabilities or predicates or check):
             return
         model = self.model(params[MODEL_FIXTURE])
         reasons = [missing_capability(model, capability) for capability in capabilities]
+        reasons += [f"not applicable: {reason}" for predicate in predicates if (reason := predicate(model))]
         if check is not None:
             reasons.append(check.skip_reason(model))
         reason = next((reason for reason in reasons if reason), None)

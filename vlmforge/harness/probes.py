@@ -38,11 +38,36 @@ def probe_image(width: int = 56, height: int = 56, *, seed: int = 0, mode: str =
     return image.convert(mode) if mode != "RGB" else image
 
 
-def probe_batch(count: int = 2) -> tuple[list[str], list[Image.Image]]:
-    """``count`` different prompts with different image sizes (count <= 3)."""
+# Image sizes spanning the property tests' range (16-112 px a side): every whole aspect ratio from 1:7 to
+# 7:1, the smallest and largest square and the probe sizes, so that a processor whose per-image output
+# depends on size or aspect ratio (PerceptionLM's tile grid follows the aspect ratio) meets sizes it
+# cannot stack.
+MIXED_SIZES = (
+    *((16 * k, 16) for k in range(1, 8)),
+    *((16, 16 * k) for k in range(2, 8)),
+    (112, 112),
+    *PROBE_SIZES,
+)
+
+
+def probe_batch(count: int = 2, *, mixed_sizes: bool = True) -> tuple[list[str], list[Image.Image]]:
+    """``count`` different prompts with different images (count <= 3).
+
+    Args:
+        mixed_sizes: the images have different sizes; False gives them all the first probe size
+            (different pixels still), for a family whose processor batches one image size only
+            (``FamilySpec.batches_mixed_image_sizes``).
+    """
     prompts = list(PROBE_PROMPTS[:count])
-    images = [probe_image(w, h, seed=i) for i, (w, h) in enumerate(PROBE_SIZES[:count])]
+    sizes = PROBE_SIZES[:count] if mixed_sizes else [PROBE_SIZES[0]] * count
+    images = [probe_image(w, h, seed=i) for i, (w, h) in enumerate(sizes)]
     return prompts, images
+
+
+def vlm_probe_batch(vlm: HookedVLM, count: int = 2) -> tuple[list[str], list[Image.Image]]:
+    """:func:`probe_batch` with the image sizes ``vlm``'s processor batches (its spec declares whether
+    images of different sizes go in one batch)."""
+    return probe_batch(count, mixed_sizes=vlm.adapter.spec.batches_mixed_image_sizes)
 
 
 def single_probe(vlm: HookedVLM) -> Any:

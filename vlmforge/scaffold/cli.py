@@ -188,14 +188,28 @@ def _checkpoints(report: ResearchReport, extra: Sequence[str]) -> list[str]:
 
 
 def _notes(report: ResearchReport) -> str:
-    """Why a measured capability is False, in one line (what the hand-written modules note)."""
+    """Why a measured capability (or image-size batching) is False, in one line (what the hand-written
+    modules note)."""
     notes = []
-    for key in ("contiguous_image_tokens", "supports_batching", "strict_residual_stream"):
+    for key in (
+        "contiguous_image_tokens",
+        "supports_batching",
+        "strict_residual_stream",
+        "batches_mixed_image_sizes",
+    ):
         answer = report.answers.get(key)
         if answer is not None and answer.value is False:
             evidence = answer.evidence.removeprefix("tiny model: ")
-            notes.append(f"{key}=False measured: {evidence[:120]}")
+            notes.append(f"{key}=False measured: {_clip(evidence, 120)}")
     return "; ".join(notes)
+
+
+def _clip(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters at a word boundary, marked with an ellipsis."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1].rsplit(" ", 1)[0].rstrip(" ,;:(")
+    return f"{cut}…"
 
 
 def _resolve_dest(dest: Path | None, *, dry_run: bool) -> Destination:

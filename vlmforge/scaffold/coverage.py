@@ -36,9 +36,6 @@ NOT_REGISTERED: dict[str, str] = {
     "image-token checks and the eager attention reference need a cross-attention notion the spec lacks",
     "mistral3": "a 16-px image (resized to one merged 28-px patch) fails inside transformers' Mistral3 "
     "image features on the tiny model (split_with_sizes: 96 rows vs [1]); property checks use 16-112 px",
-    "perception_lm": "transformers' default config has model_args=None, which its modeling code indexes; "
-    "from the stored Perception-LM-1B config it builds, but images of different sizes give different "
-    "tile counts that its processor cannot stack in one batch",
     "chameleon": "researched clean (from the tiny config: the default one does not build), but images are "
     "VQ codes that become ordinary token ids (no image features in the input embeddings) and the model "
     "masks the image-code logits: image-token and logit-lens checks need a VQ-token notion",

@@ -10,7 +10,7 @@ One module per part of the contract, imported here in matrix order:
 
 * :mod:`.contract` — members of the adapter contract, module shapes, hook shapes;
 * :mod:`.image_tokens` — the image token and where image features land;
-* :mod:`.capabilities` — declared capability flags vs measured;
+* :mod:`.capabilities` — declared capability flags (and mixed-size image batching) vs measured;
 * :mod:`.attention` — recomputed scores and patterns vs eager attention;
 * :mod:`.cached_attention` — scores and patterns as read from ``run_with_cache`` (forward, padded
   batch, ``generate``) vs eager attention;

@@ -11,7 +11,12 @@ from vlmforge.core.adapter import additive_mask
 from vlmforge.core.runtime import HookedVLM
 from vlmforge.harness.checks.registry import CheckResult, check
 from vlmforge.harness.compare import CheckFailure, compare_layers
-from vlmforge.harness.probes import AttentionCall, probe_batch, run_eager_with_attention_inputs, single_probe
+from vlmforge.harness.probes import (
+    AttentionCall,
+    run_eager_with_attention_inputs,
+    single_probe,
+    vlm_probe_batch,
+)
 
 
 def real_query_rows(inputs: Any) -> torch.Tensor:
@@ -67,7 +72,7 @@ def attention_vs_eager(vlm: HookedVLM) -> CheckResult:
 @check(requires="supports_batching")
 def attention_vs_eager_padded_batch(vlm: HookedVLM) -> CheckResult:
     """Recomputed patterns equal eager ``output_attentions`` on a left-padded batch."""
-    prompts, images = probe_batch(2)
+    prompts, images = vlm_probe_batch(vlm)
     worst, _ = compare_attention_to_eager(vlm, vlm.prepare_messages_batch(prompts, images))
     return CheckResult(worst, "left-padded batch of 2")
 
@@ -75,7 +80,7 @@ def attention_vs_eager_padded_batch(vlm: HookedVLM) -> CheckResult:
 @check
 def scores_softmax_patterns(vlm: HookedVLM) -> CheckResult:
     """softmax(compute_attention_scores + mask) == compute_attention_patterns."""
-    prompts, images = probe_batch(2)
+    prompts, images = vlm_probe_batch(vlm)
     _, calls = run_eager_with_attention_inputs(vlm, vlm.prepare_messages_batch(prompts, images))
 
     def pairs() -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:

@@ -25,10 +25,10 @@ from vlmforge.harness.probes import (
     AttentionCall,
     attentions_by_layer,
     eager_weights,
-    probe_batch,
     recorded_attention_calls,
     run_eager_with_attention_inputs,
     single_probe,
+    vlm_probe_batch,
 )
 
 ATTENTION_HOOKS = ("attn.hook_pattern", "attn.hook_scores")
@@ -145,7 +145,7 @@ def cached_patterns_vs_eager(vlm: HookedVLM) -> CheckResult:
 @check(requires="supports_batching")
 def cached_patterns_vs_eager_padded_batch(vlm: HookedVLM) -> CheckResult:
     """Patterns and scores read from ``run_with_cache`` equal eager ``output_attentions`` (padded batch)."""
-    prompts, images = probe_batch(2)
+    prompts, images = vlm_probe_batch(vlm)
     worst = compare_cached_attention(vlm, vlm.prepare_messages_batch(prompts, images))
     return CheckResult(worst, "left-padded batch of 2")
 

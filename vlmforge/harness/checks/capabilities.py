@@ -10,6 +10,7 @@ from vlmforge.harness.measure import (
     Measurement,
     measure_batching,
     measure_contiguous_image_tokens,
+    measure_mixed_size_batches,
     measure_strict_residual_stream,
 )
 
@@ -42,6 +43,34 @@ def capability_supports_batching(vlm: HookedVLM) -> CheckResult:
 def capability_strict_residual_stream(vlm: HookedVLM) -> CheckResult:
     """Declared ``strict_residual_stream`` equals whether resid_post[i] is bit-equal to resid_pre[i+1]."""
     return _compare_capability(vlm, "strict_residual_stream", measure_strict_residual_stream(vlm))
+
+
+@check
+def processor_mixed_size_batches(vlm: HookedVLM) -> CheckResult:
+    """Declared ``batches_mixed_image_sizes`` equals whether the processor batches mixed image sizes."""
+    declared = vlm.adapter.spec.batches_mixed_image_sizes
+    measurement = measure_mixed_size_batches(vlm)
+    if declared != measurement.value:
+        raise CheckFailure(
+            f"batches_mixed_image_sizes is declared {declared} but measured {measurement.value} "
+            f"({measurement.evidence})",
+            hint=f"set batches_mixed_image_sizes={measurement.value} in the {vlm.adapter.spec.name} spec",
+        )
+    return CheckResult(None, f"declared == measured == {declared}: {measurement.evidence}")
+
+
+def mixed_size_batches_refused(vlm: HookedVLM) -> str | None:
+    """Why a check of mixed-size batches does not apply to ``vlm`` (its processor refuses them), or None.
+
+    Measured, not read from the spec, so the reason carries the processor's own refusal; the declared
+    flag is held to the same measurement by :func:`processor_mixed_size_batches`.
+    """
+    measurement = measure_mixed_size_batches(vlm)
+    return (
+        None
+        if measurement.value
+        else f"the processor cannot batch images of different sizes: {measurement.evidence}"
+    )
 
 
 # A capability added to the spec needs its check here, or it would go unverified.

@@ -9,7 +9,7 @@ import torch
 from vlmforge.core.runtime import HookedVLM
 from vlmforge.harness.checks.registry import CheckResult, check
 from vlmforge.harness.compare import CheckFailure, max_abs_difference
-from vlmforge.harness.probes import PROBE_PROMPTS, probe_batch, single_probe
+from vlmforge.harness.probes import PROBE_PROMPTS, single_probe, vlm_probe_batch
 from vlmforge.harness.tolerances import scaled, tolerance_for
 
 
@@ -68,7 +68,7 @@ def generation_first_step_logits(vlm: HookedVLM) -> CheckResult:
 def generation_batch_parity(vlm: HookedVLM) -> CheckResult:
     """Greedy batch generation of 2 equals generating each item alone (logits within tolerance)."""
     new_tokens = 3
-    prompts, images = probe_batch(2)
+    prompts, images = vlm_probe_batch(vlm)
     batch = vlm.generate_batch(
         vlm.prepare_messages_batch(prompts, images), max_new_tokens=new_tokens, output_logits=True
     )

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from vlmforge.core.adapter import additive_mask
 from vlmforge.harness.checks import compare_attention_to_eager, real_query_rows
+from vlmforge.harness.checks.capabilities import mixed_size_batches_refused
 from vlmforge.harness.compare import CheckFailure, assert_close, max_abs_difference
 from vlmforge.harness.probes import probe_image
 from vlmforge.harness.tolerances import scaled, tolerance_for
@@ -81,6 +82,7 @@ def test_property_patterns_match_eager(vlm, prompt, width, height, mode):
 
 
 @pytest.mark.requires_capability("supports_batching")
+@pytest.mark.not_applicable.with_args(mixed_size_batches_refused)
 @given(items=st.lists(st.tuples(prompts, sides, sides, modes), min_size=1, max_size=3))
 @PROPERTY_SETTINGS
 def test_property_batch_parity(vlm, items):

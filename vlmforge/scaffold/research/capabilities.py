@@ -1,4 +1,5 @@
-"""The three capability flags, *measured* on a tiny random model through an adapter of the researched spec."""
+"""The three capability flags and whether the processor batches images of different sizes, *measured* on a
+tiny random model through an adapter of the researched spec."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 from vlmforge.core.adapter import ModelAdapter
 from vlmforge.core.runtime import HookedVLM
 from vlmforge.core.spec import FamilySpec
-from vlmforge.harness.measure import measure_capabilities
+from vlmforge.harness.measure import Measurement, measure_capabilities, measure_mixed_size_batches
 from vlmforge.scaffold.report import Answer, ResearchReport
 from vlmforge.scaffold.research.isolation import quiet
 
@@ -17,6 +18,8 @@ _QUESTIONS = {
     "contiguous_image_tokens": "Capability: contiguous image tokens",
     "supports_batching": "Capability: batching gives the same result as singles",
     "strict_residual_stream": "Capability: resid_post[i] == resid_pre[i+1]",
+    # Measured before the flags (see _measure): the batching measurement batches the sizes this allows.
+    "batches_mixed_image_sizes": "The processor batches images of different sizes",
 }
 
 
@@ -58,21 +61,31 @@ def research_capabilities(
         )
 
 
-def _measure(report: ResearchReport, tiny: Any, name: str) -> dict[str, Any]:
-    """The harness's capability measurements on ``tiny`` through an adapter of the researched spec."""
-    vlm = research_vlm(report, tiny, name)
+def _measure(report: ResearchReport, tiny: Any, name: str) -> dict[str, Measurement]:
+    """The harness's measurements on ``tiny`` through an adapter of the researched spec.
+
+    Whether images of different sizes batch is measured (processor only) and declared in the spec
+    before the capability flags are: batching parity is then measured on a batch the processor takes.
+    """
     with quiet():
-        return measure_capabilities(vlm)
+        mixed = measure_mixed_size_batches(research_vlm(report, tiny, name))
+        spec_changes = {"batches_mixed_image_sizes": mixed.value}
+        return {
+            **measure_capabilities(research_vlm(report, tiny, name, spec_changes)),
+            "batches_mixed_image_sizes": mixed,
+        }
 
 
-def research_vlm(report: ResearchReport, tiny: Any, name: str) -> HookedVLM:
-    """``tiny`` behind a throwaway adapter of the spec the answers so far describe (what harness
-    measurements run on during research)."""
+def research_vlm(
+    report: ResearchReport, tiny: Any, name: str, spec_changes: dict[str, Any] | None = None
+) -> HookedVLM:
+    """``tiny`` behind a throwaway adapter of the spec the answers so far describe, with ``spec_changes``
+    applied (what harness measurements run on during research)."""
     spec = FamilySpec(
         name=name,
         checkpoints=(),
         tiny_reference=report.value("tiny_reference", report.model_type),
-        **report.spec_kwargs(),
+        **(report.spec_kwargs() | (spec_changes or {})),
     )
     adapter_class = type(f"{name}ResearchAdapter", (ModelAdapter,), {"spec": spec, "__module__": __name__})
     return HookedVLM(tiny.model, tiny.processor, adapter=adapter_class(tiny.model), model_name=f"tiny/{name}")
