@@ -217,3 +217,30 @@ def test_patch_overview_of_a_real_model(family, tiny) -> None:
     centre_y = (info.grid_h - 1) * cell + cell // 2
     centre_x = (info.grid_w - 1) * cell + cell // 2
     assert (overview[centre_y, centre_x] != np.asarray(info.image)[centre_y, centre_x]).any()
+
+
+def test_image_tokens_in_row_runs_are_the_grid_and_other_runs_are_refused(tiny, monkeypatch) -> None:
+    """Pixtral (Mistral3) puts ``[IMG_BREAK]`` after every row of image tokens: its runs are the grid's
+    rows, so the grid indexes the image tokens. A split that is not one run per row is refused."""
+    vlm = tiny("mistral3")
+    image = gradient_image(56, 56)
+    info = image_info(vlm, image)
+    ids = vlm.prepare_messages("Describe the image.", image)["input_ids"][0]
+    is_image = (ids == vlm.adapter.get_image_token_id()).tolist()
+    starts = sum(1 for i, flag in enumerate(is_image) if flag and (i == 0 or not is_image[i - 1]))
+    assert (info.grid_h, info.grid_w) == (2, 2) and starts == 2  # two runs: the two rows
+
+    prepare = vlm.prompt_processor.prepare_inputs
+
+    def shifted_break(*args, **kwargs):
+        inputs = prepare(*args, **kwargs)
+        row = inputs["input_ids"][0]
+        first = int((row == vlm.adapter.get_image_token_id()).nonzero()[0])
+        # The first row's break moves one token left: runs of 1 and 3 image tokens, not two rows of 2.
+        row[first + 1], row[first + 2] = row[first + 2].clone(), row[first + 1].clone()
+        return inputs
+
+    monkeypatch.setattr(vlm.prompt_processor, "prepare_inputs", shifted_break)
+    with pytest.raises(UnsupportedGeometryError, match=r"2 runs of \[1, 3\] tokens") as error:
+        image_info(vlm, image)
+    assert error.value.kind == "layout"

@@ -92,6 +92,7 @@ def test_copier_update_keeps_hand_edits_and_applies_template_change(
         ({"checkpoints": ["not a hub id"]}, "org/name"),
         ({"rotary_function": "apply_rotary_pos_emb"}, "importable dotted path"),
         ({"checkpoints": [], "tiny_reference": ""}, "tiny_reference"),
+        ({"min_image_tokens": 0}, "whole number >= 1"),
     ],
 )
 def test_template_validators_reject_bad_answers(change: dict, message: str, researched) -> None:
@@ -99,6 +100,25 @@ def test_template_validators_reject_bad_answers(change: dict, message: str, rese
     answers.update(change)
     with pytest.raises(GenerationError, match=message):
         render_family(answers)
+
+
+def test_a_count_answer_is_rendered_as_an_int(researched, load_spec, tmp_path: Path) -> None:
+    answers = researched("llava").copier_answers("llava_floor", checkpoints=["llava-hf/llava-1.5-7b-hf"])
+    answers["min_image_tokens"] = 3
+    rendered = render_family(answers)
+    try:
+        text = rendered.module.read_text()
+        shutil.copy(rendered.module, tmp_path / "llava_floor.py")
+    finally:
+        rendered.cleanup()
+    assert "    min_image_tokens=3,\n" in text
+    assert load_spec(tmp_path / "llava_floor.py").min_image_tokens == 3
+    # The default (no limit) is not written.
+    default = render_family(researched("llava").copier_answers("llava_plain", checkpoints=["a/b"]))
+    try:
+        assert "min_image_tokens" not in default.module.read_text()
+    finally:
+        default.cleanup()
 
 
 def test_unanswered_questions_become_todos_at_their_line(researched) -> None:
@@ -121,6 +141,7 @@ def test_unanswered_questions_become_todos_at_their_line(researched) -> None:
         "supports_batching",
         "strict_residual_stream",
         "batches_mixed_image_sizes",
+        "min_image_tokens",  # a count, rendered as an int literal under its TODO
     }, todo_owners
 
 

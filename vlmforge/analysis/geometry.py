@@ -16,12 +16,13 @@ Face processor does to the image, never from a per-family table:
   is located by re-running the image processor with the crop switched off (which gives the resized
   size) and applying the processor's centre-crop rule; a pad-to-square (``do_pad``) is accounted for;
 * the grid is processed size / (patch size x merge factor), and it is cross-checked against the number
-  of image tokens the processor put in ``input_ids``: a family whose image tokens are not one grid
-  over one view of the image raises :class:`UnsupportedGeometryError` (a ``NotImplementedError``) that
-  says why: several views (Idefics3 / SmolVLM tiles plus a global view, LLaVA-NeXT any-resolution
-  tiles), a resampler's learned latents (Idefics2's perceiver: as many image tokens for every image,
-  none of them standing for a region), or a grid with a separator token after each row (Emu3's VQ
-  codes: a ``"layout"`` refusal, token ``r * grid_w + c`` not being cell ``(r, c)``).
+  of image tokens the processor put in ``input_ids`` (tokens in several runs must be the grid's rows,
+  one run each, as Pixtral's ``[IMG_BREAK]`` after every row makes them): a family whose image tokens
+  are not one grid over one view of the image raises :class:`UnsupportedGeometryError` (a
+  ``NotImplementedError``) that says why: several views (Idefics3 / SmolVLM tiles plus a global view,
+  LLaVA-NeXT any-resolution tiles), a resampler's learned latents (Idefics2's perceiver: as many image
+  tokens for every image, none of them standing for a region), or a grid with a separator token after
+  each row (Emu3's VQ codes: a ``"layout"`` refusal, token ``r * grid_w + c`` not being cell ``(r, c)``).
 
 Coordinates: sizes are ``(width, height)``; boxes are ``(x0, y0, x1, y1)`` in pixels. ``crop_box`` is in
 original-image pixels (it may extend past the image when the processor pads); corrected boxes and
@@ -30,6 +31,7 @@ masks are in processed-image pixels, where the patch grid lives.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from dataclasses import dataclass, field
@@ -486,8 +488,26 @@ def image_info(vlm: Any, image: Any) -> ImageInfo:
             "(extra tokens such as a CLS token, or a layout that is not one grid)",
             "layout",
         )
+    rows = _run_lengths(inputs["input_ids"][0] == image_token)
+    if len(rows) > 1 and rows != [grid_w] * grid_h:
+        raise UnsupportedGeometryError(
+            f"{family}: the {num_tokens} image tokens lie in {len(rows)} runs of {rows} tokens, which are "
+            f"not the {grid_h} rows of {grid_w} cells of the grid: image token r * grid_w + c need not be "
+            "cell (r, c)",
+            "layout",
+        )
     view = _processed_view(original, crop_box, processed, _pad_color(vlm))
     return ImageInfo(view, (width, height), processed, crop_box, patch, merge, grid_h, grid_w, num_tokens)
+
+
+def _run_lengths(is_image: torch.Tensor) -> list[int]:
+    """The lengths of the runs of consecutive image tokens in one row's ``input_ids == image_token``."""
+    positions = is_image.nonzero().flatten()
+    if positions.numel() == 0:
+        return []
+    breaks = ((positions[1:] - positions[:-1]) != 1).nonzero().flatten() + 1
+    bounds = [0, *breaks.tolist(), positions.numel()]
+    return [end - start for start, end in itertools.pairwise(bounds)]
 
 
 def _crop_box(vlm: Any, image: Image.Image, processed: tuple[int, int]) -> Box:

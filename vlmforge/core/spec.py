@@ -35,6 +35,7 @@ FieldKind = Literal[
     "text",  # any string
     "bool",
     "optional_bool",  # True / False, or None: measured at load time (see the field's help)
+    "count",  # a whole number >= 1
     "str_list",  # a non-empty list of strings
     "hub_ids",  # a list of "org/name" Hugging Face ids
     "alias_map",  # alias -> one of the checkpoints
@@ -458,6 +459,11 @@ class FamilySpec:
             where its per-image tensors keep a size-dependent shape that does not stack (PerceptionLM
             cuts an image into a thumbnail plus an aspect-ratio-dependent number of tiles): batches
             then hold images of one size, and checks of mixed-size batches do not apply.
+        min_image_tokens: the fewest image tokens one image may give: an image the processor turns into
+            fewer makes the model itself fail (1: no such limit). Transformers' Mistral3 squeezes the
+            token axis out of a lone merged image token (an image of at most one 28 px cell), so its
+            image-feature split fails; the harness measures the value and generates only images that
+            give at least this many tokens.
         tiny_reference: checkpoint whose stored config is shrunk into the family's tiny model.
         notes: free text shown in listings (why a flag is False, quirks).
     """
@@ -508,6 +514,14 @@ class FamilySpec:
         measured=True,
         help="The processor batches images of different sizes (measured; False: their per-image tensors, "
         "e.g. tile counts, differ and do not stack)",
+    )
+    # A limit of the model itself, measured like the capabilities; images below it are not tested.
+    min_image_tokens: int = spec_field(
+        1,
+        kind="count",
+        measured=True,
+        help="Fewest image tokens one image may give before the model itself fails (measured on a tiny "
+        "model; 1: no limit)",
     )
     tiny_reference: str | None = spec_field(
         None,

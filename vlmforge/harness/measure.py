@@ -1,4 +1,5 @@
-"""Measure the three capability flags of a model instead of trusting a declaration.
+"""Measure the three capability flags of a model, and its image-token floor, instead of trusting a
+declaration.
 
 The conformance harness compares these measurements with what the adapter declares; the
 scaffolder uses them to fill in a new family's flags from a tiny random model of its architecture.
@@ -13,15 +14,22 @@ import torch
 from vlmforge.core.errors import InputError
 from vlmforge.core.runtime import HookedVLM
 from vlmforge.harness.compare import CheckFailure, max_abs_difference
-from vlmforge.harness.probes import MIXED_SIZES, PROBE_PROMPTS, probe_image, vlm_probe_batch
+from vlmforge.harness.probes import (
+    IMAGE_SIDES,
+    MIXED_SIZES,
+    PROBE_PROMPTS,
+    image_token_count,
+    probe_image,
+    vlm_probe_batch,
+)
 from vlmforge.harness.tolerances import scaled, tolerance_for
 
 
 @dataclass(frozen=True)
 class Measurement:
-    """A measured capability: its value and the evidence for it."""
+    """A measured capability (a flag) or limit (a count): its value and the evidence for it."""
 
-    value: bool
+    value: bool | int
     evidence: str
     max_diff: float | None = None
 
@@ -124,6 +132,56 @@ def measure_strict_residual_stream(vlm: HookedVLM) -> Measurement:
     return Measurement(
         True, f"resid_post[i] == resid_pre[i+1] bit-exactly for all {vlm.lm_num_layers - 1} boundaries"
     )
+
+
+def measure_min_image_tokens(vlm: HookedVLM, step: int = 8) -> Measurement:
+    """The fewest image tokens one image may give before the model itself fails (1: no such limit).
+
+    The smallest image of the property tests' side range (:data:`IMAGE_SIDES`) is run first: when it
+    runs, there is no limit (1). When it fails, images over the range (every ``step`` px, all aspect
+    ratios) are grouped by the number of image tokens the processor gives them, and the smallest image
+    of each count is run, fewest tokens first: the value is the first count that runs. Non-square sizes
+    matter: a strip can give fewer tokens than any square that runs (Mistral3: a 16x16 image is one
+    merged token, which its image-feature split cannot take; a 16x40 image is two tokens and runs).
+
+    Raises:
+        CheckFailure: no image of the range runs at all (that is a broken model or adapter, no limit).
+    """
+    low, high = IMAGE_SIDES
+    failed: list[str] = []
+
+    def runs(width: int, height: int) -> bool:
+        inputs = vlm.prepare_messages(PROBE_PROMPTS[0], probe_image(width, height))
+        count = _tokens(image_token_count(vlm, inputs))
+        try:
+            vlm.forward(inputs)
+        except Exception as error:  # the model's own failure on this image is what is measured
+            failed.append(f"a {width}x{height} image ({count}) fails: {type(error).__name__}: {error}")
+            return False
+        failed.append(f"a {width}x{height} image ({count}) runs")
+        return True
+
+    if runs(low, low):
+        return Measurement(1, f"{failed[-1]}, the smallest image of the {low}-{high} px range")
+    sides = sorted({*range(low, high + 1, step), high})
+    smallest: dict[int, tuple[int, int]] = {}  # image tokens -> the smallest (w, h) giving that many
+    for width in sides:
+        for height in sides:
+            count = image_token_count(vlm, vlm.prepare_messages(PROBE_PROMPTS[0], probe_image(width, height)))
+            best = smallest.get(count)
+            if best is None or width * height < best[0] * best[1]:
+                smallest[count] = (width, height)
+    for count, (width, height) in sorted(smallest.items()):
+        if (width, height) != (low, low) and runs(width, height):
+            return Measurement(count, "; ".join(failed))
+    raise CheckFailure(
+        f"no {low}-{high} px image runs through the model: " + "; ".join(failed),
+        hint="the forward itself fails: run vlm.forward on a probe image for the traceback",
+    )
+
+
+def _tokens(count: int) -> str:
+    return f"{count} image token{'' if count == 1 else 's'}"
 
 
 def measure_capabilities(vlm: HookedVLM) -> dict[str, Measurement]:

@@ -384,6 +384,13 @@ MUTANTS: tuple[Mutant, ...] = (
         ("image_token_count",),
     ),
     Mutant(
+        "min_image_tokens_overstated",
+        "llava",
+        "an image-token floor the model does not have (it would keep small images out of the property tests)",
+        with_spec(min_image_tokens=5),
+        ("image_min_tokens",),
+    ),
+    Mutant(
         "wrong_layer_path",
         "smolvlm",
         "language model path points at the vision encoder",

@@ -25,6 +25,9 @@ PROBE_PROMPTS = (
     "How many shapes are there?",
 )
 PROBE_SIZES = ((56, 56), (84, 56), (40, 72))
+#: The image sides (px, inclusive) the property tests draw from: small enough for one cell of any patch
+#: grid, large enough that the tiny processors resize down.
+IMAGE_SIDES = (16, 112)
 
 
 def probe_image(width: int = 56, height: int = 56, *, seed: int = 0, mode: str = "RGB") -> Image.Image:
@@ -36,6 +39,11 @@ def probe_image(width: int = 56, height: int = 56, *, seed: int = 0, mode: str =
     draw.rectangle((0, 0, width // 3, height // 3), fill=(220, 30, 30))
     draw.ellipse((width // 2, height // 2, width - 1, height - 1), fill=(30, 30, 220))
     return image.convert(mode) if mode != "RGB" else image
+
+
+def image_token_count(vlm: HookedVLM, inputs: Any) -> int:
+    """The number of image tokens in processed ``inputs`` (all rows)."""
+    return int((inputs["input_ids"] == vlm.adapter.get_image_token_id()).sum())
 
 
 # Image sizes spanning the property tests' range (16-112 px a side): every whole aspect ratio from 1:7 to

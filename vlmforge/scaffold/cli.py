@@ -188,8 +188,8 @@ def _checkpoints(report: ResearchReport, extra: Sequence[str]) -> list[str]:
 
 
 def _notes(report: ResearchReport) -> str:
-    """Why a measured capability (or image-size batching) is False, in one line (what the hand-written
-    modules note)."""
+    """Why a measured capability (or image-size batching) is False, or why images need more than one
+    token, in one line (what the hand-written modules note)."""
     notes = []
     for key in (
         "contiguous_image_tokens",
@@ -201,6 +201,10 @@ def _notes(report: ResearchReport) -> str:
         if answer is not None and answer.value is False:
             evidence = answer.evidence.removeprefix("tiny model: ")
             notes.append(f"{key}=False measured: {_clip(evidence, 120)}")
+    floor = report.answers.get("min_image_tokens")
+    if floor is not None and isinstance(floor.value, int) and floor.value > 1:
+        evidence = floor.evidence.removeprefix("tiny model: ")
+        notes.append(f"min_image_tokens={floor.value} measured: {_clip(evidence, 120)}")
     return "; ".join(notes)
 
 

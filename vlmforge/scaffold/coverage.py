@@ -34,8 +34,6 @@ NOT_REGISTERED: dict[str, str] = {
     "mllama": "researched clean (its cross-attention layers are a hybrid decoder's non-attention layers), "
     "but the image reaches the decoder through cross-attention states, not input embeddings: the "
     "image-token checks and the eager attention reference need a cross-attention notion the spec lacks",
-    "mistral3": "a 16-px image (resized to one merged 28-px patch) fails inside transformers' Mistral3 "
-    "image features on the tiny model (split_with_sizes: 96 rows vs [1]); property checks use 16-112 px",
     "chameleon": "researched clean (from the tiny config: the default one does not build), but images are "
     "VQ codes that become ordinary token ids (no image features in the input embeddings) and the model "
     "masks the image-code logits: image-token and logit-lens checks need a VQ-token notion",

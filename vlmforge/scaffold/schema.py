@@ -57,6 +57,7 @@ END = "# ---- END GENERATED"
 _COPIER_TYPE = {
     "bool": "bool",
     "optional_bool": "yaml",
+    "count": "int",
     "str_list": "yaml",
     "hub_ids": "yaml",
     "alias_map": "yaml",
@@ -64,11 +65,12 @@ _COPIER_TYPE = {
 _SHAPE = {
     "bool": "bool",
     "optional_bool": "bool",
+    "count": "int",
     "str_list": "tuple",
     "hub_ids": "tuple",
     "alias_map": "mapping",
 }
-_EMPTY: dict[str, Any] = {"tuple": (), "mapping": {}, "bool": False, "scalar": ""}
+_EMPTY: dict[str, Any] = {"tuple": (), "mapping": {}, "bool": False, "int": 1, "scalar": ""}
 
 # Validators per kind; VALUE stands for the question name. An empty answer passes where a field may be
 # empty (it means None, or leaves a TODO); `required_unless` adds the "one of the two" check.
@@ -87,6 +89,8 @@ _VALIDATORS = {
     "importable dotted path like package.module.function{% endif %}",
     "optional_bool": "{% if VALUE is not none and VALUE is not boolean %}must be true, false or null (null: "
     "measured on the loaded processor's chat template){% endif %}",
+    "count": "{% if VALUE is not integer or VALUE is boolean or VALUE < 1 %}must be a whole number >= 1"
+    "{% endif %}",
     "str_list": "{% if VALUE is string or VALUE is mapping or not VALUE %}must be a non-empty YAML list of "
     "strings{% endif %}",
     "hub_ids": "{% if VALUE is string or VALUE is mapping or VALUE is not iterable %}must be a YAML list of "
@@ -147,6 +151,8 @@ def _spec_value(leaf: SpecNode, value: Any) -> Any:
         return tuple(value)
     if shape == "mapping":
         return dict(value)
+    if shape == "int":
+        return int(value)
     return bool(value) if shape == "bool" else value
 
 

@@ -9,7 +9,7 @@ assume tiny dimensions, so the same code runs on real checkpoints in bf16.
 One module per part of the contract, imported here in matrix order:
 
 * :mod:`.contract` — members of the adapter contract, module shapes, hook shapes;
-* :mod:`.image_tokens` — the image token and where image features land;
+* :mod:`.image_tokens` — the image token, where image features land, the fewest an image may give;
 * :mod:`.capabilities` — declared capability flags (and mixed-size image batching) vs measured;
 * :mod:`.attention` — recomputed scores and patterns vs eager attention;
 * :mod:`.cached_attention` — scores and patterns as read from ``run_with_cache`` (forward, padded

@@ -7,6 +7,7 @@ import torch
 from vlmforge.core.runtime import HookedVLM
 from vlmforge.harness.checks.registry import CheckResult, check
 from vlmforge.harness.compare import CheckFailure
+from vlmforge.harness.measure import measure_min_image_tokens
 from vlmforge.harness.probes import single_probe, vision_written_positions
 
 
@@ -64,3 +65,21 @@ def image_token_count(vlm: HookedVLM) -> CheckResult:
         path = vlm.adapter.spec.image_token.marker_ids_attribute
         detail += f"; + {int(is_marker.sum())} marker positions from config.{path} {list(markers)}"
     return CheckResult(detail=detail)
+
+
+@check
+def image_min_tokens(vlm: HookedVLM) -> CheckResult:
+    """Declared ``min_image_tokens`` is the fewest image tokens of an image the model runs on.
+
+    The property tests draw only images with at least that many tokens, so a declaration above what the
+    model needs would hide images it handles, and one below would let the property tests crash.
+    """
+    measurement = measure_min_image_tokens(vlm)
+    declared = vlm.adapter.spec.min_image_tokens
+    if declared != measurement.value:
+        raise CheckFailure(
+            f"min_image_tokens is declared {declared} but measured {measurement.value} "
+            f"({measurement.evidence})",
+            hint=f"set min_image_tokens={measurement.value} in the {vlm.adapter.spec.name} family spec",
+        )
+    return CheckResult(detail=f"declared == measured == {declared}: {measurement.evidence}")

@@ -1,7 +1,9 @@
 """Property tests: the adapter's recomputed attention and batching hold for *any* reasonable input.
 
 Example counts are small by default so the suite stays fast; run longer with
-``--hypothesis-profile=vlmforge-long``.
+``--hypothesis-profile=vlmforge-long``. Images are drawn over :data:`IMAGE_SIDES`; an image that gives
+fewer image tokens than the family's measured ``min_image_tokens`` (a limit of the model itself, which
+the ``image_min_tokens`` check verifies) is rejected and another one drawn.
 """
 
 from __future__ import annotations
@@ -10,14 +12,14 @@ import string
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from vlmforge.core.adapter import additive_mask
 from vlmforge.harness.checks import compare_attention_to_eager, real_query_rows
 from vlmforge.harness.checks.capabilities import mixed_size_batches_refused
 from vlmforge.harness.compare import CheckFailure, assert_close, max_abs_difference
-from vlmforge.harness.probes import probe_image
+from vlmforge.harness.probes import IMAGE_SIDES, image_token_count, probe_image
 from vlmforge.harness.tolerances import scaled, tolerance_for
 
 DEFAULT_EXAMPLES = 4
@@ -40,8 +42,13 @@ PROPERTY_SETTINGS = settings(
 prompts = st.text(alphabet=string.ascii_letters + string.digits + " .,?!'", min_size=1, max_size=40).filter(
     lambda text: text.strip()
 )
-sides = st.integers(min_value=16, max_value=112)
+sides = st.integers(min_value=IMAGE_SIDES[0], max_value=IMAGE_SIDES[1])
 modes = st.sampled_from(["RGB", "RGBA", "L"])
+
+
+def _runnable(vlm, inputs) -> None:
+    """Reject (hypothesis draws another) an image below the family's declared image-token floor."""
+    assume(image_token_count(vlm, inputs) >= vlm.adapter.spec.min_image_tokens)
 
 
 def _check_patterns(vlm, inputs) -> None:
@@ -78,7 +85,9 @@ def _check_patterns(vlm, inputs) -> None:
 @PROPERTY_SETTINGS
 def test_property_patterns_match_eager(vlm, prompt, width, height, mode):
     """Any image size / aspect / mode and any prompt: patterns match eager, rows sum to 1, causal."""
-    _check_patterns(vlm, vlm.prepare_messages(prompt, probe_image(width, height, mode=mode)))
+    inputs = vlm.prepare_messages(prompt, probe_image(width, height, mode=mode))
+    _runnable(vlm, inputs)
+    _check_patterns(vlm, inputs)
 
 
 @pytest.mark.requires_capability("supports_batching")
@@ -89,12 +98,15 @@ def test_property_batch_parity(vlm, items):
     """Any batch of 1-3 mixed-size items: each row equals its single run; batched patterns match eager."""
     texts = [prompt for prompt, *_ in items]
     images = [probe_image(w, h, seed=i, mode=m) for i, (_, w, h, m) in enumerate(items)]
+    singles = [vlm.prepare_messages(text, image) for text, image in zip(texts, images)]
+    for inputs in singles:  # every item also runs alone
+        _runnable(vlm, inputs)
     batch = vlm.prepare_messages_batch(texts, images)
     _check_patterns(vlm, batch)
     batch_logits = vlm.forward(batch).logits
     relative = tolerance_for(vlm.dtype).batch
-    for row, (text, image) in enumerate(zip(texts, images)):
-        single = vlm.forward(vlm.prepare_messages(text, image)).logits[0]
+    for row, inputs in enumerate(singles):
+        single = vlm.forward(inputs).logits[0]
         difference = max_abs_difference(batch_logits[row, -single.shape[0] :], single)
         if difference.value > scaled(relative, single):
             raise CheckFailure(

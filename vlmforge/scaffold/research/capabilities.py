@@ -1,5 +1,5 @@
-"""The three capability flags and whether the processor batches images of different sizes, *measured* on a
-tiny random model through an adapter of the researched spec."""
+"""The three capability flags, whether the processor batches images of different sizes and the
+image-token floor, *measured* on a tiny random model through an adapter of the researched spec."""
 
 from __future__ import annotations
 
@@ -8,7 +8,12 @@ from typing import Any
 from vlmforge.core.adapter import ModelAdapter
 from vlmforge.core.runtime import HookedVLM
 from vlmforge.core.spec import FamilySpec
-from vlmforge.harness.measure import Measurement, measure_capabilities, measure_mixed_size_batches
+from vlmforge.harness.measure import (
+    Measurement,
+    measure_capabilities,
+    measure_min_image_tokens,
+    measure_mixed_size_batches,
+)
 from vlmforge.scaffold.report import Answer, ResearchReport
 from vlmforge.scaffold.research.isolation import quiet
 
@@ -21,6 +26,8 @@ _QUESTIONS = {
     # Measured before the flags (see _measure): the batching measurement batches the sizes this allows.
     "batches_mixed_image_sizes": "The processor batches images of different sizes",
 }
+# Not a flag: a count, the unknown answer of which leaves the spec at its default (no limit).
+_MIN_IMAGE_TOKENS = ("min_image_tokens", "Fewest image tokens of an image the model runs on")
 
 
 def research_capabilities(
@@ -59,6 +66,9 @@ def research_capabilities(
                 slot=key,
             )
         )
+    key, question = _MIN_IMAGE_TOKENS
+    floor = measured[key]
+    report.add(Answer(key, question, int(floor.value), f"tiny model: {floor.evidence}", "measured", slot=key))
 
 
 def _measure(report: ResearchReport, tiny: Any, name: str) -> dict[str, Measurement]:
@@ -66,13 +76,15 @@ def _measure(report: ResearchReport, tiny: Any, name: str) -> dict[str, Measurem
 
     Whether images of different sizes batch is measured (processor only) and declared in the spec
     before the capability flags are: batching parity is then measured on a batch the processor takes.
+    The image-token floor (``min_image_tokens``) is measured on single images.
     """
     with quiet():
         mixed = measure_mixed_size_batches(research_vlm(report, tiny, name))
-        spec_changes = {"batches_mixed_image_sizes": mixed.value}
+        vlm = research_vlm(report, tiny, name, {"batches_mixed_image_sizes": mixed.value})
         return {
-            **measure_capabilities(research_vlm(report, tiny, name, spec_changes)),
+            **measure_capabilities(vlm),
             "batches_mixed_image_sizes": mixed,
+            _MIN_IMAGE_TOKENS[0]: measure_min_image_tokens(vlm),
         }
 
 
@@ -92,5 +104,5 @@ def research_vlm(
 
 
 def _add_unknown(report: ResearchReport, reason: str, *, slotted: bool) -> None:
-    for key, question in _QUESTIONS.items():
+    for key, question in (*_QUESTIONS.items(), _MIN_IMAGE_TOKENS):
         report.add(Answer(key, question, None, reason, "unknown", slot=key if slotted else None))
