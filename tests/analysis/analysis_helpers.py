@@ -50,7 +50,9 @@ def processor_pixels(vlm, inputs) -> np.ndarray:
         image = pixels.reshape(-1, *pixels.shape[-3:])[0]
     mean = torch.tensor(image_processor.image_mean).view(3, 1, 1)
     std = torch.tensor(image_processor.image_std).view(3, 1, 1)
-    return (image * std + mean).permute(1, 2, 0).clamp(0, 1).numpy()
+    # Un-normalised pixels are in rescaled units (x rescale_factor: 1/255 mostly, Chameleon's 1/128).
+    rescale = getattr(image_processor, "rescale_factor", None) or 1 / 255
+    return ((image * std + mean) / (rescale * 255)).permute(1, 2, 0).clamp(0, 1).numpy()
 
 
 def _config_ints(values: Any, prefix: str = "") -> dict[str, int]:

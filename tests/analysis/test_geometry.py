@@ -10,6 +10,7 @@ from analysis_helpers import check_declared_not_applicable, gradient_image, proc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from transformers import AutoConfig
 
 from vlmforge.analysis import (
     ImageInfo,
@@ -17,6 +18,7 @@ from vlmforge.analysis import (
     generate_patch_overview,
     image_info,
 )
+from vlmforge.analysis.geometry import vq_downsampling
 from vlmforge.core import HookedVLM
 
 # Landscape, portrait, extreme and square, small and larger than the tiny processors' targets.
@@ -244,3 +246,16 @@ def test_image_tokens_in_row_runs_are_the_grid_and_other_runs_are_refused(tiny, 
     with pytest.raises(UnsupportedGeometryError, match=r"2 runs of \[1, 3\] tokens") as error:
         image_info(vlm, image)
     assert error.value.kind == "layout"
+
+
+def test_vq_encoder_downsampling_is_read_off_its_config(tiny) -> None:
+    """A VQ tokenizer that states no pixels per code (Chameleon): the encoder's levels give them."""
+    # Emu3 states its factor on the image processor: the config's encoder agrees with it.
+    emu3 = tiny("emu3")
+    assert vq_downsampling(emu3.model.config.vq_config) == emu3.processor.image_processor.spatial_factor
+    assert vq_downsampling(AutoConfig.for_model("chameleon").vq_config) == 16  # 512 px -> 32 x 32 codes
+    assert vq_downsampling(None) is None
+    chameleon = tiny("chameleon")
+    info = image_info(chameleon, gradient_image(64, 48))
+    tokens = chameleon.processor.image_processor.image_seq_length
+    assert (info.grid_h, info.grid_w) == (2, 2) and info.grid_h * info.grid_w == tokens

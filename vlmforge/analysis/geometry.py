@@ -10,8 +10,8 @@ Face processor does to the image, never from a per-family table:
 * processors that hand the tower flattened patches with ``spatial_shapes`` (NaFlex-style, LFM2-VL) give
   the processed size as that patch grid x patch size; several such views (tiles, Molmo2's crops) are
   several views;
-* a VQ tokenizer (Emu3) has no patch size: its pixels per code (``spatial_factor`` /
-  ``downsample_ratio``) play that part;
+* a VQ tokenizer (Emu3, Chameleon) has no patch size: its pixels per code (``spatial_factor`` /
+  ``downsample_ratio``, else the VQ encoder's downsampling from its config) play that part;
 * otherwise the processed size is the pixel tensor's spatial shape; a centre crop (``do_center_crop``)
   is located by re-running the image processor with the crop switched off (which gives the resized
   size) and applying the processor's centre-crop rule; a pad-to-square (``do_pad``) is accounted for;
@@ -294,7 +294,8 @@ def patch_and_merge(vlm: Any) -> tuple[int, int]:
     The patch size is the vision config's (the tower's own), else the processor's: an image processor's
     ``patch_size`` can mean something else (Cohere2-Vision's is the side of a tile's merged token grid).
     A VQ tokenizer without a patch size (Emu3) states its pixels per code instead (``spatial_factor`` on
-    the image processor, an integer ``downsample_ratio`` on the processor).
+    the image processor, an integer ``downsample_ratio`` on the processor); where nothing states it
+    (Chameleon), the VQ encoder's downsampling is read off its config (:func:`vq_downsampling`).
     The merge factor is ``spatial_merge_size`` (Qwen-VL), ``scale_factor`` (Idefics3 pixel shuffle),
     ``downsample_factor`` (Cohere2-Vision) or the inverse of ``downsample_ratio`` (InternVL-style), else 1
     (:func:`image_info` then reads an unstated factor off the image-token count).
@@ -313,6 +314,8 @@ def patch_and_merge(vlm: Any) -> tuple[int, int]:
         # A VQ tokenizer's codes (Emu3): one code per ``spatial_factor`` / ``downsample_ratio`` pixels.
         getattr(image_processor, "spatial_factor", None),
         _int_only(getattr(hf_processor, "downsample_ratio", None)),
+        # Stated by neither (Chameleon): the VQ encoder's own downsampling.
+        vq_downsampling(getattr(config, "vq_config", None)),
     )
     if patch is None:
         raise UnsupportedGeometryError(
@@ -321,6 +324,18 @@ def patch_and_merge(vlm: Any) -> tuple[int, int]:
             "no_grid",
         )
     return patch, _stated_merge(vlm) or 1
+
+
+def vq_downsampling(vq_config: Any) -> int | None:
+    """Pixels per code side of a VQGAN-style encoder (taming-transformers layout, Chameleon / Emu3), or None.
+
+    Its encoder has one resolution level per ``channel_multiplier`` entry and halves the resolution
+    after each level but the last: one code per ``2 ** (levels - 1)`` pixels per side.
+    """
+    multipliers = getattr(vq_config, "channel_multiplier", None)
+    if not isinstance(multipliers, (list, tuple)) or len(multipliers) < 2:
+        return None
+    return 2 ** (len(multipliers) - 1)
 
 
 def _int_only(value: Any) -> int | None:
@@ -598,10 +613,15 @@ def _content_extent(image_processor: Any, image: Image.Image) -> tuple[int, int]
 
 
 def _pad_color(vlm: Any) -> tuple[int, int, int]:
-    """The colour a pad-to-square fills with: the processor's mean colour (it normalises to zero)."""
-    mean = getattr(getattr(vlm.processor, "image_processor", None), "image_mean", None)
+    """The colour a pad-to-square fills with: the processor's mean colour (it normalises to zero).
+
+    The mean is in rescaled units (pixel x ``rescale_factor``: 1/255 mostly, Chameleon's 1/128).
+    """
+    image_processor = getattr(vlm.processor, "image_processor", None)
+    mean = getattr(image_processor, "image_mean", None)
+    rescale = getattr(image_processor, "rescale_factor", None) or 1 / 255
     if isinstance(mean, list | tuple) and len(mean) == 3:
-        red, green, blue = (int(value * 255) for value in mean)
+        red, green, blue = (min(255, int(value / rescale)) for value in mean)
         return red, green, blue
     return (0, 0, 0)
 

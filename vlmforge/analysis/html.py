@@ -236,14 +236,16 @@ def create_logit_lens(
     prompt: str,
     save_folder: str | Path = ".",
     misc_text: str = "",
+    logit_mask: torch.Tensor | None = None,
 ) -> Path:
     """Compute the logit lens (top 5) and write it as ``{save_folder}/{model_name}_{stem}_logit_lens.html``.
 
     ``stem`` is ``image_filename`` without folders and extension; a ``/`` in ``model_name`` (a hub id)
     becomes ``_``. ``token_labels`` is padded with ``"<UNK>"`` or truncated to the sequence length.
-    Returns the path written.
+    ``logit_mask``: token ids the model never predicts (``adapter.get_logit_mask()``). Returns the path
+    written.
     """
-    top = compute_logit_lens(hidden_states, norm, lm_head, tokenizer, top_k=5)
+    top = compute_logit_lens(hidden_states, norm, lm_head, tokenizer, top_k=5, logit_mask=logit_mask)
     page = render_logit_lens_html(
         top,
         image,
@@ -296,4 +298,5 @@ def logit_lens_report(
         prompt,
         save_folder=save_folder,
         misc_text=misc_text,
+        logit_mask=vlm.adapter.get_logit_mask(),
     )

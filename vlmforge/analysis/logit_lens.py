@@ -47,30 +47,47 @@ def _lens_device(lm_head: nn.Module, fallback: torch.device) -> torch.device:
     return weight.device if weight is not None else fallback
 
 
+def _unembed(
+    hidden: torch.Tensor, norm: nn.Module, lm_head: nn.Module, logit_mask: torch.Tensor | None
+) -> torch.Tensor:
+    """``lm_head(norm(hidden))`` with the ``logit_mask`` ids at ``-inf``: the tokens the model itself
+    never predicts (its forward pins their logits to the dtype minimum) get probability 0, as there."""
+    logits = lm_head(norm(hidden))
+    if logit_mask is not None:
+        logits = logits.clone()
+        logits[..., logit_mask.to(logits.device)] = float("-inf")
+    return logits
+
+
 @torch.no_grad()
 def logit_lens_probabilities(
-    hidden_states: Sequence[torch.Tensor] | torch.Tensor, norm: nn.Module, lm_head: nn.Module
+    hidden_states: Sequence[torch.Tensor] | torch.Tensor,
+    norm: nn.Module,
+    lm_head: nn.Module,
+    *,
+    logit_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``softmax(lm_head(norm(h)))`` for every layer and position: ``[layers, seq, vocab]`` in float32.
 
-    The whole ``[layers, seq, vocab]`` tensor is materialised: for long inputs of large models use
-    :func:`compute_logit_lens`, which keeps one layer at a time.
+    ``logit_mask``: token ids the model masks out of its logits (``adapter.get_logit_mask()``); they
+    get probability 0. The whole ``[layers, seq, vocab]`` tensor is materialised: for long inputs of
+    large models use :func:`compute_logit_lens`, which keeps one layer at a time.
     """
     stacked = stack_hidden_states(hidden_states)
-    logits = lm_head(norm(stacked.to(_lens_device(lm_head, stacked.device))))
+    logits = _unembed(stacked.to(_lens_device(lm_head, stacked.device)), norm, lm_head, logit_mask)
     return torch.softmax(logits.float(), dim=-1)
 
 
 @torch.no_grad()
 def _top_k_per_layer(
-    stacked: torch.Tensor, norm: nn.Module, lm_head: nn.Module, top_k: int
+    stacked: torch.Tensor, norm: nn.Module, lm_head: nn.Module, top_k: int, logit_mask: torch.Tensor | None
 ) -> tuple[list[list[list[float]]], list[list[list[int]]]]:
     # One layer at a time: [seq, vocab] per step instead of [layers, seq, vocab] (tens of GB for an
     # 8B model on a long prompt).
     device = _lens_device(lm_head, stacked.device)
     values, indices = [], []
     for layer in stacked:
-        probabilities = torch.softmax(lm_head(norm(layer.to(device))).float(), dim=-1)
+        probabilities = torch.softmax(_unembed(layer.to(device), norm, lm_head, logit_mask).float(), dim=-1)
         top = probabilities.topk(min(top_k, probabilities.shape[-1]), dim=-1)
         values.append(top.values.cpu().tolist())
         indices.append(top.indices.cpu().tolist())
@@ -83,6 +100,8 @@ def compute_logit_lens(
     lm_head: nn.Module,
     tokenizer: Any,
     top_k: int = 5,
+    *,
+    logit_mask: torch.Tensor | None = None,
 ) -> LogitLensResult:
     """The top-``k`` next-token predictions of every layer at every position.
 
@@ -96,13 +115,15 @@ def compute_logit_lens(
         lm_head: the unembedding (``adapter.get_lm_head()``).
         tokenizer: decodes token ids.
         top_k: predictions kept per position.
+        logit_mask: token ids the model masks out of its logits (``adapter.get_logit_mask()``, e.g.
+            Chameleon's image codes): never predicted, as in the model's own output.
 
     Raises:
         ValueError: a batch of more than one input, or ``top_k < 1``.
     """
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
-    values, indices = _top_k_per_layer(stack_hidden_states(hidden_states), norm, lm_head, top_k)
+    values, indices = _top_k_per_layer(stack_hidden_states(hidden_states), norm, lm_head, top_k, logit_mask)
     decoded: dict[int, str] = {}  # the same few ids recur across layers and positions
 
     def decode(token_id: int) -> str:
@@ -123,7 +144,7 @@ def logit_lens(vlm: Any, inputs: Any, top_k: int = 5) -> LogitLensResult:
     """:func:`compute_logit_lens` of one prepared input on ``vlm`` (a :class:`vlmforge.HookedVLM`).
 
     Reads ``output_hidden_states`` (the embeddings, then each decoder layer's output) and decodes
-    them through the adapter's final norm and unembedding.
+    them through the adapter's final norm and unembedding, under the family's logit mask.
     """
     output = vlm.forward(inputs, output_hidden_states=True)
     return compute_logit_lens(
@@ -132,4 +153,5 @@ def logit_lens(vlm: Any, inputs: Any, top_k: int = 5) -> LogitLensResult:
         vlm.adapter.get_lm_head(),
         vlm.prompt_processor.tokenizer,
         top_k=top_k,
+        logit_mask=vlm.adapter.get_logit_mask(),
     )

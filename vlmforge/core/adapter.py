@@ -432,6 +432,44 @@ class ModelAdapter:
     def get_lm_head(self) -> nn.Module:
         return self._resolve(LM_HEAD)
 
+    def get_logit_mask(self) -> torch.Tensor | None:
+        """The token ids whose logits the model's forward pins to the dtype minimum (``spec.logit_mask``).
+
+        ``None`` when the family declares no mask (its logits are ``lm_head``'s output). Read from the
+        model each call: the ids live wherever the model keeps them (Chameleon: its vocabulary mapping).
+
+        Raises:
+            ContractError: the declared path is missing or does not hold token ids.
+        """
+        if self.spec.logit_mask is None:
+            return None
+        ids = resolve_attribute(self.model, self.spec.logit_mask, what="logit mask")
+        # A flat integer tensor or sequence only: a mapping would give its keys, a nested one a grid.
+        flat = isinstance(ids, torch.Tensor) and ids.dim() == 1 and not ids.is_floating_point()
+        flat = flat or (
+            isinstance(ids, (list, tuple, range))
+            and all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+        )
+        if not flat:
+            raise ContractError(
+                f"{self.spec.name}: spec.logit_mask {self.spec.logit_mask!r} holds {type(ids).__name__}, "
+                "not token ids (a 1-D integer tensor or a list of ints)"
+            )
+        return torch.as_tensor(ids, dtype=torch.long)
+
+    def mask_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """``logits`` [..., vocab] with the declared masked ids at the dtype minimum, as the model does.
+
+        A copy (the input is not modified); ``logits`` itself when the family declares no mask. A logit
+        lens goes through this so that its last layer shows what the model predicts.
+        """
+        mask = self.get_logit_mask()
+        if mask is None:
+            return logits
+        masked = logits.clone()
+        masked[..., mask.to(logits.device)] = torch.finfo(logits.dtype).min
+        return masked
+
     # -------------------------------------------------------------- dimensions
     def _config_int(self, *names: str) -> int:
         for name in names:

@@ -458,7 +458,11 @@ class HookedVLM:
 
     # ------------------------------------------------------------ components
     def get_model_components(self) -> dict[str, Any]:
-        """The pieces a logit lens needs: ``norm`` (final norm), ``lm_head`` and ``tokenizer``."""
+        """The pieces a logit lens needs: ``norm`` (final norm), ``lm_head`` and ``tokenizer``.
+
+        VLM Spectra's keys only; a family whose logits mask some ids has them in
+        ``adapter.get_logit_mask()`` (pass it to ``compute_logit_lens(..., logit_mask=...)``).
+        """
         return {
             "norm": self.adapter.get_lm_norm(),
             "lm_head": self.adapter.get_lm_head(),

@@ -449,6 +449,10 @@ class FamilySpec:
         model_class: the transformers class name (``"LlavaForConditionalGeneration"``).
         language_model: dotted path from the top model to the decoder that owns ``layers``.
         lm_head: dotted path from the top model to the unembedding.
+        logit_mask: dotted path from the top model to the token ids (a sequence or tensor of ints) whose
+            logits the model's own forward sets to the dtype minimum after the unembedding (Chameleon
+            never predicts its image-code tokens); the logit lens applies the same mask and the harness
+            compares logits on the other columns. ``None``: the logits are ``lm_head``'s output.
         modules: attribute names inside the decoder.
         moe: the mixture-of-experts MLPs, if any.
         attention: the attention recipe used by ``compute_attention_scores``.
@@ -494,6 +498,14 @@ class FamilySpec:
     )
     lm_head: str = spec_field(
         "lm_head", kind="attribute_path", help="Dotted path from the top model to the unembedding"
+    )
+    logit_mask: str | None = spec_field(
+        None,
+        kind="attribute_path",
+        measured=True,
+        help="Dotted path from the top model to the token ids whose logits the model's forward pins to the "
+        "dtype minimum (tokens it never predicts, e.g. image codes); empty: the logits are lm_head's output "
+        "(measured)",
     )
     modules: ModulePaths = spec_field(ModulePaths(), help="Attribute names inside the decoder")
     moe: MixtureOfExperts = spec_field(

@@ -244,6 +244,12 @@ def _last_input_norm_as_final(self: ModelAdapter) -> torch.nn.Module:
     return self.get_lm_input_norm(self.lm_num_layers - 1)
 
 
+def _logit_mask_shifted(self: ModelAdapter) -> torch.Tensor | None:
+    # The declared ids one token off: a mask on tokens the model does predict.
+    mask = ModelAdapter.get_logit_mask(self)
+    return None if mask is None else mask + 1
+
+
 def _project_heads_without_bias(
     self: ModelAdapter,
     projection: torch.nn.Module,
@@ -462,6 +468,27 @@ MUTANTS: tuple[Mutant, ...] = (
         "get_lm_norm returns the last layer's input norm",
         with_methods(get_lm_norm=_last_input_norm_as_final),
         ("logit_lens",),
+    ),
+    Mutant(
+        "logit_mask_undeclared",
+        "chameleon",
+        "the image-code ids the model masks out of its logits are not declared (spec.logit_mask empty)",
+        with_spec(logit_mask=None),
+        ("logit_lens",),
+    ),
+    Mutant(
+        "logit_mask_shifted",
+        "chameleon",
+        "get_logit_mask returns the masked ids shifted by one",
+        with_methods(get_logit_mask=_logit_mask_shifted),
+        ("logit_lens",),
+    ),
+    Mutant(
+        "vq_image_token_shifted",
+        "chameleon",
+        "image token id off by one on a decoder that embeds its own input_ids (VQ codes)",
+        with_methods(get_image_token_id=_shifted_image_token),
+        ("image_token_count",),
     ),
     Mutant(
         "qkv_bias_dropped",

@@ -171,8 +171,28 @@ def eager_weights(vlm: HookedVLM, call: AttentionCall, eager_mask: torch.Tensor 
     return weights
 
 
+def visible_logits(vlm: HookedVLM, logits: torch.Tensor) -> torch.Tensor:
+    """``logits`` [..., vocab] with the family's masked columns (``spec.logit_mask``) set to 0.
+
+    The model pins those columns to the dtype minimum by design: compared as numbers they would scale
+    every relative tolerance to ~1e34 and hide any real difference. Zeroed rather than dropped, so the
+    vocab index of a failure is still a token id. ``logits`` itself when no mask is declared.
+    """
+    mask = vlm.adapter.get_logit_mask()
+    if mask is None:
+        return logits
+    hidden = logits.clone()
+    hidden[..., mask.to(logits.device)] = 0
+    return hidden
+
+
 def language_model_inputs_embeds(vlm: HookedVLM, inputs: Any) -> torch.Tensor:
-    """The ``inputs_embeds`` the decoder receives (text embeddings with image features merged in)."""
+    """The ``inputs_embeds`` the decoder receives (text embeddings with image features merged in).
+
+    A decoder that embeds its own ``input_ids`` is called without ``inputs_embeds`` (Chameleon: the top
+    model *is* the decoder, and it merges the image into the embeddings inside its forward); then the
+    merged embeddings are what its first layer receives (``lm.blocks.0.hook_resid_pre``).
+    """
     captured: list[torch.Tensor] = []
 
     def record(_module: Any, args: tuple, kwargs: dict) -> None:
@@ -180,14 +200,18 @@ def language_model_inputs_embeds(vlm: HookedVLM, inputs: Any) -> torch.Tensor:
         if embeds is not None and not captured:
             captured.append(embeds.detach().clone())
 
+    first_layer = "lm.blocks.0.hook_resid_pre"
     handle = vlm.adapter.language_model.register_forward_pre_hook(record, with_kwargs=True)
     try:
-        vlm.forward(inputs)
+        with vlm.run_with_cache(first_layer):
+            vlm.forward(inputs)
     finally:
         handle.remove()
-    if not captured:
-        raise RuntimeError("the language model was not called with inputs_embeds")
-    return captured[0]
+    if captured:
+        return captured[0]
+    if first_layer not in vlm.cache:
+        raise RuntimeError("the language model was called neither with inputs_embeds nor its first layer")
+    return vlm.cache[first_layer]
 
 
 def vision_written_positions(vlm: HookedVLM, inputs: Any) -> torch.Tensor:

@@ -34,9 +34,6 @@ NOT_REGISTERED: dict[str, str] = {
     "mllama": "researched clean (its cross-attention layers are a hybrid decoder's non-attention layers), "
     "but the image reaches the decoder through cross-attention states, not input embeddings: the "
     "image-token checks and the eager attention reference need a cross-attention notion the spec lacks",
-    "chameleon": "researched clean (from the tiny config: the default one does not build), but images are "
-    "VQ codes that become ordinary token ids (no image features in the input embeddings) and the model "
-    "masks the image-code logits: image-token and logit-lens checks need a VQ-token notion",
     "gemma3n": "its timm MobileNetV5 tower cannot be shrunk through model_args (a ~300M-parameter tiny "
     "model, 22 s to build) and the multimodal vocab_offset lies beyond the tiny vocabulary",
     "kosmos-2": "transformers registers no processor class under the model_type 'kosmos-2'; image features "

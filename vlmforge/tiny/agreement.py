@@ -96,6 +96,11 @@ def measure_image_features(
             }
             if "pixel_values" not in kwargs:
                 return []
+            # A half-precision tiny model's vision tower refuses float32 pixels (the runtime casts them).
+            kwargs = {
+                k: v.to(model.dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+                for k, v in kwargs.items()
+            }
             with torch.no_grad():
                 output = features(**kwargs)
             results.append(((width, height), tokens, feature_rows(output), feature_width(output)))

@@ -12,7 +12,7 @@ from vlmforge.core.roles import DOWN_PROJ, GATE_PROJ, UP_PROJ
 from vlmforge.core.runtime import HookedVLM
 from vlmforge.harness.checks.registry import CheckResult, check
 from vlmforge.harness.compare import CheckFailure, assert_close, compare_layers, max_abs_difference
-from vlmforge.harness.probes import cached_forward, single_probe
+from vlmforge.harness.probes import cached_forward, single_probe, visible_logits
 from vlmforge.harness.tolerances import scaled, tolerance_for
 
 
@@ -207,21 +207,36 @@ def moe_decomposition(vlm: HookedVLM) -> CheckResult:
 
 @check
 def logit_lens(vlm: HookedVLM) -> CheckResult:
-    """lm_head(final_norm(last hook_resid_post)) equals the model's logits."""
+    """lm_head(final_norm(last hook_resid_post)), under the declared logit mask, equals the model's logits.
+
+    With a declared ``spec.logit_mask`` the model's logits must hold the dtype minimum on exactly those
+    ids, and the lens must match on every other column (an undeclared masked column fails there).
+    """
     last = f"lm.blocks.{vlm.lm_num_layers - 1}.hook_resid_post"
     with vlm.run_with_cache(last):
         logits = vlm.forward(single_probe(vlm)).logits
-    lens = vlm.adapter.get_lm_head()(vlm.adapter.get_lm_norm()(vlm.cache[last]))
+    lens = vlm.adapter.mask_logits(vlm.adapter.get_lm_head()(vlm.adapter.get_lm_norm()(vlm.cache[last])))
+    mask = vlm.adapter.get_logit_mask()
+    detail = ""
+    if mask is not None:
+        pinned = logits[..., mask.to(logits.device)] == torch.finfo(logits.dtype).min
+        if not pinned.all():
+            raise CheckFailure(
+                f"{int((~pinned).sum())} logits of the {mask.numel()} ids of spec.logit_mask are not the "
+                "dtype minimum in the model's output: the model does not mask them",
+                hint="spec.logit_mask",
+            )
+        detail = f"{mask.numel()} masked ids (spec.logit_mask) at the dtype minimum"
     worst = assert_close(
-        lens,
-        logits,
+        visible_logits(vlm, lens),
+        visible_logits(vlm, logits),
         tolerance=tolerance_for(vlm.dtype).activation,
         relative=True,
         what="logit lens vs logits",
         axes=("batch", "position", "vocab"),
-        hint="the final norm / lm_head paths",
+        hint="the final norm / lm_head paths / spec.logit_mask",
     )
-    return CheckResult(worst)
+    return CheckResult(worst, detail)
 
 
 @check

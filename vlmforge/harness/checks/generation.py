@@ -9,7 +9,7 @@ import torch
 from vlmforge.core.runtime import HookedVLM
 from vlmforge.harness.checks.registry import CheckResult, check
 from vlmforge.harness.compare import CheckFailure, max_abs_difference
-from vlmforge.harness.probes import PROBE_PROMPTS, single_probe, vlm_probe_batch
+from vlmforge.harness.probes import PROBE_PROMPTS, single_probe, visible_logits, vlm_probe_batch
 from vlmforge.harness.tolerances import scaled, tolerance_for
 
 
@@ -33,11 +33,14 @@ def text_only_probe(vlm: HookedVLM) -> Any:
 def generation_first_step_logits(vlm: HookedVLM) -> CheckResult:
     """``generate``'s first-step logits equal the forward pass's last-position logits, image included."""
     inputs = single_probe(vlm)
-    expected = vlm.forward(inputs).logits[:, -1]
+    # Masked columns (spec.logit_mask) are the dtype minimum in every run: compared on the others.
+    expected = visible_logits(vlm, vlm.forward(inputs).logits[:, -1])
     tolerance = scaled(tolerance_for(vlm.dtype).activation, expected)
     # The control: the comparison is only evidence that generate() sees the image if dropping the image
     # moves these logits by more than the tolerance (the greedy token alone often does not change).
-    without_image = max_abs_difference(vlm.forward(text_only_probe(vlm)).logits[:, -1], expected)
+    without_image = max_abs_difference(
+        visible_logits(vlm, vlm.forward(text_only_probe(vlm)).logits[:, -1]), expected
+    )
     if without_image.value <= tolerance:
         raise CheckFailure(
             "the comparison cannot tell image from no image: the text-only prompt's last-position "
@@ -48,7 +51,7 @@ def generation_first_step_logits(vlm: HookedVLM) -> CheckResult:
     logits = vlm.generate(inputs, max_new_tokens=1, do_sample=False, output_logits=True).logits
     if not logits:
         raise CheckFailure("generate(output_logits=True) returned no logits", hint="HookedVLM.generate")
-    difference = max_abs_difference(logits[0], expected)
+    difference = max_abs_difference(visible_logits(vlm, logits[0]), expected)
     if difference.value > tolerance:
         raise CheckFailure(
             f"generate()'s first-step logits differ from forward's last-position logits by more than "
@@ -80,8 +83,11 @@ def generation_batch_parity(vlm: HookedVLM) -> CheckResult:
         )
         for step in range(new_tokens):
             single_logits, batch_logits = single.logits[step][0], batch.logits[step][row]
-            tolerance = scaled(relative, single_logits)
-            difference = max_abs_difference(batch_logits, single_logits)
+            # Compared outside the masked columns (spec.logit_mask); the tokens picked are the model's.
+            tolerance = scaled(relative, visible_logits(vlm, single_logits))
+            difference = max_abs_difference(
+                visible_logits(vlm, batch_logits), visible_logits(vlm, single_logits)
+            )
             worst = max(worst, difference.value)
             if difference.value > tolerance:
                 raise CheckFailure(

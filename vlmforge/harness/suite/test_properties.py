@@ -19,7 +19,7 @@ from vlmforge.core.adapter import additive_mask
 from vlmforge.harness.checks import compare_attention_to_eager, real_query_rows
 from vlmforge.harness.checks.capabilities import mixed_size_batches_refused
 from vlmforge.harness.compare import CheckFailure, assert_close, max_abs_difference
-from vlmforge.harness.probes import IMAGE_SIDES, image_token_count, probe_image
+from vlmforge.harness.probes import IMAGE_SIDES, image_token_count, probe_image, visible_logits
 from vlmforge.harness.tolerances import scaled, tolerance_for
 
 DEFAULT_EXAMPLES = 4
@@ -103,10 +103,10 @@ def test_property_batch_parity(vlm, items):
         _runnable(vlm, inputs)
     batch = vlm.prepare_messages_batch(texts, images)
     _check_patterns(vlm, batch)
-    batch_logits = vlm.forward(batch).logits
+    batch_logits = visible_logits(vlm, vlm.forward(batch).logits)
     relative = tolerance_for(vlm.dtype).batch
     for row, inputs in enumerate(singles):
-        single = vlm.forward(inputs).logits[0]
+        single = visible_logits(vlm, vlm.forward(inputs).logits[0])
         difference = max_abs_difference(batch_logits[row, -single.shape[0] :], single)
         if difference.value > scaled(relative, single):
             raise CheckFailure(

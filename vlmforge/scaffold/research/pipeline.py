@@ -22,6 +22,7 @@ from vlmforge.scaffold.research.chat_template import research_chat_template
 from vlmforge.scaffold.research.image_markers import research_image_markers
 from vlmforge.scaffold.research.image_token import research_image_token
 from vlmforge.scaffold.research.layout import research_layout
+from vlmforge.scaffold.research.logit_mask import research_logit_mask
 from vlmforge.scaffold.research.model_class import build_meta_model, select_model_class
 from vlmforge.scaffold.research.processor import has_stored_template, load_processor, research_processor
 from vlmforge.scaffold.research.sources import resolve_source
@@ -73,6 +74,8 @@ def research(
         research_prompting(resolved.config, processor, provenance, model_cls, report)
     with _timed(report, "capabilities"):
         family = name or default_family_name(report.model_type)
+        # First: the capability measurements compare logits outside the mask it finds.
+        research_logit_mask(report, tiny.model, tiny.error, family, measure=measure)
         research_capabilities(report, tiny.model, tiny.error, family, measure=measure)
         research_image_markers(report, tiny.model, tiny.error, family, measure=measure)
     report.timings["total"] = time.perf_counter() - started
