@@ -78,10 +78,28 @@ def test_copier_answers_match_the_template_questions(researched) -> None:
         ("qwen3_vl_moe", {"moe_experts": "experts", "moe_router": "gate", "moe_shared_experts": None}),
         # RoPE only where the layer has a sliding window (Cohere2's full-attention layers use none).
         ("cohere2_vision", {"rotary_condition": "sliding_window"}),
-        # Cross-attention layers between self-attention ones: attention hooks on the self-attention layers.
-        ("mllama", {"layers": "layers", "hybrid": True, "input_norm": "input_layernorm"}),
-        # A hybrid decoder (linear-attention layers) with a gated query projection.
-        ("qwen3_5", {"attention": "self_attn", "hybrid": True, "query_gate": True, "rotary_condition": None}),
+        # Cross-attention layers (attending to the image) in place of self-attention: not a hybrid decoder.
+        (
+            "mllama",
+            {
+                "layers": "layers",
+                "attention": "self_attn",
+                "cross_attention": "cross_attn",
+                "hybrid": False,
+                "input_norm": "input_layernorm",
+            },
+        ),
+        # A hybrid decoder (linear-attention layers) with a gated query projection; no cross-attention.
+        (
+            "qwen3_5",
+            {
+                "attention": "self_attn",
+                "hybrid": True,
+                "query_gate": True,
+                "rotary_condition": None,
+                "cross_attention": None,
+            },
+        ),
         ("aria", {"moe_experts": "experts", "moe_router": "router", "moe_shared_experts": "shared_experts"}),
     ],
 )
@@ -291,3 +309,65 @@ def test_gemma3_block_norms(researched) -> None:
     report = researched("gemma3", False)
     assert report.value("input_norm") == "input_layernorm"
     assert report.value("mlp_norm") == "pre_feedforward_layernorm"  # not the post-attention norm
+
+
+class _ToyAttention(nn.Module):
+    """A softmax attention over the token stream (its forward takes the hidden states only)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q_proj, self.k_proj, self.v_proj, self.o_proj = (nn.Linear(4, 4) for _ in range(4))
+
+    def forward(self, hidden_states, attention_mask=None, position_embeddings=None):
+        return self.o_proj(self.v_proj(hidden_states))
+
+
+class _ToyCrossAttention(_ToyAttention):
+    """Keys and values from a second sequence (the image features)."""
+
+    def forward(self, hidden_states, key_value_states=None, attention_mask=None):
+        return self.o_proj(self.v_proj(key_value_states))
+
+
+class _ToyBlock(nn.Module):
+    def __init__(self, mixer: str, module: nn.Module) -> None:
+        super().__init__()
+        setattr(self, mixer, module)
+        self.mlp = nn.Identity()
+
+
+def _blocks_report(*blocks: nn.Module) -> ResearchReport:
+    from transformers import LlamaConfig
+
+    from vlmforge.scaffold.research.blocks import research_blocks
+
+    report = ResearchReport(source=None, model_type="toy", transformers_version="")  # type: ignore[arg-type]
+    config = LlamaConfig(hidden_size=4, num_attention_heads=1, num_key_value_heads=1, intermediate_size=8)
+    research_blocks(Decoder("model", nn.Module(), "layers", nn.ModuleList(blocks)), config, report)
+    return report
+
+
+def test_cross_attention_layers_are_found_by_the_second_sequence_they_attend_to() -> None:
+    # The cross-attention child is the minority here and has a query projection like self-attention:
+    # what tells it apart is the forward's second sequence (key_value_states), not its name.
+    report = _blocks_report(
+        _ToyBlock("self_attn", _ToyAttention()),
+        _ToyBlock("xattn", _ToyCrossAttention()),
+        _ToyBlock("self_attn", _ToyAttention()),
+    )
+    assert report.value("attention") == "self_attn"
+    assert report.value("cross_attention") == "xattn"
+    assert "key_value_states" in report["cross_attention"].evidence
+    assert report.value("hybrid") is False  # cross-attention layers are declared, not a hybrid's mixers
+
+
+def test_another_mixer_over_the_tokens_is_hybrid_not_cross_attention() -> None:
+    # The same layout with a mixer that takes the hidden states only: a hybrid decoder, no cross-attention.
+    report = _blocks_report(
+        _ToyBlock("self_attn", _ToyAttention()),
+        _ToyBlock("xattn", _ToyAttention()),
+        _ToyBlock("self_attn", _ToyAttention()),
+    )
+    assert report.value("attention") == "self_attn"
+    assert report.value("cross_attention") is None
+    assert report.value("hybrid") is True

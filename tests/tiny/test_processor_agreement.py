@@ -156,6 +156,14 @@ def test_image_token_is_the_one_the_processor_writes() -> None:
     assert max(added, key=added.get) == config.image_token_id
 
 
+def test_an_unexpanded_image_token_is_kept() -> None:
+    # Mllama's processor keeps the template's one <|image|> per image and adds only the BOS: the config's
+    # image token is in the prompt, and the BOS (the only added token) must not replace it.
+    recipe = tiny_recipe("mllama")
+    image_token = recipe.tokenizer.convert_tokens_to_ids("<|image|>")
+    assert recipe.config.image_token_index == image_token != recipe.tokenizer.bos_token_id
+
+
 def test_hard_coded_processor_tokens_are_in_the_vocabulary() -> None:
     # Fuyu looks up vocab["|SPEAKER|"] and vocab["|NEWLINE|"]; GOT-OCR2 writes <imgpad> between <img> </img>.
     fuyu = tiny_recipe("fuyu")

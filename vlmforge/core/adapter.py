@@ -251,6 +251,13 @@ class ModelAdapter:
         """
         if role.optional and role.declared_path(self.spec) is None:
             return f"the {self.spec.name} family declares no {role.name} (spec.{role.spec_path} is empty)"
+        if layer is not None and self.is_cross_attention_layer(layer) and _below(role, ATTENTION):
+            # The layer attends to the image features instead of to the tokens: its module has keys from
+            # another sequence, so there is no token-to-token pattern to hook or recompute.
+            return (
+                f"layer {layer} is a cross-attention layer (its {self.spec.modules.cross_attention} attends "
+                f"to the image features, not to the tokens): it has no {role.name}"
+            )
         if layer is not None and self.spec.attention.hybrid and _below(role, ATTENTION):
             layers = self.lm_layers
             if 0 <= layer < len(layers) and not _has_path(layers[layer], self.spec.modules.attention):
@@ -271,6 +278,24 @@ class ModelAdapter:
             if role.moe == "moe" and not moe:
                 return f"layer {layer}'s MLP is dense: it has no {role.name}"
         return None
+
+    def is_cross_attention_layer(self, layer: int) -> bool:
+        """Whether decoder layer ``layer`` attends to the image through ``spec.modules.cross_attention``
+        in place of self-attention (it has the cross-attention module and not the attention module)."""
+        cross = self.spec.modules.cross_attention
+        layers = self.lm_layers
+        return (
+            cross is not None
+            and 0 <= layer < len(layers)
+            and _has_path(layers[layer], cross)
+            and not _has_path(layers[layer], self.spec.modules.attention)
+        )
+
+    @property
+    def cross_attention_layers(self) -> list[int]:
+        """The decoder layers the image reaches the language model through (empty: through the input
+        embeddings), see :meth:`is_cross_attention_layer`."""
+        return [layer for layer in range(len(self.lm_layers)) if self.is_cross_attention_layer(layer)]
 
     def is_moe_layer(self, layer: int) -> bool:
         """Whether decoder layer ``layer``'s MLP is a mixture of experts (it has ``spec.moe.experts``)."""

@@ -27,8 +27,9 @@ mlp.hook_experts_out   experts, output (MoE)       routing-weighted sum of the e
 A fused ``gate_up_proj`` (spec ``modules.gate_up_proj``) carries ``mlp.hook_pre`` in the first half of its
 output and ``mlp.hook_pre_linear`` in the second; each hook sees (and may replace) its half only. A hook
 type exists on the layers whose module exists (:meth:`ModelAdapter.absence`): on a mixture-of-experts
-layer the dense ``mlp.hook_pre`` / ``hook_pre_linear`` / ``hook_post`` do not, the MoE hooks do; ``*``
-expands to the layers that have the hook, and naming another layer is an error saying why.
+layer the dense ``mlp.hook_pre`` / ``hook_pre_linear`` / ``hook_post`` do not, the MoE hooks do; a
+cross-attention layer (spec ``modules.cross_attention``) has its residual and MLP hooks but no ``attn.*``;
+``*`` expands to the layers that have the hook, and naming another layer is an error saying why.
 
 Recomputed hooks are derived from the captured inputs by the adapter (under ``no_grad``); they can
 be read by ``run_with_hooks`` functions but not patched, since the model never materialises them

@@ -213,7 +213,14 @@ class Capabilities:
 
 @dataclass(frozen=True)
 class ModulePaths:
-    """Attribute names inside the language model (dotted paths are allowed everywhere)."""
+    """Attribute names inside the language model (dotted paths are allowed everywhere).
+
+    ``cross_attention`` declares how images reach a cross-attention decoder (Llama 3.2 Vision): the
+    layers that have that module attend to the image features *instead of* to the tokens, so they have
+    no ``attention`` module, no attention hooks and no self-attention pattern, and the image tokens in
+    ``input_ids`` carry no image features (the checks that look for them there are not applicable).
+    Which layers is structural, so it holds at any depth (the tiny model keeps fewer layers).
+    """
 
     layers: str = spec_field(
         "layers", kind="attribute_path", help="Decoder attribute holding the ModuleList of layers"
@@ -261,6 +268,13 @@ class ModulePaths:
         kind="attribute_path",
         help="MLP attribute of a fused [gate; up] projection, gate half first (gate_proj / up_proj then "
         "empty: the hooks split it); empty if not fused",
+    )
+    cross_attention: str | None = spec_field(
+        None,
+        kind="attribute_path",
+        help="Layer attribute of a cross-attention module whose keys and values are the image features "
+        "(the image reaches the decoder through the layers that have it, not through the input "
+        "embeddings; those layers have no self-attention hooks); empty if none",
     )
 
 

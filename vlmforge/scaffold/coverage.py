@@ -31,9 +31,6 @@ NOT_REGISTERED: dict[str, str] = {
     "fuyu": "a fused per-head query_key_value with q/k layernorms (the spec has no fused-qkv field yet); "
     "FuyuProcessor drops the first token of the image span (a SentencePiece '▁' the tiny byte-level "
     "tokenizer does not produce), so no prompt with an image builds",
-    "mllama": "researched clean (its cross-attention layers are a hybrid decoder's non-attention layers), "
-    "but the image reaches the decoder through cross-attention states, not input embeddings: the "
-    "image-token checks and the eager attention reference need a cross-attention notion the spec lacks",
     "gemma3n": "its timm MobileNetV5 tower cannot be shrunk through model_args (a ~300M-parameter tiny "
     "model, 22 s to build) and the multimodal vocab_offset lies beyond the tiny vocabulary",
     "kosmos-2": "transformers registers no processor class under the model_type 'kosmos-2'; image features "

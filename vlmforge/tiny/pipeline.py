@@ -119,7 +119,9 @@ def _align_image_token(config: PretrainedConfig, tokenizer: PreTrainedTokenizerF
     A generic recipe guesses the image token from the processor's code; some processors write a different
     token than the one they look for (Ovis2 finds ``<image>`` and writes ``<IMG_START><IMG_ATOM>...``). The
     model must count the written one: the most repeated added token (the processor's own ``image_token_id``
-    on a tie). Left alone when the config's token is among the added ones or the processor cannot be probed.
+    on a tie). Left alone when the config's token is among the added ones, when the image adds no token but a
+    BOS / EOS (Mllama's processor keeps the text's one ``<|image|>`` per image) or the processor cannot be
+    probed.
     """
     # local import: processor.py imports this module
     from .processor import processor_for_config
@@ -133,7 +135,9 @@ def _align_image_token(config: PretrainedConfig, tokenizer: PreTrainedTokenizerF
     except Exception:  # the agreement check after building reports processors that cannot take an image
         return
     special = set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)
-    added = Counter({i: n for i, n in added.items() if i in special})
+    # A sequence boundary the processor adds (Mllama's prepends the BOS) is no image token.
+    boundaries = {tokenizer.bos_token_id, tokenizer.eos_token_id}
+    added = Counter({i: n for i, n in added.items() if i in special and i not in boundaries})
     if not added or getattr(config, field) in added:
         return
     own = getattr(processor, "image_token_id", None)

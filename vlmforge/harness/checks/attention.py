@@ -13,6 +13,7 @@ from vlmforge.harness.checks.registry import CheckResult, check
 from vlmforge.harness.compare import CheckFailure, compare_layers
 from vlmforge.harness.probes import (
     AttentionCall,
+    attentions_by_layer,
     run_eager_with_attention_inputs,
     single_probe,
     vlm_probe_batch,
@@ -38,9 +39,17 @@ def compare_attention_to_eager(
     eager's ``scores + finfo.min`` overflows to -inf there, so they carry no signal.
     """
     outputs, calls = run_eager_with_attention_inputs(vlm, inputs)
-    if outputs.attentions is None or len(outputs.attentions) != len(calls):
+    if outputs.attentions is None:
         raise CheckFailure(
             "the model returned no per-layer attentions under eager with output_attentions=True"
+        )
+    # Keyed by layer: a cross-attention decoder also reports its cross-attention layers' weights (over
+    # the image features), which have no recorded call and no recomputation to compare with.
+    eager_by_layer = attentions_by_layer(vlm, outputs.attentions)
+    if sorted(eager_by_layer) != [call.layer for call in calls]:
+        raise CheckFailure(
+            f"eager reported attentions for layers {sorted(eager_by_layer)} but the attention modules of "
+            f"layers {[call.layer for call in calls]} ran"
         )
     padding = ~real_query_rows(inputs)
     recomputed = [
@@ -52,8 +61,8 @@ def compare_attention_to_eager(
     worst = compare_layers(
         vlm,
         (
-            (call.layer, patterns.masked_fill(padding, 0), eager.masked_fill(padding, 0))
-            for call, patterns, eager in zip(calls, recomputed, outputs.attentions)
+            (call.layer, patterns.masked_fill(padding, 0), eager_by_layer[call.layer].masked_fill(padding, 0))
+            for call, patterns in zip(calls, recomputed, strict=True)
         ),
         kind="pattern",
         what="recomputed attention pattern vs eager output_attentions",

@@ -26,7 +26,23 @@ def image_token_in_vocab(vlm: HookedVLM) -> CheckResult:
     return CheckResult(detail=f"id {token_id} = {tokenizer.convert_ids_to_tokens(token_id)!r}")
 
 
-@check
+def images_through_cross_attention(vlm: HookedVLM) -> str | None:
+    """A ``not_applicable`` predicate: the image reaches the decoder through cross-attention layers.
+
+    Their keys and values are the image features, so no image feature is merged into the input embeddings
+    at the image tokens. Which layers is structural (those having ``spec.modules.cross_attention``): a
+    spec declaring a module no layer has leaves the check applicable, and it then fails.
+    """
+    layers = vlm.adapter.cross_attention_layers
+    if not layers:
+        return None
+    return (
+        f"images reach the decoder through cross-attention layers {', '.join(map(str, layers))} "
+        f"({vlm.adapter.spec.modules.cross_attention}), not through the input embeddings"
+    )
+
+
+@check(not_applicable=images_through_cross_attention)
 def image_token_count(vlm: HookedVLM) -> CheckResult:
     """Image features land exactly on the image-token positions (count and place).
 

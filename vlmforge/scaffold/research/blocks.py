@@ -70,9 +70,11 @@ class _Windows:
 def research_blocks(decoder: Decoder, text_config: PretrainedConfig, report: ResearchReport) -> None:
     """Attention / MLP attribute names, block norms, projections, rotary, q/k norms, scaling, GQA, windows."""
     layers = list(decoder.layers)
-    attention = _attention(layers)
-    report.add(_attention_answer(attention))
-    report.add(_hybrid_answer(attention, layers))
+    cross = _cross_attention(layers)
+    attention = _attention(layers, exclude=cross.name)
+    report.add(_attention_answer(attention, cross))
+    report.add(_cross_attention_answer(cross))
+    report.add(_hybrid_answer(attention, layers, cross))
     mlp = _mlp(layers)
     report.add(_mlp_answer(mlp))
     research_norms(decoder, attention.name, mlp.name, report)
@@ -91,29 +93,79 @@ def research_blocks(decoder: Decoder, text_config: PretrainedConfig, report: Res
         )
     report.add(_gqa_answer(geometry, attention.module))
     report.add(_head_dim_answer(geometry, attention.module))
-    hybrid = attention.name is not None and len(attention.names) > 1
+    hybrid = attention.name is not None and bool(_other_mixers(attention, cross))
     report.add(_sliding_window_answer(_windows(layers, attention.name, text_config), hybrid))
 
 
 # ------------------------------------------------------------------------------------------- reasoning
-def _attention(layers: list[nn.Module]) -> _Child:
+# Forward parameters that are the token stream itself (every attention takes them), not a second sequence.
+_OWN_STATES = ("hidden_states",)
+
+
+def _second_sequence(module: nn.Module) -> str | None:
+    """The forward parameter through which ``module`` takes a second sequence's states (its keys and
+    values: ``cross_attention_states``, ``key_value_states``, ``encoder_hidden_states``...), or None.
+
+    Self-attention, linear attention and convolutions take the token stream only (``hidden_states``, plus
+    masks, positions and caches); a cross-attention module also takes the states it attends to.
+    """
+    try:
+        parameters = inspect.signature(type(module).forward).parameters
+    except (TypeError, ValueError):
+        return None
+    return next((n for n in parameters if n.endswith("_states") and n not in _OWN_STATES), None)
+
+
+def _cross_attention(layers: list[nn.Module]) -> _Child:
+    """The token-mixing child that attends to another sequence (the image features) instead of the tokens.
+
+    A child with a query projection whose forward takes a second sequence's states is a cross-attention;
+    it is the layer's mixer only where the layer has no other (Llama 3.2 Vision's cross-attention layers
+    replace self-attention with it), so the image reaches the decoder through those layers.
+    """
+    names = Counter(attention_child(layer) for layer in layers)
+    cross = [
+        n
+        for n in names
+        if n
+        and all(
+            find_projection(dict(getattr(layer, n).named_children()), "q_proj")
+            and _second_sequence(getattr(layer, n))
+            for layer in layers
+            if hasattr(layer, n)
+        )
+    ]
+    # The most common cross-attention child; only meaningful next to a self-attention child elsewhere.
+    name = max(cross, key=lambda n: names[n]) if cross and len(names) > 1 else None
+    first = next((layer for layer in layers if name and hasattr(layer, name)), layers[0])
+    return _Child(name, names, layers.index(first), getattr(first, name) if name else None)
+
+
+def _other_mixers(attention: _Child, cross: _Child) -> dict[str | None, int]:
+    """Layer counts of the token mixers other than the softmax attention and the cross-attention."""
+    return {n: count for n, count in attention.names.items() if n not in (attention.name, cross.name)}
+
+
+def _attention(layers: list[nn.Module], exclude: str | None = None) -> _Child:
     """The attention child; in a hybrid decoder the softmax one (the one with a query projection).
 
     Attention patterns and the score recomputation are about softmax attention, so a linear-attention
-    or state-space mixer sharing the decoder does not get picked even where it is the majority.
+    or state-space mixer sharing the decoder does not get picked even where it is the majority; neither
+    does a cross-attention child (``exclude``), whose pattern is over the image features, not the tokens.
     """
     names = Counter(attention_child(layer) for layer in layers)
     softmax = [
         n
         for n in names
         if n
+        and n != exclude
         and any(
             find_projection(dict(getattr(layer, n).named_children()), "q_proj")
             for layer in layers
             if hasattr(layer, n)
         )
     ]
-    name = max(softmax or list(names), key=lambda n: names[n])
+    name = max(softmax or [n for n in names if n != exclude] or list(names), key=lambda n: names[n])
     first = next((layer for layer in layers if name and hasattr(layer, name)), layers[0])
     return _Child(name, names, layers.index(first), getattr(first, name) if name else None)
 
@@ -137,8 +189,8 @@ def _windows(layers: list[nn.Module], attention_name: str | None, text_config: P
 
 
 # -------------------------------------------------------------------------------------------- answers
-def _attention_answer(attention: _Child) -> Answer:
-    uniform = len(attention.names) == 1 and attention.name is not None
+def _attention_answer(attention: _Child, cross: _Child) -> Answer:
+    uniform = not _other_mixers(attention, cross) and attention.name is not None
     attn = attention.module
     evidence = (
         f"layers[{attention.index}].{attention.name} is {type(attn).__module__}.{type(attn).__name__}"
@@ -148,7 +200,7 @@ def _attention_answer(attention: _Child) -> Answer:
     if not uniform and attention.name is not None:
         # A hybrid decoder: the other layers mix tokens otherwise (linear attention, convolution); the
         # spec's `attention.hybrid` gives attention hooks to the layers that have this module only.
-        others = {name: count for name, count in attention.names.items() if name != attention.name}
+        others = _other_mixers(attention, cross)
         evidence += (
             f" on {attention.names[attention.name]} of {attention.names.total()} layers; the others have "
             f"{others} instead (hybrid decoder: attention hooks on the softmax-attention layers only)"
@@ -180,8 +232,25 @@ def _conditional_attention(layer_class: type, name: str) -> bool:
     return False
 
 
-def _hybrid_answer(attention: _Child, layers: list[nn.Module]) -> Answer:
-    mixed = attention.name is not None and len(attention.names) > 1
+def _cross_attention_answer(cross: _Child) -> Answer:
+    if cross.name is None:
+        evidence = "no layer's token mixer takes a second sequence's states (no cross-attention layers)"
+    else:
+        module = cross.module
+        evidence = (
+            f"layers[{cross.index}].{cross.name} is {type(module).__module__}.{type(module).__name__}, whose "
+            f"forward takes {_second_sequence(module)} to attend to; {cross.names[cross.name]} of "
+            f"{cross.names.total()} layers have it in place of self-attention: the image reaches the decoder "
+            "through them (no attention hooks there; image-token checks on input embeddings not applicable)"
+        )
+    return Answer(
+        "cross_attention", "Cross-attention module attribute (image-attending layers)", cross.name, evidence
+    )
+
+
+def _hybrid_answer(attention: _Child, layers: list[nn.Module], cross: _Child) -> Answer:
+    # Cross-attention layers are declared by `modules.cross_attention`: they do not make a decoder hybrid.
+    mixed = attention.name is not None and bool(_other_mixers(attention, cross))
     conditional = attention.name is not None and _conditional_attention(type(layers[0]), attention.name)
     evidence = f"attention child per layer: {dict(attention.names)}"
     if conditional:
