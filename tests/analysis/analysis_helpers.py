@@ -73,8 +73,9 @@ def check_declared_not_applicable(vlm, image: Image.Image, error: Exception) -> 
     ``"tiles"`` (the processor really hands the tower several views of the one image) or ``"resampler"``
     (one view, but the image tokens are a fixed number of learned latents the model config declares,
     the same for every image), or ``"layout"`` with row separators (one view, its token grid plus a
-    separator token per row, Emu3's VQ codes). Any other refusal fails the test. Returns the reason,
-    for the report.
+    separator token per row, Emu3's VQ codes), or ``"cross_attention"`` (the image reaches the decoder
+    through cross-attention layers; the prompt holds one image token). Any other refusal fails the test.
+    Returns the reason, for the report.
     """
     assert isinstance(error, NotImplementedError), type(error)
     kind, reason = getattr(error, "kind", None), str(error)
@@ -115,6 +116,13 @@ def check_declared_not_applicable(vlm, image: Image.Image, error: Exception) -> 
             height % f == width % f == 0 and tokens == (height // f) * (width // f + 1) for f in stated
         ), (tokens, (height, width), stated)
         assert str(tokens) in reason, reason
+    elif kind == "cross_attention":
+        # The layers named really have the declared cross-attention module (and no self-attention), and the
+        # prompt holds one image token per image: a marker, not a grid of patches.
+        cross = vlm.adapter.spec.modules.cross_attention
+        layers = [i for i, layer in enumerate(vlm.adapter.lm_layers) if hasattr(layer, cross)]
+        assert layers and f"cross-attention layers {', '.join(map(str, layers))}" in reason, (layers, reason)
+        assert tokens == 1, tokens
     else:
         raise AssertionError(f"{vlm.adapter.spec.name}: geometry refused without a declared reason: {reason}")
     return reason

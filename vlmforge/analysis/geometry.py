@@ -413,14 +413,24 @@ def image_info(vlm: Any, image: Any) -> ImageInfo:
         UnsupportedGeometryError: the image tokens are not one grid (``kind`` says why: ``"tiles"`` where
             the processor splits the image into several views, e.g. SmolVLM / Idefics3 or LLaVA-NeXT's
             any-resolution tiles; ``"resampler"`` where they are a resampler's learned latents, e.g.
-            Idefics2's perceiver), or the processor's outputs do not match the grid.
+            Idefics2's perceiver; ``"cross_attention"`` where the image reaches the decoder through
+            cross-attention layers, e.g. Mllama), or the processor's outputs do not match the grid.
     """
     original = load_image(image)
+    family = vlm.adapter.spec.name
+    cross = vlm.adapter.cross_attention_layers
+    if cross:
+        # The prompt only marks where the image is; its features are the keys and values of these layers.
+        raise UnsupportedGeometryError(
+            f"{family}: images reach the decoder through cross-attention layers "
+            f"{', '.join(map(str, cross))} ({vlm.adapter.spec.modules.cross_attention}), not as image "
+            "tokens: no token of the prompt is an image patch, so image geometry does not apply",
+            "cross_attention",
+        )
     patch, merge = patch_and_merge(vlm)
     inputs = vlm.prompt_processor.prepare_inputs("Describe the image.", original)
     image_token = vlm.adapter.get_image_token_id()
     num_tokens = int((inputs["input_ids"] == image_token).sum())
-    family = vlm.adapter.spec.name
     grid_thw = inputs.get("image_grid_thw")
     width, height = original.size
     if grid_thw is not None:

@@ -236,6 +236,7 @@ def create_logit_lens(
     prompt: str,
     save_folder: str | Path = ".",
     misc_text: str = "",
+    *,
     logit_mask: torch.Tensor | None = None,
 ) -> Path:
     """Compute the logit lens (top 5) and write it as ``{save_folder}/{model_name}_{stem}_logit_lens.html``.
