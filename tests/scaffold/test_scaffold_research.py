@@ -75,7 +75,37 @@ def test_copier_answers_match_the_template_questions(researched) -> None:
             {"gate_up_proj": "gate_up_proj", "gate_proj": None, "up_proj": None, "down_proj": "down_proj"},
         ),
         # Mixture-of-experts MLPs on every layer: no dense projections; router, experts, shared experts.
-        ("qwen3_vl_moe", {"moe_experts": "experts", "moe_router": "gate", "moe_shared_experts": None}),
+        (
+            "qwen3_vl_moe",
+            {
+                "moe_experts": "experts",
+                "moe_router": "gate",
+                "moe_shared_experts": None,
+                "moe_experts_slot_rows": False,
+                "rotary_convention": "cos_sin",
+                "norms_after_rotary": False,
+                "norms_where_present": False,
+                "query_temperature": None,
+            },
+        ),
+        # RoPE through apply_rotary_emb(q, k, freqs_cis) before the head transpose, on RoPE layers only; an
+        # L2 q/k norm after it, built on RoPE layers only; a query temperature on the no-RoPE layers;
+        # chunked-attention layers; experts returning one row per (expert slot, token).
+        (
+            "llama4",
+            {
+                "rotary_function": "transformers.models.llama4.modeling_llama4.apply_rotary_emb",
+                "rotary_condition": "use_rope",
+                "rotary_convention": "freqs_tokens_first",
+                "q_norm": "qk_norm",
+                "norms_after_rotary": True,
+                "norms_where_present": True,
+                "query_temperature": "attn_temperature_tuning and not use_rope",
+                "attention_extras": "none",
+                "moe_experts": "experts",
+                "moe_experts_slot_rows": True,
+            },
+        ),
         # RoPE only where the layer has a sliding window (Cohere2's full-attention layers use none).
         ("cohere2_vision", {"rotary_condition": "sliding_window"}),
         # Cross-attention layers (attending to the image) in place of self-attention: not a hybrid decoder.
@@ -118,9 +148,6 @@ def test_research_answers_other_vlms(model_type: str, expected: dict[str, str], 
     ("model_type", "key", "evidence"),
     [
         ("fuyu", "q_proj", "fused query_key_value"),
-        ("llama4", "rotary_function", "differs from the adapter's rotary(q, k, cos, sin)"),
-        ("llama4", "q_norm", "after RoPE"),
-        ("llama4", "attention_extras", "unrecognized q/k transformation"),
         ("blip-2", "attention_extras", "self.q_proj(hidden_states) * self.scaling"),
     ],
 )

@@ -229,3 +229,19 @@ def test_template_placeholder_is_what_the_processor_accepts() -> None:
     prompt = processor.apply_chat_template(MESSAGES, add_generation_prompt=True)
     assert processor.boi_token in prompt
     assert processor.tokenizer.image_token not in prompt
+
+
+def test_features_without_a_pooled_output_count_the_last_hidden_state_rows() -> None:
+    # Llama4's get_image_features returns the vision tower's output (pooler_output None) and projects it row
+    # by row in forward: its rows are the image features, its width is not the embedding width.
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    from vlmforge.tiny.image_tokens import feature_rows, feature_width
+
+    unpooled = BaseModelOutputWithPooling(last_hidden_state=torch.zeros(2, 3, 7), pooler_output=None)
+    assert feature_rows(unpooled) == 6
+    assert feature_width(unpooled) is None
+    pooled = BaseModelOutputWithPooling(
+        last_hidden_state=torch.zeros(2, 3, 7), pooler_output=torch.zeros(5, 4)
+    )
+    assert (feature_rows(pooled), feature_width(pooled)) == (5, 4)

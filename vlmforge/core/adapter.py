@@ -607,7 +607,7 @@ class ModelAdapter:
         states = projection(hidden_states)
         if part is not None:
             states = part(states)  # e.g. the query half of a gated query
-        norm_module = resolve_attribute(attn, norm, what=norm) if norm is not None else None
+        norm_module = self._qk_norm_module(attn, norm)
         width = getattr(getattr(norm_module, "weight", None), "shape", (None,))[0]
         if norm_module is not None and width == states.shape[-1] != self.lm_head_dim:
             states = norm_module(states)  # a norm over the whole projection
@@ -616,6 +616,34 @@ class ModelAdapter:
         if norm_module is not None:
             states = norm_module(states)
         return states.transpose(1, 2)
+
+    def _qk_norm_module(self, attn: nn.Module, norm: str | None) -> nn.Module | None:
+        """The q/k norm module named ``norm`` on ``attn``; None for no norm, or, where the recipe declares
+        ``norms_where_present``, for an attention without it (the forward tests ``hasattr`` itself)."""
+        if norm is None or (self.spec.attention.norms_where_present and not _has_path(attn, norm)):
+            return None
+        return resolve_attribute(attn, norm, what=norm)
+
+    def _apply_rotary(
+        self, query: torch.Tensor, key: torch.Tensor, position_embeddings: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """RoPE on [B, H, L, d_h] q/k through the family's own function, in its calling convention."""
+        assert self._rotary is not None
+        if self.spec.attention.rotary_convention == "freqs_tokens_first":
+            # f(q, k, freqs) on [B, L, H, d_h], as the forward calls it before its head transpose.
+            query, key = self._rotary(query.transpose(1, 2), key.transpose(1, 2), position_embeddings)
+            return query.transpose(1, 2), key.transpose(1, 2)
+        cos, sin = position_embeddings
+        return self._rotary(query, key, cos, sin)
+
+    def _query_temperature(self, query: torch.Tensor, attn: nn.Module) -> torch.Tensor:
+        """``spec.attention.query_temperature``: q * (log1p(floor((pos + 1) / floor_scale)) * attn_scale + 1).
+
+        ``pos`` counts the query rows from 0, as the forward does without a cache (it reads no position ids).
+        """
+        positions = torch.arange(query.shape[2], device=query.device, dtype=torch.float32)
+        scales = torch.log1p(torch.floor((positions + 1.0) / attn.floor_scale)) * attn.attn_scale + 1.0
+        return (query * scales.view(1, 1, -1, 1)).to(query.dtype)
 
     def compute_attention_scores(
         self,
@@ -640,15 +668,36 @@ class ModelAdapter:
         del attention_mask
         attn = self.module(ATTENTION, layer)
         recipe = self.spec.attention
+        # Norms before RoPE go through the projection (at their own width); after it, per head here.
+        early = not recipe.norms_after_rotary
         with torch.no_grad():
             gated = self.output_part(Q_PROJ)
             query = self._project_heads(
-                self.module(Q_PROJ, layer), attn, recipe.q_norm, hidden_states, gated[0] if gated else None
+                self.module(Q_PROJ, layer),
+                attn,
+                recipe.q_norm if early else None,
+                hidden_states,
+                gated[0] if gated else None,
             )
-            key = self._project_heads(self.module(K_PROJ, layer), attn, recipe.k_norm, hidden_states)
+            key = self._project_heads(
+                self.module(K_PROJ, layer), attn, recipe.k_norm if early else None, hidden_states
+            )
             if self._rotary is not None and self.applies_rotary(layer):
-                cos, sin = position_embeddings or self._default_position_embeddings(hidden_states)
-                query, key = self._rotary(query, key, cos, sin)
+                embeddings = position_embeddings
+                if embeddings is None:
+                    embeddings = self._default_position_embeddings(hidden_states)
+                query, key = self._apply_rotary(query, key, embeddings)
+            if not early:
+                q_norm, k_norm = (
+                    self._qk_norm_module(attn, recipe.q_norm),
+                    self._qk_norm_module(attn, recipe.k_norm),
+                )
+                query = query if q_norm is None else q_norm(query)
+                key = key if k_norm is None else k_norm(key)
+            if recipe.query_temperature is not None and self._attention_condition(
+                layer, recipe.query_temperature
+            ):
+                query = self._query_temperature(query, attn)
             key = self._repeat_kv(key, query.shape[1] // key.shape[1])
             # In place on the fresh product: one [B, H, L, L] buffer, not two (bit-identical to `* s`).
             return torch.matmul(query, key.transpose(2, 3)).mul_(self._scaling(attn))
@@ -677,11 +726,19 @@ class ModelAdapter:
     def applies_rotary(self, layer: int) -> bool:
         """Whether ``layer``'s attention applies RoPE (``spec.attention.rotary_condition``)."""
         condition = self.spec.attention.rotary_condition
-        if condition is None:
-            return True
-        negated = condition.startswith("not ")
-        value = getattr(self.get_lm_attn(layer), condition.removeprefix("not ").strip(), None)
-        return not value if negated else bool(value)
+        return True if condition is None else self._attention_condition(layer, condition)
+
+    def _attention_condition(self, layer: int, condition: str) -> bool:
+        """Whether ``condition`` (attention attributes joined by ``and``, each optionally ``not``) holds
+        on ``layer``'s attention module; a missing attribute reads as falsy."""
+        attn = self.get_lm_attn(layer)
+        for test in condition.split(" and "):
+            test = test.strip()
+            negated = test.startswith("not ")
+            value = bool(getattr(attn, test.removeprefix("not ").strip(), None))
+            if value == negated:
+                return False
+        return True
 
     def sliding_window(self, layer: int) -> int | None:
         """The attention window of ``layer`` (``None`` for full attention).

@@ -674,8 +674,12 @@ class HookedVLM:
         """``mlp.hook_experts_out``: the experts' summed output, shown as [B, L, D].
 
         MoE blocks flatten tokens before routing ([B * L, D]); the MLP's own input gives B and L back.
+        Experts that return one row per (expert slot, token) (``spec.moe.experts_slot_rows``) are shown
+        summed over the slots, as the MLP sums them; a replacement goes into the first slot, the others
+        zeroed, so that sum is the replacement.
         """
         mlp = self.adapter.get_lm_mlp(point.layer)
+        slot_rows = self.adapter.spec.moe.experts_slot_rows
         shape: list[torch.Size] = []
 
         def remember_shape(_module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -684,14 +688,25 @@ class HookedVLM:
 
         def experts_hook(_module: nn.Module, args: Any, output: Any) -> Any:
             raw = _first_tensor(output)
-            if not shape or raw.numel() != shape[0].numel():
+            tokens = shape[0].numel() if shape else 0
+            if not tokens or raw.numel() % tokens or (not slot_rows and raw.numel() != tokens):
+                expected = "one [D] row per (expert slot, token)" if slot_rows else "one [D] row per token"
                 raise ContractError(
-                    f"{point.name}: {type(experts).__name__} returned {tuple(raw.shape)}, not one [D] row "
-                    f"per token of the MLP input {tuple(shape[0]) if shape else '?'}: spec.moe.experts must "
-                    "name the module whose output is the routing-weighted sum over the experts"
+                    f"{point.name}: {type(experts).__name__} returned {tuple(raw.shape)}, not {expected} "
+                    f"of the MLP input {tuple(shape[0]) if shape else '?'}: spec.moe.experts must name the "
+                    "module whose output is the routing-weighted sum over the experts (or "
+                    "spec.moe.experts_slot_rows declare one row per expert slot)"
                 )
-            replacement = call(raw.view(shape[0]), args, {})
-            return None if replacement is None else _replace_first(output, replacement.reshape(raw.shape))
+            if not slot_rows:
+                replacement = call(raw.view(shape[0]), args, {})
+                return None if replacement is None else _replace_first(output, replacement.reshape(raw.shape))
+            slots = raw.view(raw.numel() // tokens, *shape[0])
+            replacement = call(slots.sum(dim=0), args, {})
+            if replacement is None:
+                return None
+            written = torch.zeros_like(slots)
+            written[0] = replacement
+            return _replace_first(output, written.reshape(raw.shape))
 
         return _Handles(
             mlp.register_forward_pre_hook(remember_shape, with_kwargs=True),

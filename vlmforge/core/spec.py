@@ -293,6 +293,11 @@ class MixtureOfExperts:
         router: MLP attribute of the linear router (a ``weight`` of shape [n_experts, D]) whose logits
             select the experts.
         shared_experts: MLP attribute of the always-active shared expert(s), if any.
+        experts_slot_rows: the experts return one ``[D]`` row per (expert slot, token), slot-major
+            (``[slots * tokens, D]``), and the MLP sums them over the slots (Llama4 scales each slot's *input*
+            by its routing weight, so that sum is the routing-weighted sum): ``mlp.hook_experts_out`` shows
+            the sum as [B, L, D]; a replacement is written into the first slot with the others zeroed, so
+            the MLP's own sum yields it.
     """
 
     experts: str | None = spec_field(
@@ -313,6 +318,12 @@ class MixtureOfExperts:
         key="moe_shared_experts",
         help="MLP attribute of the shared expert(s) of MoE layers (empty if none)",
     )
+    experts_slot_rows: bool = spec_field(
+        False,
+        kind="bool",
+        key="moe_experts_slot_rows",
+        help="The experts return one row per (expert slot, token), slot-major, summed over slots by the MLP",
+    )
 
 
 @dataclass(frozen=True)
@@ -323,7 +334,7 @@ class AttentionRecipe:
         rotary_function: dotted path of the ``apply_rotary_pos_emb`` the attention module calls, or
             ``None`` for a model without rotary embeddings.
         q_norm / k_norm: attribute names of per-head norms applied to q / k *before* RoPE
-            (Qwen3-style), or ``None``.
+            (Qwen3-style; after it with ``norms_after_rotary``), or ``None``.
         scaling: attribute of the attention module holding the softmax scale; when the attribute is
             missing the scale falls back to ``head_dim ** -0.5``.
         rotary_condition: RoPE is applied only on the layers whose attention module has this attribute
@@ -336,6 +347,18 @@ class AttentionRecipe:
         query_gate: ``q_proj`` returns ``[query; gate]`` per head (``[B, L, H, 2 * d_h]``, query first),
             the gate multiplying the attention output by ``sigmoid(gate)`` before ``o_proj``: ``attn.hook_q``
             and the recomputed scores use the query half.
+        rotary_convention: how ``rotary_function`` is called. ``"cos_sin"``: ``f(q, k, cos, sin)`` on
+            ``[B, H, L, d_h]`` with ``position_embeddings = (cos, sin)``; ``"freqs_tokens_first"``:
+            ``f(q, k, freqs)`` on ``[B, L, H, d_h]`` (before the head transpose) with ``position_embeddings``
+            one tensor (Llama4's complex ``freqs_cis``).
+        norms_after_rotary: ``q_norm`` / ``k_norm`` run after RoPE instead of before (Llama4's L2 norm).
+        norms_where_present: the forward applies the q/k norms under ``hasattr(self, <norm>)``: layers
+            whose attention has no such attribute apply none (Llama4 builds its norm on RoPE layers only).
+        query_temperature: condition (attention attributes joined by ``and``, each optionally ``not``) of
+            the layers that multiply the query (after RoPE and norms) by the position-dependent temperature
+            ``log1p(floor((pos + 1) / floor_scale)) * attn_scale + 1`` (temperature tuning, arXiv
+            2501.19399), reading the module's own ``floor_scale`` and ``attn_scale``; ``pos`` counts the
+            query rows from 0 (the forward uses its cache length, not ``position_ids``). ``None``: no layer.
     """
 
     rotary_function: str | None = spec_field(
@@ -373,6 +396,26 @@ class AttentionRecipe:
         kind="bool",
         help="q_proj also computes a per-head output gate ([query; gate] per head): hooks and scores use "
         "the query half",
+    )
+    rotary_convention: str = spec_field(
+        "cos_sin",
+        kind="text",
+        help="How the rotary function is called: 'cos_sin' (q, k, cos, sin on [B, H, L, d_h]) or "
+        "'freqs_tokens_first' (q, k, one position tensor, on [B, L, H, d_h] before the head transpose)",
+    )
+    norms_after_rotary: bool = spec_field(
+        False, kind="bool", help="The q/k norms are applied after RoPE (not before)"
+    )
+    norms_where_present: bool = spec_field(
+        False,
+        kind="bool",
+        help="The forward applies the q/k norms only where the attention has the norm attribute (hasattr)",
+    )
+    query_temperature: str | None = spec_field(
+        None,
+        kind="text",
+        help="Attention attributes ('a and not b') true on the layers scaling the query by "
+        "log1p(floor((pos + 1) / floor_scale)) * attn_scale + 1 (empty: none)",
     )
 
 

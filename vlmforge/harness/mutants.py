@@ -376,6 +376,27 @@ MUTANTS: tuple[Mutant, ...] = (
         ("attention_vs_eager",),
     ),
     Mutant(
+        "qk_norm_after_rotary",
+        "qwen3_vl",
+        "Qwen3's weighted q/k RMSNorm declared after RoPE (Llama4's order) though it runs before it",
+        with_spec(attention__norms_after_rotary=True),
+        ("attention_vs_eager",),
+    ),
+    Mutant(
+        "rotary_convention_freqs",
+        "qwen3_vl",
+        "rotary(q, k, cos, sin) declared as Llama4's rotary(q, k, freqs) on tokens-first q/k",
+        with_spec(attention__rotary_convention="freqs_tokens_first"),
+        ("attention_vs_eager",),
+    ),
+    Mutant(
+        "query_temperature_declared",
+        "llava",
+        "a position-dependent query temperature declared on a decoder without one",
+        with_spec(attention__query_temperature="is_causal"),
+        ("attention_vs_eager",),
+    ),
+    Mutant(
         "wrong_image_token_id",
         "llava",
         "image token id off by one",

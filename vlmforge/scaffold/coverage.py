@@ -25,9 +25,12 @@ HAND_EDITS: dict[str, dict[str, str]] = {}
 #: model_types named in the coverage issue (#9) that are not registered yet, with what blocks a
 #: zero-edit scaffold + ``--verify``.
 NOT_REGISTERED: dict[str, str] = {
-    "llama4": "its attention is beyond the recipe: RoPE through a complex-number apply_rotary_emb (another "
-    "signature), an L2 q/k norm after RoPE, a position-dependent query temperature on the no-RoPE layers, "
-    "chunked-attention masks; its experts return one row per (expert slot, token), not the summed output",
+    "llama4": "transformers 5.24's Llama4ForConditionalGeneration.forward raises AttributeError on every "
+    "call (it reads `image_outputs` from the language model's MoeCausalLMOutputWithPast), so nothing runs; "
+    "also its default vision config is self-inconsistent (vision_output_dim 7680 vs projector_output_dim "
+    "4096) and no real config is stored. Its decoder recipe is researched and recomputed exactly "
+    "(rotary_convention, norms_after_rotary, norms_where_present, query_temperature, chunked masks, "
+    "moe.experts_slot_rows)",
     "fuyu": "a fused per-head query_key_value with q/k layernorms (the spec has no fused-qkv field yet); "
     "FuyuProcessor drops the first token of the image span (a SentencePiece '▁' the tiny byte-level "
     "tokenizer does not produce), so no prompt with an image builds",

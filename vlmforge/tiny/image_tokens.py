@@ -178,8 +178,13 @@ def image_feature_function(model: torch.nn.Module) -> Any:
 
 
 def feature_rows(features: Any) -> int:
-    """Number of feature vectors in a ``get_image_features`` result (tensor, tensor list, model output)."""
-    features = getattr(features, "pooler_output", features)
+    """Number of feature vectors in a ``get_image_features`` result (tensor, tensor list, model output).
+
+    A model output without a ``pooler_output`` (Llama4's returns the vision tower's output and projects it row
+    by row in ``forward``) counts the rows of its ``last_hidden_state``.
+    """
+    pooled = getattr(features, "pooler_output", features)
+    features = getattr(features, "last_hidden_state", None) if pooled is None else pooled
     if isinstance(features, torch.Tensor):
         return features.numel() // features.shape[-1] if features.ndim else 0
     if isinstance(features, list | tuple):
@@ -188,7 +193,11 @@ def feature_rows(features: Any) -> int:
 
 
 def feature_width(features: Any) -> int | None:
-    """Width of the feature vectors in a ``get_image_features`` result (None if there are none)."""
+    """Width of the feature vectors in a ``get_image_features`` result (None if there are none).
+
+    None too for a model output without a ``pooler_output``: its ``last_hidden_state`` is projected further
+    in the model's ``forward``, so its width is not the width the token embeddings receive.
+    """
     features = getattr(features, "pooler_output", features)
     if isinstance(features, torch.Tensor):
         return features.shape[-1] if features.ndim else None

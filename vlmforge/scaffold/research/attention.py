@@ -114,10 +114,15 @@ def research_attention(
     rotary = _rotary_answer(analysis, type(attn).__name__, modules, len(layers), has_rope)
     report.add(rotary)
     report.add(_rotary_condition_answer(analysis, modules, rotary))
+    report.add(_rotary_convention_answer(analysis, rotary))
     for role, variable in (("q_norm", analysis.query_var), ("k_norm", analysis.key_var)):
         report.add(_qk_norm_answer(role, variable, analysis, attn, norms, geometry.head_dim))
+    report.add(_norms_after_rotary_answer(analysis, report))
+    report.add(_norms_where_present_answer(analysis, report))
+    temperature = _query_temperature_answer(analysis, attn)
+    report.add(temperature)
     report.add(_scaling_answer(analysis, attn, geometry.head_dim))
-    report.add(_extras_answer(analysis, attn, gated))
+    report.add(_extras_answer(analysis, attn, gated, temperature.value is not None))
 
 
 # --------------------------------------------------------------------------------------------- rotary
@@ -233,6 +238,8 @@ def _rotary_signature_mismatch(call: RotaryCall) -> str | None:
     extra_keywords = [k for k in call.keywords if k not in ("unsqueeze_dim", "position_ids")]
     if call.positional_args == 4 and len(required) <= 4 and not extra_keywords:
         return None
+    if call.positional_args == 3 and len(required) <= 3 and not extra_keywords:
+        return None  # rotary(q, k, freqs): the recipe's rotary_convention "freqs_tokens_first"
     return (
         f"signature {call.name}{signature} / call with {call.positional_args} positional args "
         f"{extra_keywords or ''} differs from the adapter's rotary(q, k, cos, sin)"
@@ -290,13 +297,136 @@ def _qk_norm_problems(
     problems = []
     if len(applied) > 1:
         problems.append(f"several norms apply to it: {[c.attribute for c in applied]}")
-    if rotary_line is not None and applied[0].line > rotary_line:
-        problems.append("but after RoPE (the adapter applies norms before RoPE)")
+    if rotary_line is not None and len({call.line > rotary_line for call in applied}) > 1:
+        problems.append("some before RoPE, some after (the recipe applies both norms on one side of it)")
     if width is not None and head_dim and width % head_dim:
         # A norm one head wide runs per head, one heads*d_h wide over the whole projection (the adapter
         # applies it at its own width); anything else does not fit.
         problems.append(f"normalises {width} features, neither one head ({head_dim}) nor whole heads")
     return problems
+
+
+def _rotary_convention_answer(analysis: ForwardAnalysis, rotary: Answer) -> Answer:
+    """``cos_sin`` for ``rotary(q, k, cos, sin)`` on head-first q/k, ``freqs_tokens_first`` for
+    ``rotary(q, k, freqs)`` called before the head transpose (Llama4's complex ``freqs_cis``)."""
+    question = "How the rotary function is called"
+    calls = analysis.rotary_calls
+    if rotary.value is None or len(calls) != 1:
+        return Answer("rotary_convention", question, "cos_sin", "no single rotary call: the default")
+    call = calls[0]
+    tokens_first = analysis.transpose_line is None or (
+        analysis.rotary_line is not None and analysis.transpose_line > analysis.rotary_line
+    )
+    where = (
+        "before the query's head transpose (q/k are [B, L, H, d_h])"
+        if tokens_first
+        else "after the query's head transpose (q/k are [B, H, L, d_h])"
+    )
+    evidence = (
+        f"{analysis.class_name}.forward calls {call.name} with {call.positional_args} positional args {where}"
+    )
+    if call.positional_args == 4 and not tokens_first:
+        return Answer("rotary_convention", question, "cos_sin", evidence)
+    if call.positional_args == 3 and tokens_first:
+        return Answer("rotary_convention", question, "freqs_tokens_first", evidence, slot="attention_recipe")
+    return Answer(
+        "rotary_convention",
+        question,
+        "cos_sin",
+        evidence + ": neither rotary(q, k, cos, sin) head-first nor rotary(q, k, freqs) tokens-first",
+        "hand_edit",
+        slot="attention_recipe",
+    )
+
+
+def _norms_after_rotary_answer(analysis: ForwardAnalysis, report: ResearchReport) -> Answer:
+    """Whether the q/k norms found run after the rotary call (source order in ``forward``)."""
+    question = "q/k norms applied after RoPE"
+    names = {report.value("q_norm"), report.value("k_norm")} - {None}
+    calls = [call for call in analysis.norm_calls if call.attribute in names]
+    if not calls or analysis.rotary_line is None:
+        return Answer("norms_after_rotary", question, False, "no q/k norm, or no RoPE: nothing to order")
+    after = all(call.line > analysis.rotary_line for call in calls)
+    order = "after" if after else "before"
+    evidence = f"{analysis.class_name}.forward applies {sorted(names)} {order} its rotary call"
+    return Answer("norms_after_rotary", question, after, evidence, slot="attention_recipe" if after else None)
+
+
+def _norms_where_present_answer(analysis: ForwardAnalysis, report: ResearchReport) -> Answer:
+    """Whether the q/k norms run under ``hasattr(self, <norm>)`` (built on some layers only)."""
+    question = "q/k norms applied only where the attention has them"
+    names = {report.value("q_norm"), report.value("k_norm")} - {None}
+    calls = [call for call in analysis.norm_calls if call.attribute in names]
+    guarded = bool(calls) and all(
+        any(f"hasattr(self, {call.attribute!r})" in text.replace('"', "'") for text in call.conditions)
+        for call in calls
+    )
+    evidence = (
+        f"{analysis.class_name}.forward applies {sorted(names)} under `hasattr(self, ...)`"
+        if guarded
+        else "the q/k norms (if any) are not guarded by hasattr"
+    )
+    return Answer(
+        "norms_where_present", question, guarded, evidence, slot="attention_recipe" if guarded else None
+    )
+
+
+# The module attributes the inline temperature formula reads; the adapter implements exactly that formula.
+_TEMPERATURE_ATTRIBUTES = ("floor_scale", "attn_scale")
+
+
+def _query_temperature_answer(analysis: ForwardAnalysis, attn: nn.Module) -> Answer:
+    """The condition under which ``forward`` scales q by ``log1p(floor((pos + 1) / floor_scale)) *
+    attn_scale + 1``: a q-pipeline multiplication by a local, with the formula's attributes read and
+    ``log1p`` / ``floor`` in the source."""
+    question = "Position-dependent query temperature (and on which layers)"
+    if analysis.query_scale is None:
+        return Answer(
+            "query_temperature", question, None, f"{analysis.class_name}.forward scales q by no local"
+        )
+    statement, conditions, nodes = analysis.query_scale
+    try:
+        source = inspect.getsource(type(attn).forward)
+    except (OSError, TypeError):
+        source = ""
+    formula = all(name in analysis.references for name in _TEMPERATURE_ATTRIBUTES) and all(
+        word in source for word in ("log1p", "floor")
+    )
+    condition = _attribute_conjunction(nodes)
+    evidence = f"{analysis.class_name}.forward: `{statement}`" + (
+        f" under `{' and '.join(conditions)}`" if conditions else ""
+    )
+    if not formula or (nodes and condition is None):
+        reason = (
+            "not the log1p(floor((pos + 1) / floor_scale)) * attn_scale + 1 temperature"
+            if not formula
+            else "its condition is not a conjunction of attribute tests"
+        )
+        return Answer(
+            "query_temperature", question, None, f"{evidence}: {reason}", "hand_edit", slot="attention_recipe"
+        )
+    value = condition or _TEMPERATURE_ATTRIBUTES[0]  # unconditional: every layer has the attributes
+    evidence += f"; reads self.{' and self.'.join(_TEMPERATURE_ATTRIBUTES)} with log1p/floor"
+    return Answer("query_temperature", question, value, evidence, slot="attention_recipe")
+
+
+def _attribute_conjunction(nodes: Sequence[ast.expr]) -> str | None:
+    """``"a and not b"`` for if-tests that are ``self.a`` / ``not self.b`` joined by ``and``; else None."""
+    tests: list[ast.expr] = []
+    for node in nodes:
+        tests += node.values if isinstance(node, ast.BoolOp) and isinstance(node.op, ast.And) else [node]
+    parts = []
+    for test in tests:
+        negated = isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not)
+        inner = test.operand if negated else test
+        if not (
+            isinstance(inner, ast.Attribute)
+            and isinstance(inner.value, ast.Name)
+            and inner.value.id == "self"
+        ):
+            return None
+        parts.append(f"not {inner.attr}" if negated else inner.attr)
+    return " and ".join(parts) or None
 
 
 # --------------------------------------------------------------------------------------- scale, extras
@@ -325,11 +455,14 @@ def _scaling_answer(analysis: ForwardAnalysis, attn: nn.Module, head_dim: int | 
     return Answer("scaling", question, name, f"{cls}.{name} = {value:.6g} {relation}; {source}")
 
 
-def _score_extras(analysis: ForwardAnalysis, attn: nn.Module, gated: bool) -> list[str]:
+def _score_extras(
+    analysis: ForwardAnalysis, attn: nn.Module, gated: bool, temperature: bool = False
+) -> list[str]:
     """Anything in the score computation beyond the recipe: softcapping, sinks, unknown q/k transforms.
 
     With a gated query (``gated``), the statement splitting q_proj's output into query and gate is the
-    recipe's ``query_gate``, not an extra.
+    recipe's ``query_gate``, not an extra; with a recognised query temperature (``temperature``), the
+    statement applying it is the recipe's ``query_temperature``.
     """
     extras: list[str] = []
     softcap = analysis.kernel_keywords.get("softcap")
@@ -343,15 +476,18 @@ def _score_extras(analysis: ForwardAnalysis, attn: nn.Module, gated: bool) -> li
         f"unrecognized q/k transformation `{line}`"
         for line in analysis.unrecognized
         if not (gated and "chunk(" in line and "self.q_proj(" in line)
+        and not (temperature and analysis.query_scale is not None and line == analysis.query_scale[0])
     ]
     if not analysis.source_available:
         extras.append(f"no source for {type(attn).__name__}.forward")
     return extras
 
 
-def _extras_answer(analysis: ForwardAnalysis, attn: nn.Module, gated: bool) -> Answer:
+def _extras_answer(
+    analysis: ForwardAnalysis, attn: nn.Module, gated: bool, temperature: bool = False
+) -> Answer:
     cls = type(attn).__name__
-    extras = _score_extras(analysis, attn, gated)
+    extras = _score_extras(analysis, attn, gated, temperature)
     return Answer(
         "attention_extras",
         "Score computation beyond project/norm/RoPE/GQA/scale",

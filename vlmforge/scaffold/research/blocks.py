@@ -64,7 +64,13 @@ class _Windows:
     @property
     def unsupported(self) -> list[str]:
         """Layer types that are not softmax attention (linear attention, state-space mixers...)."""
-        return sorted(t for t in self.layer_types if t not in ("full_attention", "sliding_attention"))
+        return sorted(t for t in self.layer_types if t not in _SOFTMAX_LAYER_TYPES)
+
+
+# Softmax-attention layer types. The recomputation takes the mask the decoder hands each layer (a chunked
+# layer gets transformers' chunked causal mask, Llama4), so a layer type that only changes the mask is
+# supported as long as it is not given a sliding window of its own.
+_SOFTMAX_LAYER_TYPES = ("full_attention", "sliding_attention", "chunked_attention")
 
 
 def research_blocks(decoder: Decoder, text_config: PretrainedConfig, report: ResearchReport) -> None:
@@ -341,7 +347,10 @@ def _sliding_window_answer(windows: _Windows, hybrid: bool) -> Answer:
             f"; layer types {unsupported} are not softmax attention: hooks/attention recomputation need care"
         )
     else:
-        evidence += " (the adapter masks each layer with its module's sliding_window)"
+        evidence += (
+            " (the adapter masks each layer with the mask the decoder hands it"
+            " and its module's sliding_window)"
+        )
     return Answer(
         "sliding_window",
         "Sliding windows / layer types",

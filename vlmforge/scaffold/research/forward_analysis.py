@@ -108,6 +108,10 @@ class ForwardAnalysis:
         query_var / key_var: local names holding q / k after their projection.
         norm_calls: ``self.<attr>(...)`` norm calls in the q / k pipelines, in source order.
         rotary_line: line of the first rotary call (to check norms come before it).
+        transpose_line: line of the first q-pipeline statement that transposes the query (the head split
+            ``[B, L, H, d_h] -> [B, H, L, d_h]``); after ``rotary_line`` (or never), RoPE runs tokens-first.
+        query_scale: source of a statement multiplying the query by a local (``q * attn_scales``), the
+            inline query temperature, with its enclosing ``if`` tests (None: none).
         scaling_attribute: ``X`` in a ``scaling=self.X`` keyword of the attention-kernel call.
         kernel_keywords: keyword names passed to that call (``softcap``, ``sinks``, ``sliding_window``...).
         unrecognized: source of statements that transform q or k in a way the generic recipe lacks.
@@ -122,6 +126,8 @@ class ForwardAnalysis:
     key_var: str | None = None
     norm_calls: list[NormCall] = field(default_factory=list)
     rotary_line: int | None = None
+    transpose_line: int | None = None
+    query_scale: tuple[str, tuple[str, ...], tuple[ast.expr, ...]] | None = None
     scaling_attribute: str | None = None
     kernel_keywords: dict[str, str] = field(default_factory=dict)
     unrecognized: list[str] = field(default_factory=list)
@@ -180,6 +186,24 @@ def _pipeline_calls(value: ast.expr, allowed: Sequence[str]) -> list[str] | None
     if isinstance(value.func, ast.Attribute) and value.func.attr in _SHAPE_METHODS:
         return _pipeline_calls(value.func.value, allowed)
     return None
+
+
+def _transposes(value: ast.expr) -> bool:
+    """The expression calls ``.transpose(...)`` (the head split of a q/k pipeline)."""
+    return any(
+        isinstance(sub, ast.Call) and isinstance(sub.func, ast.Attribute) and sub.func.attr == "transpose"
+        for sub in ast.walk(value)
+    )
+
+
+def _scales(value: ast.expr) -> bool:
+    """The expression multiplies two locals (q by a factor computed in ``forward``, not a module constant)."""
+    return any(
+        isinstance(sub, ast.BinOp)
+        and isinstance(sub.op, ast.Mult)
+        and all(isinstance(side, ast.Name) for side in (sub.left, sub.right))
+        for sub in ast.walk(value)
+    )
 
 
 def _is_cache_update(value: ast.expr) -> bool:
@@ -313,8 +337,17 @@ class _ForwardReader:
         if pipeline is None:
             return
         variable, allowed = pipeline
+        if (
+            variable == self.analysis.query_var
+            and self.analysis.transpose_line is None
+            and _transposes(value)
+        ):
+            self.analysis.transpose_line = statement.lineno
         calls = _pipeline_calls(value, allowed) if isinstance(statement, ast.Assign) else None
         if calls is None:
+            if variable == self.analysis.query_var and self.analysis.query_scale is None and _scales(value):
+                condition_text = tuple(self.text(c) for c in conditions)
+                self.analysis.query_scale = (self.text(statement), condition_text, conditions)
             self.analysis.unrecognized.append(self.text(statement))
             return
         condition_text = tuple(self.text(c) for c in conditions)

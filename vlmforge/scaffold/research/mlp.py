@@ -9,10 +9,13 @@ projections are read from the dense layers and the MoE attributes from the MoE l
 from __future__ import annotations
 
 import ast
+import copy
 import inspect
+import re
 import textwrap
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from vlmforge.scaffold.report import Answer, ResearchReport
@@ -60,11 +63,13 @@ def research_mlp(mlps: list[nn.Module], hidden: int | None, report: ResearchRepo
             report.add(Answer(role, _question(role), None, f"no dense MLP layer ({layer_plan})"))
     if moe_layers:
         _research_moe([mlps[i] for i in moe_layers], moe_layers, hidden, layer_plan, report)
+        report.add(_experts_slot_rows_answer(mlps[moe_layers[0]], report.value("moe_experts"), hidden))
     else:
         for key in _MOE_KEYS:
             report.add(
                 Answer(key, _question(key), None, f"no mixture-of-experts layer ({layer_plan})", slot="moe")
             )
+        report.add(Answer(_SLOT_ROWS, _SLOT_ROWS_QUESTION, False, "no mixture-of-experts layer"))
 
 
 def _plan(dense: list[int], moe: list[int]) -> str:
@@ -249,3 +254,72 @@ def _research_moe(
             evidence += f"; weight {tuple(weight.shape)} = [n_experts, D]: logits recomputed from it"
         status = "found" if value is not None or key == "moe_shared_experts" else "unknown"
         report.add(Answer(key, _question(key), value, evidence, status, slot="moe"))
+
+
+_SLOT_ROWS = "moe_experts_slot_rows"
+_SLOT_ROWS_QUESTION = "MoE: the experts return one row per (expert slot, token), summed by the MLP"
+_PROBE_TOKENS = 3
+
+
+def _experts_slot_rows_answer(mlp: nn.Module, experts: str | None, hidden: int | None) -> Answer:
+    """Whether the experts' output has one row per (slot, token): measured by running the MoE MLP on a
+    ``_PROBE_TOKENS``-token input on its own device (meta in research: shapes only), and the MLP's
+    ``forward`` summing the experts' output over its first axis (``.sum(dim=0)``)."""
+    if experts is None or not hidden:
+        return Answer(
+            _SLOT_ROWS, _SLOT_ROWS_QUESTION, False, "no routed experts found", "unknown", slot="moe"
+        )
+    # A bfloat16 copy: grouped-matmul expert kernels take no float32 (on meta only shapes are computed).
+    probe = copy.deepcopy(mlp).to(torch.bfloat16)
+    seen: list[int] = []
+    handle = getattr(probe, experts).register_forward_hook(
+        lambda _m, _a, output: seen.append(next(t for t in _tensors(output)).numel())
+    )
+    parameter = next(probe.parameters(), None)
+    try:
+        probe(
+            torch.zeros(
+                1,
+                _PROBE_TOKENS,
+                hidden,
+                device=parameter.device if parameter is not None else None,
+                dtype=torch.bfloat16,
+            )
+        )
+    except Exception as error:  # a block that cannot run on meta: say so, do not guess
+        return Answer(
+            _SLOT_ROWS,
+            _SLOT_ROWS_QUESTION,
+            False,
+            f"running {describe(mlp)} failed: {error!r}",
+            "unknown",
+            slot="moe",
+        )
+    finally:
+        handle.remove()
+    rows = seen[0] // hidden if seen else None
+    cls = type(mlp).__name__
+    if rows == _PROBE_TOKENS:
+        return Answer(_SLOT_ROWS, _SLOT_ROWS_QUESTION, False, f"{cls}.{experts} returns one row per token")
+    evidence = f"{cls}.{experts} returns {rows} rows for {_PROBE_TOKENS} tokens"
+    try:
+        source = inspect.getsource(type(mlp).forward)
+    except (OSError, TypeError):
+        source = ""
+    summed = rows is not None and rows % _PROBE_TOKENS == 0 and re.search(r"\.sum\((dim=)?0\)", source)
+    if not summed:
+        return Answer(
+            _SLOT_ROWS,
+            _SLOT_ROWS_QUESTION,
+            False,
+            evidence + f"; {cls}.forward does not visibly sum them over the first (slot) axis",
+            "hand_edit",
+            slot="moe",
+        )
+    evidence += f" ({rows // _PROBE_TOKENS} slots, slot-major), which {cls}.forward sums with .sum(dim=0)"
+    return Answer(_SLOT_ROWS, _SLOT_ROWS_QUESTION, True, evidence, slot="moe")
+
+
+def _tensors(output: object) -> list[torch.Tensor]:
+    items = output if isinstance(output, tuple | list) else (output,)
+    return [t for t in items if isinstance(t, torch.Tensor)]
