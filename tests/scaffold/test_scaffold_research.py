@@ -131,6 +131,19 @@ def test_copier_answers_match_the_template_questions(researched) -> None:
             },
         ),
         ("aria", {"moe_experts": "experts", "moe_router": "router", "moe_shared_experts": "shared_experts"}),
+        (
+            # A fused per-head query_key_value: q/k/v are its parts, the q/k norms follow its split.
+            "fuyu",
+            {
+                "qkv_proj": "query_key_value",
+                "q_proj": None,
+                "k_proj": None,
+                "v_proj": None,
+                "q_norm": "q_layernorm",
+                "k_norm": "k_layernorm",
+                "attention_extras": "none",
+            },
+        ),
     ],
 )
 def test_research_answers_other_vlms(model_type: str, expected: dict[str, str], researched) -> None:
@@ -147,7 +160,6 @@ def test_research_answers_other_vlms(model_type: str, expected: dict[str, str], 
 @pytest.mark.parametrize(
     ("model_type", "key", "evidence"),
     [
-        ("fuyu", "q_proj", "fused query_key_value"),
         ("blip-2", "attention_extras", "self.q_proj(hidden_states) * self.scaling"),
     ],
 )

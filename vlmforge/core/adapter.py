@@ -28,6 +28,7 @@ from vlmforge.core.roles import (
     DOWN_PROJ,
     EXPERTS,
     FINAL_NORM,
+    FUSED_QKV,
     GATE_PROJ,
     INPUT_NORM,
     K_PROJ,
@@ -307,10 +308,13 @@ class ModelAdapter:
 
         ``read(output)`` returns the part ``[..., width]``; ``write(output, value)`` writes ``value``
         into that part of ``output`` in place. Parts: this role's half of a fused ``gate_up_proj``
-        (``[..., 2F]``: gate first), and the query half of a gated query (``[..., H * 2 * d_h]``, per head
-        ``[query; gate]``).
+        (``[..., 2F]``: gate first), its q / k / v part of a fused ``qkv_proj`` (laid out as
+        ``spec.attention.qkv_layout`` says), and the query half of a gated query
+        (``[..., H * 2 * d_h]``, per head ``[query; gate]``).
         """
         half = role.fused_half(self.spec)
+        if half is not None and role.fused is not None and role.fused[0] == FUSED_QKV:
+            return self._qkv_part(half)
         if half is not None:
 
             def halves(output: torch.Tensor) -> torch.Tensor:
@@ -335,6 +339,40 @@ class ModelAdapter:
 
             return read_query, write_query
         return None
+
+    def _qkv_part(self, part: int) -> tuple[Callable[..., torch.Tensor], Callable[..., None]]:
+        """``(read, write)`` of q (``part`` 0), k (1) or v (2) in a fused q/k/v projection's output.
+
+        ``"blocks"``: ``[Q; K; V]`` of widths ``H d_h``, ``H_kv d_h``, ``H_kv d_h``. ``"per_head"``: per
+        key/value head its ``H / H_kv`` query heads, then its key, then its value
+        (``[..., H_kv, H / H_kv + 2, d_h]``).
+        """
+        head_dim, heads, kv_heads = self.lm_head_dim, self.lm_num_heads, self.lm_num_kv_heads
+        group = heads // kv_heads
+        if self.spec.attention.qkv_layout == "per_head":
+            rows = slice(0, group) if part == 0 else slice(group + part - 1, group + part)
+
+            def grouped(output: torch.Tensor) -> torch.Tensor:  # [..., H_kv, rows, d_h] view
+                return output.view(*output.shape[:-1], kv_heads, group + 2, head_dim)[..., rows, :]
+
+            def read_grouped(output: torch.Tensor) -> torch.Tensor:
+                return grouped(output).flatten(-3)
+
+            def write_grouped(output: torch.Tensor, value: torch.Tensor) -> None:
+                view = grouped(output)
+                view.copy_(value.view(view.shape))
+
+            return read_grouped, write_grouped
+        widths = (heads * head_dim, kv_heads * head_dim, kv_heads * head_dim)
+        start = sum(widths[:part])
+
+        def block(output: torch.Tensor) -> torch.Tensor:
+            return output[..., start : start + widths[part]]
+
+        def write_block(output: torch.Tensor, value: torch.Tensor) -> None:
+            block(output).copy_(value)
+
+        return block, write_block
 
     def project(self, role: Role, layer: int, hidden_states: torch.Tensor) -> torch.Tensor:
         """``role``'s projection of ``hidden_states`` in ``layer``.
@@ -627,14 +665,27 @@ class ModelAdapter:
     def _apply_rotary(
         self, query: torch.Tensor, key: torch.Tensor, position_embeddings: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """RoPE on [B, H, L, d_h] q/k through the family's own function, in its calling convention."""
-        assert self._rotary is not None
+        """RoPE on [B, H, L, d_h] q/k through the family's own function, in its calling convention.
+
+        With ``(cos, sin)`` narrower than the head (partial rotary), the first ``cos.shape[-1]`` dims rotate
+        and the rest pass through, as partial-rotary attention slices them (Persimmon slices before calling
+        the Llama function; Glm4v / Qwen3.5 slice inside theirs, where the slice is then a no-op).
+        """
+        rotary = self._rotary
+        assert rotary is not None
         if self.spec.attention.rotary_convention == "freqs_tokens_first":
             # f(q, k, freqs) on [B, L, H, d_h], as the forward calls it before its head transpose.
-            query, key = self._rotary(query.transpose(1, 2), key.transpose(1, 2), position_embeddings)
+            query, key = rotary(query.transpose(1, 2), key.transpose(1, 2), position_embeddings)
             return query.transpose(1, 2), key.transpose(1, 2)
         cos, sin = position_embeddings
-        return self._rotary(query, key, cos, sin)
+        width = cos.shape[-1]
+        if width >= query.shape[-1]:
+            return rotary(query, key, cos, sin)
+        query_rot, key_rot = rotary(query[..., :width], key[..., :width], cos, sin)
+        return (
+            torch.cat((query_rot, query[..., width:]), dim=-1),
+            torch.cat((key_rot, key[..., width:]), dim=-1),
+        )
 
     def _query_temperature(self, query: torch.Tensor, attn: nn.Module) -> torch.Tensor:
         """``spec.attention.query_temperature``: q * (log1p(floor((pos + 1) / floor_scale)) * attn_scale + 1).
@@ -671,16 +722,21 @@ class ModelAdapter:
         # Norms before RoPE go through the projection (at their own width); after it, per head here.
         early = not recipe.norms_after_rotary
         with torch.no_grad():
-            gated = self.output_part(Q_PROJ)
+            # A role's part of its module's output: a gated query's query half, a fused projection's q / k.
+            q_part, k_part = self.output_part(Q_PROJ), self.output_part(K_PROJ)
             query = self._project_heads(
                 self.module(Q_PROJ, layer),
                 attn,
                 recipe.q_norm if early else None,
                 hidden_states,
-                gated[0] if gated else None,
+                q_part[0] if q_part else None,
             )
             key = self._project_heads(
-                self.module(K_PROJ, layer), attn, recipe.k_norm if early else None, hidden_states
+                self.module(K_PROJ, layer),
+                attn,
+                recipe.k_norm if early else None,
+                hidden_states,
+                k_part[0] if k_part else None,
             )
             if self._rotary is not None and self.applies_rotary(layer):
                 embeddings = position_embeddings

@@ -49,8 +49,9 @@ class Role:
         input_heads / output_heads: how the module's input / output activation splits into heads
             (``format_cache_item`` reshapes [B, L, heads * d_h] to [B, L, heads, d_h]).
         weight: the (in, out) dimensions of the module's weight, for the contract's shape check.
-        fused: ``(spec path, half)`` of a fused projection that plays this role when the family
-            declares no separate module (a fused ``gate_up_proj``: the gate is half 0, up half 1).
+        fused: ``(spec path, part)`` of a fused projection that plays this role when the family
+            declares no separate module (a fused ``gate_up_proj``: the gate is half 0, up half 1; a fused
+            ``qkv_proj``: q, k, v are parts 0, 1, 2).
         moe: where the role exists: ``"dense"`` (layers whose MLP is not a mixture of experts),
             ``"moe"`` (only MoE layers) or ``None`` (every layer).
     """
@@ -80,7 +81,7 @@ class Role:
         return own
 
     def fused_half(self, spec: Any) -> int | None:
-        """Which half of the module's output is this role's (``None``: the whole output)."""
+        """Which part of the fused module's output is this role's (``None``: the whole output)."""
         if self.fused is None or _spec_value(spec, self.spec_path) is not None:
             return None
         return self.fused[1] if _spec_value(spec, self.fused[0]) is not None else None
@@ -97,14 +98,34 @@ ATTENTION = Role("attn", "modules.attention", "get_lm_attn", LAYER, all_layers="
 MLP = Role("mlp", "modules.mlp", "get_lm_mlp", LAYER, all_layers="lm_mlp")
 INPUT_NORM = Role("input_norm", "modules.input_norm", "get_lm_input_norm", LAYER, optional=True)
 MLP_NORM = Role("mlp_norm", "modules.mlp_norm", "get_lm_mlp_norm", LAYER, optional=True)
+#: The spec path of a fused q/k/v projection: q, k and v are its parts 0, 1, 2 (``attention.qkv_layout``).
+FUSED_QKV = "modules.qkv_proj"
 Q_PROJ = Role(
-    "q_proj", "modules.q_proj", "get_lm_q_proj", ATTENTION, output_heads="query", weight=("hidden", "query")
+    "q_proj",
+    "modules.q_proj",
+    "get_lm_q_proj",
+    ATTENTION,
+    output_heads="query",
+    weight=("hidden", "query"),
+    fused=(FUSED_QKV, 0),
 )
 K_PROJ = Role(
-    "k_proj", "modules.k_proj", "get_lm_k_proj", ATTENTION, output_heads="kv", weight=("hidden", "kv")
+    "k_proj",
+    "modules.k_proj",
+    "get_lm_k_proj",
+    ATTENTION,
+    output_heads="kv",
+    weight=("hidden", "kv"),
+    fused=(FUSED_QKV, 1),
 )
 V_PROJ = Role(
-    "v_proj", "modules.v_proj", "get_lm_v_proj", ATTENTION, output_heads="kv", weight=("hidden", "kv")
+    "v_proj",
+    "modules.v_proj",
+    "get_lm_v_proj",
+    ATTENTION,
+    output_heads="kv",
+    weight=("hidden", "kv"),
+    fused=(FUSED_QKV, 2),
 )
 O_PROJ = Role(
     "o_proj",

@@ -358,8 +358,8 @@ class HookedVLM:
                 f"attention_mask and pixel_values), got {type(inputs).__name__}"
             )
         input_ids = inputs["input_ids"]
-        # Only without pixel_values: the token scan is a device sync, kept off the every-forward path.
-        if inputs.get("pixel_values") is None and self._has_image_tokens(input_ids):
+        # Only without image tensors: the token scan is a device sync, kept off the every-forward path.
+        if not _has_image_tensor(inputs) and self._has_image_tokens(input_ids):
             raise InputError(
                 "the prompt has image tokens but the inputs have no pixel_values: pass the whole "
                 "prepare_messages(...) result, not only its input_ids"
@@ -858,3 +858,12 @@ class HookedVLM:
         return (
             f"HookedVLM({self.model_name!r}, family={self.adapter.spec.name!r}, layers={self.lm_num_layers})"
         )
+
+
+def _has_image_tensor(inputs: Mapping[str, Any]) -> bool:
+    """Whether ``inputs`` carry pixels: ``pixel_values`` or another floating tensor the processor wrote
+    (Fuyu's processor still names its patches ``image_patches`` by default, which the model accepts);
+    token ids, masks and grids are integer tensors."""
+    if inputs.get("pixel_values") is not None:
+        return True
+    return any(isinstance(value, torch.Tensor) and value.is_floating_point() for value in inputs.values())

@@ -20,6 +20,9 @@ from typing import Any, Literal
 
 LLAMA_ROTARY = "transformers.models.llama.modeling_llama.apply_rotary_pos_emb"
 
+#: The layouts of a fused q/k/v projection's output (see ``AttentionRecipe.qkv_layout``).
+QKV_LAYOUTS = ("blocks", "per_head")
+
 CAPABILITY_NAMES = ("contiguous_image_tokens", "supports_batching", "strict_residual_stream")
 
 # ------------------------------------------------------------------------------------------ field schema
@@ -215,6 +218,10 @@ class Capabilities:
 class ModulePaths:
     """Attribute names inside the language model (dotted paths are allowed everywhere).
 
+    ``qkv_proj`` declares a fused query/key/value projection (Persimmon's ``query_key_value``): the q / k / v
+    roles are then parts of its output, laid out as ``AttentionRecipe.qkv_layout`` says, and their hooks read
+    and patch those parts.
+
     ``cross_attention`` declares how images reach a cross-attention decoder (Llama 3.2 Vision): the
     layers that have that module attend to the image features *instead of* to the tokens, so they have
     no ``attention`` module, no attention hooks and no self-attention pattern, and the image tokens in
@@ -240,17 +247,29 @@ class ModulePaths:
         kind="attribute_path",
         help="Layer attribute of the norm whose output is the MLP's input (empty if none)",
     )
-    q_proj: str = spec_field(
-        "q_proj", kind="attribute_path", help="Attention attribute of the query projection"
+    q_proj: str | None = spec_field(
+        "q_proj",
+        kind="attribute_path",
+        help="Attention attribute of the query projection (empty when qkv_proj computes it)",
     )
-    k_proj: str = spec_field(
-        "k_proj", kind="attribute_path", help="Attention attribute of the key projection"
+    k_proj: str | None = spec_field(
+        "k_proj",
+        kind="attribute_path",
+        help="Attention attribute of the key projection (empty when qkv_proj computes it)",
     )
-    v_proj: str = spec_field(
-        "v_proj", kind="attribute_path", help="Attention attribute of the value projection"
+    v_proj: str | None = spec_field(
+        "v_proj",
+        kind="attribute_path",
+        help="Attention attribute of the value projection (empty when qkv_proj computes it)",
     )
     o_proj: str = spec_field(
         "o_proj", kind="attribute_path", help="Attention attribute of the output projection"
+    )
+    qkv_proj: str | None = spec_field(
+        None,
+        kind="attribute_path",
+        help="Attention attribute of a fused query/key/value projection (q_proj / k_proj / v_proj then "
+        "empty: the hooks split it as attention.qkv_layout says); empty if not fused",
     )
     gate_proj: str | None = spec_field(
         "gate_proj",
@@ -344,6 +363,11 @@ class AttentionRecipe:
             attention, short convolutions); a layer without the ``modules.attention`` module has no
             attention hooks (which layers is structural, so it holds at any depth; the config's
             ``layer_types`` names them in messages).
+        qkv_layout: how a fused ``modules.qkv_proj`` output ``[..., (H + 2 H_kv) d_h]`` splits into q, k, v:
+            ``"blocks"`` = ``[Q; K; V]`` concatenated (Phi-3 style), ``"per_head"`` = per key/value head its
+            query heads, its key and its value (``[..., H_kv, H / H_kv + 2, d_h]``; GPT-NeoX / Persimmon
+            interleave ``[q; k; v]`` per head). Measured: research keeps the layout whose recomputed
+            attention matches the model's eager attention. Unused without a fused projection.
         query_gate: ``q_proj`` returns ``[query; gate]`` per head (``[B, L, H, 2 * d_h]``, query first),
             the gate multiplying the attention output by ``sigmoid(gate)`` before ``o_proj``: ``attn.hook_q``
             and the recomputed scores use the query half.
@@ -390,6 +414,13 @@ class AttentionRecipe:
         kind="bool",
         help="Some decoder layers mix tokens without softmax attention (linear attention, convolution): "
         "attention hooks exist on the layers that have the attention module only",
+    )
+    qkv_layout: str = spec_field(
+        "blocks",
+        kind="text",
+        measured=True,
+        help="How the fused qkv_proj output splits: 'blocks' ([Q; K; V]) or 'per_head' (per kv head its "
+        "queries, key, value); measured against eager attention, unused without qkv_proj",
     )
     query_gate: bool = spec_field(
         False,
@@ -605,6 +636,11 @@ class FamilySpec:
     )
 
     def __post_init__(self) -> None:
+        if self.attention.qkv_layout not in QKV_LAYOUTS:
+            raise ValueError(
+                f"FamilySpec {self.name!r}: attention.qkv_layout must be one of {QKV_LAYOUTS}, "
+                f"got {self.attention.qkv_layout!r}"
+            )
         if not self.name.isidentifier():
             raise ValueError(f"FamilySpec.name must be a Python identifier, got {self.name!r}")
         if not self.checkpoints and not self.tiny_reference:

@@ -21,7 +21,7 @@ import torch
 from vlmforge.core.adapter import ModelAdapter
 from vlmforge.core.hooks import HOOK_TYPES, HookPoint, HookType
 from vlmforge.core.registry import ModelRegistry
-from vlmforge.core.roles import GATE_PROJ, UP_PROJ
+from vlmforge.core.roles import GATE_PROJ, K_PROJ, Q_PROJ, UP_PROJ
 from vlmforge.core.runtime import HookedVLM, HookFunction
 from vlmforge.harness.checks import CHECKS
 from vlmforge.tiny import build_tiny_model
@@ -88,10 +88,29 @@ def with_methods(**methods) -> Callable[[type[ModelAdapter]], type[ModelAdapter]
 
 def _swapped_halves(self: ModelAdapter, role: Any) -> Any:
     part = ModelAdapter.output_part(self, role)
-    if part is None or role.fused_half(self.spec) is None:
+    if part is None or role not in (GATE_PROJ, UP_PROJ) or role.fused_half(self.spec) is None:
         return part
     other = GATE_PROJ if role is UP_PROJ else UP_PROJ
     return ModelAdapter.output_part(self, other)
+
+
+def _query_reads_key_part(self: ModelAdapter, role: Any) -> Any:
+    """A fused q/k/v split one part off: the query role reads the key part."""
+    return ModelAdapter.output_part(self, K_PROJ if role is Q_PROJ else role)
+
+
+def _rotary_on_last_dims(
+    self: ModelAdapter, query: torch.Tensor, key: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Partial rotary on the wrong dims: the last ``cos``-width dims rotate, the first pass through."""
+    width = cos.shape[-1]
+    if width >= query.shape[-1]:
+        return ModelAdapter._apply_rotary(self, query, key, cos, sin)
+    rotated = ModelAdapter._apply_rotary(self, query[..., -width:], key[..., -width:], cos, sin)
+    return (
+        torch.cat((query[..., :-width], rotated[0]), dim=-1),
+        torch.cat((key[..., :-width], rotated[1]), dim=-1),
+    )
 
 
 def _softmaxed_router_logits(self: ModelAdapter, hidden_states: torch.Tensor, layer: int) -> torch.Tensor:
@@ -651,6 +670,27 @@ MUTANTS: tuple[Mutant, ...] = (
         "a gated q_proj ([query; gate] per head) treated as a plain query projection",
         with_spec(attention__query_gate=False),
         ("contract_shapes", "attention_vs_eager"),
+    ),
+    Mutant(
+        "qkv_layout_as_blocks",
+        "fuyu",
+        "a fused query_key_value interleaved per head ([q; k; v] per head) split as [Q; K; V] blocks",
+        with_spec(attention__qkv_layout="blocks"),
+        ("attention_vs_eager",),
+    ),
+    Mutant(
+        "fused_qkv_query_reads_key",
+        "fuyu",
+        "the fused q/k/v split off by one part: attn.hook_q and the recomputed scores read the keys",
+        with_methods(output_part=_query_reads_key_part),
+        ("attention_vs_eager",),
+    ),
+    Mutant(
+        "partial_rotary_on_last_dims",
+        "fuyu",
+        "partial rotary rotates the last rotary-width dims of each head instead of the first",
+        with_methods(_apply_rotary=_rotary_on_last_dims),
+        ("attention_vs_eager",),
     ),
 )
 

@@ -31,9 +31,6 @@ NOT_REGISTERED: dict[str, str] = {
     "4096) and no real config is stored. Its decoder recipe is researched and recomputed exactly "
     "(rotary_convention, norms_after_rotary, norms_where_present, query_temperature, chunked masks, "
     "moe.experts_slot_rows)",
-    "fuyu": "a fused per-head query_key_value with q/k layernorms (the spec has no fused-qkv field yet); "
-    "FuyuProcessor drops the first token of the image span (a SentencePiece '▁' the tiny byte-level "
-    "tokenizer does not produce), so no prompt with an image builds",
     "gemma3n": "its timm MobileNetV5 tower cannot be shrunk through model_args (a ~300M-parameter tiny "
     "model, 22 s to build) and the multimodal vocab_offset lies beyond the tiny vocabulary",
     "kosmos-2": "transformers registers no processor class under the model_type 'kosmos-2'; image features "

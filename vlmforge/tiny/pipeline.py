@@ -17,7 +17,7 @@ from .image_tokens import (
 from .recipes import TokenizerRecipe, processor_literal_tokens, tokenizer_recipe
 from .reference import load_reference_config, reference_checkpoints
 from .shrink import DEFAULT_LIMITS, ShrinkLimits, shrink_config
-from .tokenizer import build_tiny_tokenizer
+from .tokenizer import TokenizerStyle, build_tiny_tokenizer
 
 __all__ = ["TinyRecipe", "resolve_reference", "tiny_recipe"]
 
@@ -63,6 +63,9 @@ def tiny_recipe(
 ) -> TinyRecipe:
     """Run tokenizer -> token ids -> shrink -> agreement fixes for a checkpoint id, a model_type or a config.
 
+    The tokenizer is byte-level BPE unless the family's processor rejects every image prompt built with it
+    and accepts one built with a SentencePiece-style tokenizer (measured, see :func:`_rejects_every_prompt`).
+
     After shrinking, what the processor will read from the config is made to match the tiny model: a tile
     large enough for a 2x2 token grid (:func:`grow_tile_to_token_grid`), any-res canvases scaled to the tiny
     tile (:func:`rescale_grid_pinpoints`), image-count keys set to what the model makes of an image
@@ -73,7 +76,30 @@ def tiny_recipe(
     """
     real_config, reference = resolve_reference(checkpoint_or_config)
     tokens = tokenizer_recipe(real_config, codes=limits.codebook_size)
-    tokenizer = build_tiny_tokenizer(seed=seed, **tokens.tokenizer_kwargs())
+    tokenizer, token_ids, config = _shrink_with(real_config, tokens, seed, limits, "byte_level")
+    if _rejects_every_prompt(config, tokenizer):
+        # Measured, not named: a processor that takes no image prompt with byte-level BPE may be written for
+        # SentencePiece (Fuyu drops the first token of its separately tokenized image span, SentencePiece's
+        # "▁"); that style is kept only when the processor then accepts one.
+        candidate = _shrink_with(real_config, tokens, seed, limits, "sentencepiece")
+        if not _rejects_every_prompt(candidate[2], candidate[0]):
+            tokenizer, token_ids, config = candidate
+    config.name_or_path = f"tiny-random/{reference}"
+    if not tokens.stored:
+        _align_image_token(config, tokenizer)
+    return TinyRecipe(reference, real_config, tokens, tokenizer, token_ids, config)
+
+
+def _shrink_with(
+    real_config: PretrainedConfig,
+    tokens: TokenizerRecipe,
+    seed: int,
+    limits: ShrinkLimits,
+    style: TokenizerStyle,
+) -> tuple[PreTrainedTokenizerFast, dict[str, int], PretrainedConfig]:
+    """The tiny tokenizer of ``style``, the config's token ids in it, and the shrunk config agreeing
+    with it."""
+    tokenizer = build_tiny_tokenizer(seed=seed, style=style, **tokens.tokenizer_kwargs())
     token_ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in tokens.token_fields.items()}
     # The vocabulary becomes every `vocabulary_map` (VQ models find their image and code tokens in it).
     config = shrink_config(
@@ -93,10 +119,24 @@ def tiny_recipe(
     reconcile_image_counts(config, model_class_for(config))
     # A projector output the shrinker does not recognise would feed real-width features to the decoder.
     tie_feature_width(config, model_class_for(config))
-    config.name_or_path = f"tiny-random/{reference}"
-    if not tokens.stored:
-        _align_image_token(config, tokenizer)
-    return TinyRecipe(reference, real_config, tokens, tokenizer, token_ids, config)
+    return tokenizer, token_ids, config
+
+
+def _rejects_every_prompt(config: PretrainedConfig, tokenizer: PreTrainedTokenizerFast) -> bool:
+    """Whether the family's processor, built on ``tokenizer``, rejects a chat prompt with an image whatever
+    the template writes for the image (False when no processor can be built: nothing was measured)."""
+    # local import: processor.py imports this module
+    from .processor import accepted_image_placeholder, processor_for_config
+
+    template = tokenizer.chat_template  # building the processor fills in the template's image placeholder
+    try:
+        processor = processor_for_config(config, tokenizer)
+        processor.tokenizer.chat_template = template
+        return accepted_image_placeholder(processor, config) is None
+    except Exception:  # the agreement check after building reports processors that cannot be built
+        return False
+    finally:
+        tokenizer.chat_template = template
 
 
 _IMAGE_TOKEN_FIELDS = ("image_token_id", "image_token_index")
@@ -134,11 +174,15 @@ def _align_image_token(config: PretrainedConfig, tokenizer: PreTrainedTokenizerF
         added = expanded_image_tokens(processor, config)
     except Exception:  # the agreement check after building reports processors that cannot take an image
         return
+    if getattr(config, field) in added:
+        # Written as the processor expands an image (an ordinary SentencePiece piece, like Fuyu's
+        # |SPEAKER|, counts as much as an added token).
+        return
     special = set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)
     # A sequence boundary the processor adds (Mllama's prepends the BOS) is no image token.
     boundaries = {tokenizer.bos_token_id, tokenizer.eos_token_id}
     added = Counter({i: n for i, n in added.items() if i in special and i not in boundaries})
-    if not added or getattr(config, field) in added:
+    if not added:
         return
     own = getattr(processor, "image_token_id", None)
     image_token_id = max(added, key=lambda i: (added[i], i == own))

@@ -480,9 +480,20 @@ def text_image_placeholder(processor: ProcessorMixin, config: PretrainedConfig) 
     processor's ``image_token``, nothing. The first the processor accepts wins; if none does, the image token
     is kept, so the error shows where the prompt is used.
     """
+    accepted = accepted_image_placeholder(processor, config)
+    return accepted if accepted is not None else _placeholders(processor)[0]
+
+
+def _placeholders(processor: ProcessorMixin) -> list[str]:
+    return list(dict.fromkeys([getattr(processor, "image_token", None) or "<image>", ""]))
+
+
+def accepted_image_placeholder(processor: ProcessorMixin, config: PretrainedConfig) -> str | None:
+    """The first placeholder (see :func:`text_image_placeholder`) with which the processor accepts a chat
+    prompt and a probe image; ``None`` when it rejects every one (the processor's chat template is left as
+    the last try set it)."""
     template = processor.tokenizer.chat_template
-    placeholders = list(dict.fromkeys([getattr(processor, "image_token", None) or "<image>", ""]))
-    for placeholder in placeholders:
+    for placeholder in _placeholders(processor):
         processor.chat_template = template.replace(CHATML_IMAGE_PLACEHOLDER, placeholder)
         try:
             prompt = processor.apply_chat_template(PROBE_MESSAGES, add_generation_prompt=True)
@@ -490,7 +501,7 @@ def text_image_placeholder(processor: ProcessorMixin, config: PretrainedConfig) 
         except Exception:  # not the prompt format this processor expects: try the next one
             continue
         return placeholder
-    return placeholders[0]
+    return None
 
 
 def build_tiny_processor(

@@ -11,7 +11,7 @@ import torch
 
 from vlmforge.core.adapter import ModelAdapter
 from vlmforge.core.hooks import HOOK_TYPES
-from vlmforge.core.roles import CONTRACT_METHODS, CONTRACT_PROPERTIES, ROLES, Role
+from vlmforge.core.roles import CONTRACT_METHODS, CONTRACT_PROPERTIES, FUSED_QKV, ROLES, Role
 from vlmforge.core.runtime import HookedVLM
 from vlmforge.harness.checks.registry import CheckResult, check
 from vlmforge.harness.compare import CheckFailure
@@ -110,7 +110,10 @@ def _shape_problems(adapter: ModelAdapter, dims: dict[str, int]) -> list[str]:
         if role.weight is None or not _declared(adapter, role):
             continue
         want_in, want_out = (dims[role.weight[0]], dims[role.weight[1]] if role.weight[1] else None)
-        if want_out is not None and adapter.output_part(role) is not None:
+        in_qkv = role.fused is not None and role.fused[0] == FUSED_QKV
+        if want_out is not None and in_qkv and role.fused_half(adapter.spec) is not None:
+            want_out = dims["query"] + 2 * dims["kv"]  # the role is a part of a fused q/k/v output
+        elif want_out is not None and adapter.output_part(role) is not None:
             want_out *= 2  # the role is half the module's output (fused gate_up, gated query)
         for layer in layers if role.per_layer else [None]:
             if layer is not None and adapter.absence(role, layer) is not None:

@@ -27,7 +27,14 @@ from vlmforge.scaffold.research.forward_analysis import (
 )
 from vlmforge.scaffold.research.geometry import HeadGeometry
 from vlmforge.scaffold.research.module_tree import describe, is_norm
-from vlmforge.scaffold.research.projections import ROLES, find_projections, projection_answer, query_gate
+from vlmforge.scaffold.research.projections import (
+    ROLES,
+    find_projections,
+    fused_qkv,
+    projection_answer,
+    qkv_answer,
+    query_gate,
+)
 
 __all__ = ["research_attention"]
 
@@ -88,6 +95,7 @@ def research_attention(
     projections = find_projections(attn, geometry)
     for role in ROLES:
         report.add(projection_answer(role, attn, projections, geometry))
+    report.add(qkv_answer(attn, projections, geometry))
     gated = query_gate(attn, geometry)
     report.add(
         Answer(
@@ -106,6 +114,7 @@ def research_attention(
         q_proj=projections.names["q_proj"],
         k_proj=projections.names["k_proj"],
         norm_attributes=norms,
+        qkv_proj=fused_qkv(projections, geometry),
     )
     modules = [getattr(layer, attention_name) for layer in layers if hasattr(layer, attention_name)]
     has_rope = any(

@@ -143,10 +143,8 @@ def _research_image_position(
     item = {"type": "image", "image": image} if measured.value else {"type": "image"}
     try:
         bare = probe.user_turn([_text_item()])
-        positions = [
-            _image_first(probe.user_turn(content), bare)
-            for content in ([item, _text_item()], [_text_item(), item])
-        ]
+        rendered = [probe.user_turn(content) for content in ([item, _text_item()], [_text_item(), item])]
+        positions = [_image_first(turn, bare) for turn in rendered]
     except Exception as error:
         report.add(
             Answer(
@@ -157,6 +155,15 @@ def _research_image_position(
                 "unknown",
             )
         )
+        return
+    if all(turn == bare for turn in rendered):
+        # Nothing marks the image in the text (the tiny factory writes nothing where the processor
+        # rejects any placeholder): the processor puts the image in place itself, whatever the order.
+        evidence = (
+            f"the template renders nothing for an image item ({probe.provenance}): the processor places "
+            "the image itself (it rejects a prompt that marks one), so the order in the turn is unused"
+        )
+        report.add(Answer("image_before_text", _QUESTIONS["image_before_text"], True, evidence))
         return
     report.add(_image_before_text_answer(probe, positions, _documented_order(model_class, image_token)))
 

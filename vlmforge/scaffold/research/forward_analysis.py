@@ -105,7 +105,9 @@ class ForwardAnalysis:
         class_name / module: the attention class and the module it lives in.
         source_available: False when the source could not be read (then everything else is empty).
         rotary_calls: calls of functions whose name mentions ``rotary`` / ``rope``.
-        query_var / key_var: local names holding q / k after their projection.
+        qkv_var: the local holding a fused q/k/v projection's output (``None``: separate projections).
+        query_var / key_var: local names holding q / k after their projection (after the split of a fused
+            one: the first and second name it is unpacked into, or the first and second name sliced from it).
         norm_calls: ``self.<attr>(...)`` norm calls in the q / k pipelines, in source order.
         rotary_line: line of the first rotary call (to check norms come before it).
         transpose_line: line of the first q-pipeline statement that transposes the query (the head split
@@ -122,6 +124,7 @@ class ForwardAnalysis:
     module: str
     source_available: bool = True
     rotary_calls: list[RotaryCall] = field(default_factory=list)
+    qkv_var: str | None = None
     query_var: str | None = None
     key_var: str | None = None
     norm_calls: list[NormCall] = field(default_factory=list)
@@ -239,6 +242,7 @@ def analyze_forward(
     q_proj: str | None,
     k_proj: str | None,
     norm_attributes: Sequence[str] = (),
+    qkv_proj: str | None = None,
 ) -> ForwardAnalysis:
     """Read ``attention_class.forward`` and report its q/k pipeline (see :class:`ForwardAnalysis`).
 
@@ -246,6 +250,7 @@ def analyze_forward(
         attention_class: the decoder's attention class.
         q_proj / k_proj: attribute names of the q and k projections (found from the module tree).
         norm_attributes: attribute names of norm submodules of the attention (q/k norm candidates).
+        qkv_proj: attribute name of a fused q/k/v projection (then q and k are followed from its split).
     """
     module_name = attention_class.__module__
     analysis = ForwardAnalysis(attention_class.__name__, module_name)
@@ -262,6 +267,7 @@ def analyze_forward(
         vars(sys.modules[module_name]) if module_name in sys.modules else {},
         {"query": q_proj, "key": k_proj},
         tuple(norm_attributes),
+        qkv_proj,
     )
     analysis.references = {name for sub in ast.walk(function) if (name := _self_attribute(sub))}
     for statement, conditions in walk_statements(function.body):
@@ -281,6 +287,8 @@ class _ForwardReader:
         module_globals: the attention module's globals (what a called name resolves to).
         projections: ``query`` / ``key`` -> the projection attribute.
         norm_attributes: the attention's norm children.
+        qkv_projection: the fused q/k/v projection attribute, if any.
+        slices: local -> the q / k variable it is a slice of (partial rotary cuts q and k in two).
     """
 
     analysis: ForwardAnalysis
@@ -288,6 +296,8 @@ class _ForwardReader:
     module_globals: dict[str, Any]
     projections: dict[str, str | None]
     norm_attributes: tuple[str, ...]
+    qkv_projection: str | None = None
+    slices: dict[str, str] = field(default_factory=dict)
 
     def text(self, node: ast.AST) -> str:
         return (ast.get_source_segment(self.source, node) or ast.unparse(node)).strip()
@@ -331,7 +341,7 @@ class _ForwardReader:
         """The q / k data flow: projection, reshapes and norms are the recipe; anything else is not."""
         targets = _targets(statement)
         value = getattr(statement, "value", None)
-        if not targets or value is None:
+        if not targets or value is None or self._fused_split(targets, value) or self._sliced(targets, value):
             return
         pipeline = self._pipeline_of(targets, value)
         if pipeline is None:
@@ -357,6 +367,68 @@ class _ForwardReader:
             if call in self.norm_attributes
         ]
 
+    def _fused_split(self, targets: list[str], value: ast.expr) -> bool:
+        """Whether the statement is the fused q/k/v projection or its split (q, k are then named).
+
+        The projection's output variable is remembered; a statement reading it unpacks q, k (, v) in that
+        order (``q, k, v = self._split_heads(qkv)``, ``qkv.chunk(3, -1)``) or slices one of them
+        (``q = qkv[..., :n]``; the first slice is q, the second k). Which layout the split has is measured by
+        research, not read here.
+        """
+        analysis = self.analysis
+        if self.qkv_projection is None:
+            return False
+        if analysis.qkv_var is None and _calls_self_attribute(value, self.qkv_projection):
+            analysis.qkv_var = targets[0]
+            return True
+        if analysis.qkv_var is None or analysis.qkv_var not in _names_in(value) or analysis.key_var:
+            return False
+        if len(targets) >= 2:
+            analysis.query_var, analysis.key_var = targets[0], targets[1]
+        elif analysis.query_var is None:
+            analysis.query_var = targets[0]
+        else:
+            analysis.key_var = targets[0]
+        return True
+
+    def _sliced(self, targets: list[str], value: ast.expr) -> bool:
+        """Whether the statement only slices q or k into new locals (``q_rot, q_pass = q[..., :r], q[...
+        r:]``, partial rotary); the slices are remembered so that their re-assembly is recognised."""
+        variables = {v for v in (self.analysis.query_var, self.analysis.key_var) if v}
+        parts = value.elts if isinstance(value, ast.Tuple) else [value]
+        sources = {
+            part.value.id
+            for part in parts
+            if isinstance(part, ast.Subscript) and isinstance(part.value, ast.Name)
+        }
+        if not (
+            variables
+            and len(parts) == len(targets)
+            and all(isinstance(part, ast.Subscript) for part in parts)
+            and len(sources) == 1
+            and sources <= variables
+            and not set(targets) & variables
+        ):
+            return False
+        self.slices.update(dict.fromkeys(targets, next(iter(sources))))
+        return True
+
+    def _reassembled(self, variable: str, value: ast.expr) -> bool:
+        """``variable = torch.cat((rotated, passed), dim=-1)`` of its own slices: partial rotary, which the
+        adapter reproduces (the first ``cos``-width dims rotate, the rest pass)."""
+        if not (
+            isinstance(value, ast.Call)
+            and isinstance(value.func, ast.Attribute)
+            and value.func.attr == "cat"
+            and value.args
+            and isinstance(value.args[0], ast.Tuple | ast.List)
+        ):
+            return False
+        names = value.args[0].elts
+        return bool(names) and all(
+            isinstance(name, ast.Name) and self.slices.get(name.id) == variable for name in names
+        )
+
     def _pipeline_of(self, targets: list[str], value: ast.expr) -> tuple[str, tuple[str, ...]] | None:
         """(q/k variable written, self-calls allowed in it) for a statement of the q / k pipeline.
 
@@ -381,7 +453,10 @@ class _ForwardReader:
             return None
         if any(call.source in self.text(value) for call in analysis.rotary_calls) or _is_cache_update(value):
             return None
-        return next(iter(written)), self.norm_attributes
+        variable = next(iter(written))
+        if self._reassembled(variable, value):
+            return None
+        return variable, self.norm_attributes
 
 
 def evaluate_condition(condition: ast.expr, instance: Any) -> bool | None:

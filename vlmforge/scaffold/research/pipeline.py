@@ -25,6 +25,7 @@ from vlmforge.scaffold.research.layout import research_layout
 from vlmforge.scaffold.research.logit_mask import research_logit_mask
 from vlmforge.scaffold.research.model_class import build_meta_model, select_model_class
 from vlmforge.scaffold.research.processor import has_stored_template, load_processor, research_processor
+from vlmforge.scaffold.research.qkv_layout import research_qkv_layout
 from vlmforge.scaffold.research.sources import resolve_source
 from vlmforge.scaffold.research.tiny_model import TinyBuild, build_tiny, tiny_reference
 from vlmforge.tiny import load_reference_config, reference_checkpoints, tiny_recipe
@@ -74,6 +75,8 @@ def research(
         research_prompting(resolved.config, processor, provenance, model_cls, report)
     with _timed(report, "capabilities"):
         family = name or default_family_name(report.model_type)
+        # The attention recipe first: every measurement after it runs through the adapter it completes.
+        research_qkv_layout(report, tiny.model, tiny.error, family, measure=measure)
         # First: the capability measurements compare logits outside the mask it finds.
         research_logit_mask(report, tiny.model, tiny.error, family, measure=measure)
         research_capabilities(report, tiny.model, tiny.error, family, measure=measure)

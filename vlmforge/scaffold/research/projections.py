@@ -18,7 +18,7 @@ from vlmforge.scaffold.research.module_tree import (
     linear_shapes,
 )
 
-__all__ = ["ROLES", "Projections", "find_projections", "projection_answer"]
+__all__ = ["ROLES", "Projections", "find_projections", "fused_qkv", "projection_answer", "qkv_answer"]
 
 ROLES = ("q_proj", "k_proj", "v_proj", "o_proj")
 
@@ -70,12 +70,21 @@ def projection_answer(role: str, attn: nn.Module, projections: Projections, geom
             evidence += f"; per head [query; gate] (2 x {geometry.head_dim}): {_QUERY_GATE_EVIDENCE}"
         elif problem:
             status, evidence = "hand_edit", f"{evidence}; {problem}"
+    elif role != "o_proj" and fused_qkv(projections, geometry) is not None:
+        # Not a guess: the fused projection is exactly q + k + v wide; which layout is measured later.
+        fused = fused_qkv(projections, geometry)
+        return Answer(
+            role,
+            f"Attention {role.replace('_proj', '')} projection",
+            None,
+            f"{cls} has no separate {role}: it is a part of the fused {fused} (spec modules.qkv_proj)",
+        )
     elif projections.fused:
         status = "hand_edit"
         evidence = (
             f"{cls} has no separate {role} but a fused {projections.fused[0]} "
-            f"({linear_shapes(projections.linears)}): q/k/v hooks and score recomputation need a split by "
-            "hand"
+            f"({linear_shapes(projections.linears)}) that is not q + k + v wide: q/k/v hooks and score "
+            "recomputation need a split by hand"
         )
     else:
         status = "unknown"
@@ -90,6 +99,34 @@ def projection_answer(role: str, attn: nn.Module, projections: Projections, geom
         status,
     )
 
+
+def fused_qkv(projections: Projections, geometry: HeadGeometry) -> str | None:
+    """The fused q/k/v projection replacing separate ones: the one fused-named Linear child, exactly
+    ``(heads + 2 kv_heads) head_dim`` wide, when the attention has no separate q / k / v; else None."""
+    heads, kv_heads, head_dim = geometry.heads, geometry.kv_heads, geometry.head_dim
+    if any(projections.names[role] for role in ("q_proj", "k_proj", "v_proj")) or len(projections.fused) != 1:
+        return None
+    name = projections.fused[0]
+    width = (heads + 2 * kv_heads) * head_dim if heads and kv_heads and head_dim else None
+    return name if projections.linears[name].out_features == width else None
+
+
+def qkv_answer(attn: nn.Module, projections: Projections, geometry: HeadGeometry) -> Answer:
+    """The fused q/k/v projection, with its width as evidence (None: separate projections)."""
+    cls = type(attn).__name__
+    name = fused_qkv(projections, geometry)
+    if name is None:
+        shapes = linear_shapes(projections.linears)
+        return Answer("qkv_proj", _QKV_QUESTION, None, f"{cls} has no fused q/k/v projection ({shapes})")
+    module = projections.linears[name]
+    evidence = (
+        f"{cls}.{name}: Linear {module.in_features} -> {module.out_features} = (heads {geometry.heads} + 2 x "
+        f"kv heads {geometry.kv_heads}) x head_dim {geometry.head_dim}, and no separate q/k/v projection"
+    )
+    return Answer("qkv_proj", _QKV_QUESTION, name, evidence)
+
+
+_QKV_QUESTION = "Attention fused q/k/v projection"
 
 _QUERY_GATE_EVIDENCE = (
     "forward chunks q_proj's per-head output in two and multiplies the attention output by sigmoid(gate) "
