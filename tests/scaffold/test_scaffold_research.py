@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -142,6 +143,23 @@ def test_copier_answers_match_the_template_questions(researched) -> None:
                 "q_norm": "q_layernorm",
                 "k_norm": "k_layernorm",
                 "attention_extras": "none",
+            },
+        ),
+        # Gated cross-attention blocks in a decoder-level list of their own (Flamingo style): set aside as
+        # the decoder's cross-attention blocks, not a second candidate for its layers. Its attention's
+        # cross-attention and q/k-layer-norm branches are dead in self-attention, and the image token is
+        # the one the processor looks up by a module constant.
+        (
+            "idefics",
+            {
+                "language_model": "model",
+                "layers": "layers",
+                "cross_attention_blocks": "gated_cross_attn_layers",
+                "cross_attention": None,
+                "rotary_function": "transformers.models.idefics.modeling_idefics.apply_rotary_pos_emb",
+                "rotary_condition": None,
+                "attention_extras": "none",
+                "image_token": "<image>",
             },
         ),
     ],
@@ -410,3 +428,112 @@ def test_another_mixer_over_the_tokens_is_hybrid_not_cross_attention() -> None:
     assert report.value("attention") == "self_attn"
     assert report.value("cross_attention") is None
     assert report.value("hybrid") is True
+
+
+class _ToyDecoderLayer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.self_attn, self.mlp = _ToyAttention(), nn.Identity()
+
+    def forward(self, hidden_states, attention_mask=None):
+        return hidden_states
+
+
+class _ToyGatedCrossBlock(_ToyDecoderLayer):
+    """A Flamingo-style block: attends to the image features it is handed besides the token stream."""
+
+    def forward(self, hidden_states, attention_mask=None, image_hidden_states=None):
+        return hidden_states
+
+
+class _ToyFlamingoDecoder(nn.Module):
+    def __init__(self, blocks: type[nn.Module]) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(_ToyDecoderLayer() for _ in range(2))
+        self.gated_cross_attn_layers = nn.ModuleList(blocks() for _ in range(2))
+        self.norm = nn.LayerNorm(4)
+
+
+def test_cross_attention_block_lists_are_set_aside_from_the_decoder_layers() -> None:
+    from vlmforge.scaffold.research.layout import _find_decoder
+
+    decoder = _ToyFlamingoDecoder(_ToyGatedCrossBlock)
+    config = SimpleNamespace(num_hidden_layers=2)
+    search = _find_decoder(decoder, {id(decoder): ""}, config)
+    assert search.decoder is not None and search.decoder.layers_attr == "layers"
+    assert [c.layers_attr for c in search.cross] == ["gated_cross_attn_layers"]
+    # Blocks over the token stream only are no cross-attention: both lists qualify, nothing is guessed.
+    plain = _ToyFlamingoDecoder(_ToyDecoderLayer)
+    assert _find_decoder(plain, {id(plain): ""}, config).decoder is None
+
+
+class _BranchingAttention(nn.Module):
+    """IDEFICS-like: the cross-attention and q/k-norm branches depend on a local and on a second sequence."""
+
+    def __init__(self, is_cross_attention: bool = False, qk_norms: bool = False) -> None:
+        super().__init__()
+        self.is_cross_attention, self.qk_norms = is_cross_attention, qk_norms
+        self.q_proj, self.k_proj = nn.Linear(4, 4), nn.Linear(4, 4)
+
+    def forward(self, hidden_states, key_value_states=None, position_ids=None):
+        is_cross_attention = self.is_cross_attention or key_value_states is not None
+        query_states = self.q_proj(hidden_states)
+        if not is_cross_attention:  # noqa: SIM108 - the branches are what the analysis reads
+            key_states = self.k_proj(hidden_states)
+        else:
+            key_states = self.k_proj(key_value_states)
+        if not is_cross_attention:
+            query_states, key_states = apply_rotary_pos_emb(query_states, key_states, None, None)
+        if self.qk_norms:
+            query_states = self.q_extra(query_states)
+        return query_states, key_states
+
+
+def test_conditions_read_through_top_level_locals_and_an_absent_second_sequence() -> None:
+    from vlmforge.scaffold.research.attention import _dead
+
+    analysis = analyze_forward(_BranchingAttention, q_proj="q_proj", k_proj="k_proj")
+    (call,) = analysis.rotary_calls
+    assert call.conditions == ("not is_cross_attention",)  # the evidence shows the test as written
+    # ... and it is decided per module through the local's assignment, key_value_states being None.
+    assert evaluate_condition(call.condition_nodes[0], _BranchingAttention()) is True
+    assert evaluate_condition(call.condition_nodes[0], _BranchingAttention(is_cross_attention=True)) is False
+    lines = dict(zip(analysis.unrecognized, analysis.unrecognized_conditions, strict=True))
+    cross_key = "key_states = self.k_proj(key_value_states)"
+    extra = "query_states = self.q_extra(query_states)"
+    assert set(lines) == {cross_key, extra}
+    # Dead on every self-attention module here; alive as soon as one module takes the branch.
+    assert _dead(lines[cross_key], [_BranchingAttention(), _BranchingAttention()])
+    assert _dead(lines[extra], [_BranchingAttention()])
+    assert not _dead(lines[extra], [_BranchingAttention(), _BranchingAttention(qk_norms=True)])
+    assert not _dead((), [_BranchingAttention()])  # an unconditional statement always runs
+
+
+def test_image_token_is_read_from_the_processor_image_token_id() -> None:
+    from vlmforge.scaffold.research.image_token import _token_string
+
+    class _Tokenizer:
+        def convert_ids_to_tokens(self, token_id):
+            return {7: "<image>"}[token_id]
+
+        def convert_tokens_to_ids(self, token):
+            return {"<image>": 7}[token]
+
+    class _Processor:  # no image_token attribute: the id only, looked up through a module constant
+        def __init__(self) -> None:
+            self.tokenizer = _Tokenizer()
+            self.image_token_id = self.tokenizer.convert_tokens_to_ids(_IMAGE_TOKEN_CONSTANT)
+
+    found = _token_string(_Processor(), trusted=False)
+    assert (found.token, found.tokenizer_id, found.vouched_by) == ("<image>", 7, "literal")
+
+    class _Unvouched(_Processor):
+        def __init__(self) -> None:
+            self.tokenizer = _Tokenizer()
+            self.image_token_id = 7
+
+    unvouched = _token_string(_Unvouched(), trusted=False)
+    assert unvouched.token == "<image>" and unvouched.vouched_by is None  # a stand-in tokenizer says so only
+
+
+_IMAGE_TOKEN_CONSTANT = "<image>"

@@ -221,9 +221,30 @@ class _InsertsTheImageItself:
         return {}
 
 
+class _KeepsThePlaceholder(_InsertsTheImageItself):
+    """A processor like IDEFICS': it puts the image in front of the prompt itself and keeps a placeholder
+    already there as one more image token (which it then counts as a second, missing image)."""
+
+    image_token_id = 7
+
+    def __call__(self, text: list[str], images: object, return_tensors: str) -> dict[str, object]:
+        count = 1 + text[0].count(self.image_token)
+        return {"input_ids": torch.tensor([[1] + [self.image_token_id] * count + [2]])}
+
+
+class _ExpandsThePlaceholder(_KeepsThePlaceholder):
+    """A processor like PaliGemma's: it expands the placeholder, and inserts the image only without one."""
+
+    def __call__(self, text: list[str], images: object, return_tensors: str) -> dict[str, object]:
+        return {"input_ids": torch.tensor([[1] + [self.image_token_id] * 4 + [2]])}
+
+
 def test_template_placeholder_is_what_the_processor_accepts() -> None:
     config = tiny_recipe("llava").config
     assert text_image_placeholder(_InsertsTheImageItself(), config) == ""
+    # Accepted, but left as a stray image token next to the one the processor inserts: none written.
+    assert text_image_placeholder(_KeepsThePlaceholder(), config) == ""
+    assert text_image_placeholder(_ExpandsThePlaceholder(), config) == "<image>"
     _, processor, config = _build("gemma3")
     # Gemma3 looks for its begin-of-image token in the prompt and writes `tokenizer.image_token` instead.
     prompt = processor.apply_chat_template(MESSAGES, add_generation_prompt=True)

@@ -298,6 +298,38 @@ class ModelAdapter:
         embeddings), see :meth:`is_cross_attention_layer`."""
         return [layer for layer in range(len(self.lm_layers)) if self.is_cross_attention_layer(layer)]
 
+    @property
+    def cross_attention_blocks(self) -> nn.ModuleList | None:
+        """The decoder's own list of cross-attention blocks, applied between its layers (spec
+        ``modules.cross_attention_blocks``: Flamingo / IDEFICS); None where the spec declares none or the
+        decoder has no such attribute (the contract check reports a declared path that does not resolve)."""
+        path = self.spec.modules.cross_attention_blocks
+        if path is None or not _has_path(self._language_model, path):
+            return None
+        return resolve_attribute(self._language_model, path, what="cross-attention blocks")
+
+    def image_cross_attention(self) -> str | None:
+        """How the image reaches the decoder through cross-attention, in words; None where it arrives
+        through the input embeddings.
+
+        Either some decoder layers attend to the image in place of the tokens (``modules.cross_attention``)
+        or the decoder applies its own cross-attention blocks between the layers
+        (``modules.cross_attention_blocks``). Both are found on the built model, so a spec declaring a
+        module the model lacks gives None, and the checks on the input embeddings then run (and fail).
+        """
+        layers = self.cross_attention_layers
+        if layers:
+            return (
+                f"cross-attention layers {', '.join(map(str, layers))} ({self.spec.modules.cross_attention})"
+            )
+        blocks = self.cross_attention_blocks
+        if blocks is not None and len(blocks):
+            return (
+                f"{len(blocks)} cross-attention blocks ({self.spec.modules.cross_attention_blocks}) the "
+                "decoder applies between its layers"
+            )
+        return None
+
     def is_moe_layer(self, layer: int) -> bool:
         """Whether decoder layer ``layer``'s MLP is a mixture of experts (it has ``spec.moe.experts``)."""
         experts = self.spec.moe.experts
@@ -741,7 +773,7 @@ class ModelAdapter:
             if self._rotary is not None and self.applies_rotary(layer):
                 embeddings = position_embeddings
                 if embeddings is None:
-                    embeddings = self._default_position_embeddings(hidden_states)
+                    embeddings = self._default_position_embeddings(hidden_states, layer)
                 query, key = self._apply_rotary(query, key, embeddings)
             if not early:
                 q_norm, k_norm = (
@@ -812,11 +844,42 @@ class ModelAdapter:
             return None
         return int(window)
 
-    def _default_position_embeddings(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _rotary_module(self, layer: int) -> nn.Module | None:
+        """The module computing ``(cos, sin)`` for ``layer``: the decoder's ``rotary_emb``, or the attention's
+        own where it computes them itself from the ``position_ids`` it is passed (IDEFICS)."""
         rotary = getattr(self._language_model, "rotary_emb", None)
+        if rotary is None and 0 <= layer < len(self.lm_layers) and self.absence(ATTENTION, layer) is None:
+            rotary = getattr(self.module(ATTENTION, layer), "rotary_emb", None)
+        return rotary
+
+    def call_position_embeddings(
+        self, layer: int, hidden_states: torch.Tensor, kwargs: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The ``(cos, sin)`` of layer ``layer``'s attention call with keyword arguments ``kwargs``.
+
+        The decoder's ``position_embeddings`` where it passes them; else, for an attention that rotates with
+        its own rotary module from the ``position_ids`` it is passed, that module's output for those
+        positions (what the attention itself computes). None where neither applies (the recomputation then
+        assumes positions 0..L-1).
+        """
+        given = kwargs.get("position_embeddings")
+        if given is not None:
+            return given
+        positions = kwargs.get("position_ids")
+        rotary = self._rotary_module(layer)
+        if positions is None or rotary is None or self._rotary is None:
+            return None
+        with torch.no_grad():
+            return rotary(hidden_states, positions.expand(hidden_states.shape[0], -1))
+
+    def _default_position_embeddings(
+        self, hidden_states: torch.Tensor, layer: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        rotary = self._rotary_module(layer)
         if rotary is None:
             raise ContractError(
-                f"{self.spec.name}: position_embeddings are required (the decoder has no `rotary_emb`)"
+                f"{self.spec.name}: position_embeddings are required (neither the decoder nor its attention "
+                "has a `rotary_emb`)"
             )
         batch, length, _ = hidden_states.shape
         positions = torch.arange(length, device=hidden_states.device)[None].expand(batch, length)

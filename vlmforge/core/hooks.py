@@ -29,6 +29,9 @@ output and ``mlp.hook_pre_linear`` in the second; each hook sees (and may replac
 type exists on the layers whose module exists (:meth:`ModelAdapter.absence`): on a mixture-of-experts
 layer the dense ``mlp.hook_pre`` / ``hook_pre_linear`` / ``hook_post`` do not, the MoE hooks do; a
 cross-attention layer (spec ``modules.cross_attention``) has its residual and MLP hooks but no ``attn.*``;
+cross-attention blocks the decoder applies between its layers (spec ``modules.cross_attention_blocks``,
+IDEFICS) have no hooks of their own: ``hook_resid_pre`` of layer i is layer i's input, after the block
+before it, so ``hook_resid_post`` of layer i - 1 differs from it by what the block wrote;
 ``*`` expands to the layers that have the hook, and naming another layer is an error saying why.
 
 Recomputed hooks are derived from the captured inputs by the adapter (under ``no_grad``); they can

@@ -846,7 +846,7 @@ class HookedVLM:
                     hidden_states,
                     point.layer,
                     attention_mask=kwargs.get("attention_mask"),
-                    position_embeddings=kwargs.get("position_embeddings"),
+                    position_embeddings=adapter.call_position_embeddings(point.layer, hidden_states, kwargs),
                 )
             finally:
                 self._recomputing = False

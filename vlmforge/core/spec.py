@@ -227,6 +227,13 @@ class ModulePaths:
     no ``attention`` module, no attention hooks and no self-attention pattern, and the image tokens in
     ``input_ids`` carry no image features (the checks that look for them there are not applicable).
     Which layers is structural, so it holds at any depth (the tiny model keeps fewer layers).
+
+    ``cross_attention_blocks`` declares the other arrangement (Flamingo, IDEFICS): the cross-attention
+    blocks live in a decoder-level list of their own, which the decoder's loop applies before some of its
+    self-attention layers. Every layer keeps its self-attention and its hooks (``resid_pre`` of layer ``i``
+    is the input of layer ``i``'s self-attention, after any cross-attention block before it), the blocks
+    write into the residual stream between layers, and the image tokens in ``input_ids`` carry no image
+    features either.
     """
 
     layers: str = spec_field(
@@ -294,6 +301,13 @@ class ModulePaths:
         help="Layer attribute of a cross-attention module whose keys and values are the image features "
         "(the image reaches the decoder through the layers that have it, not through the input "
         "embeddings; those layers have no self-attention hooks); empty if none",
+    )
+    cross_attention_blocks: str | None = spec_field(
+        None,
+        kind="attribute_path",
+        help="Decoder attribute of a list of cross-attention blocks (keys and values: the image features) "
+        "that the decoder applies between its layers, apart from them (the image reaches the decoder "
+        "through them, not through the input embeddings); empty if none",
     )
 
 

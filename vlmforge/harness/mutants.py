@@ -430,6 +430,14 @@ MUTANTS: tuple[Mutant, ...] = (
         ("image_token_count",),
     ),
     Mutant(
+        "cross_attention_blocks_undeclared",
+        "idefics",
+        "the gated cross-attention blocks the decoder applies between its layers are not declared "
+        "(spec.modules.cross_attention_blocks empty): the image is looked for in the input embeddings",
+        with_spec(modules__cross_attention_blocks=None),
+        ("image_token_count",),
+    ),
+    Mutant(
         "min_image_tokens_overstated",
         "llava",
         "an image-token floor the model does not have (it would keep small images out of the property tests)",

@@ -110,7 +110,9 @@ def recorded_attention_calls(vlm: HookedVLM) -> Iterator[list[AttentionCall]]:
                     layer,
                     args[0] if args else kwargs["hidden_states"],
                     kwargs.get("attention_mask"),
-                    kwargs.get("position_embeddings"),
+                    vlm.adapter.call_position_embeddings(
+                        layer, args[0] if args else kwargs["hidden_states"], kwargs
+                    ),
                     args,
                     dict(kwargs),
                 )

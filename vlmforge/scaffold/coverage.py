@@ -35,8 +35,6 @@ NOT_REGISTERED: dict[str, str] = {
     "model, 22 s to build) and the multimodal vocab_offset lies beyond the tiny vocabulary",
     "kosmos-2": "transformers registers no processor class under the model_type 'kosmos-2'; image features "
     "replace the positions marked by image_embeds_position_mask, not an image-token id",
-    "idefics": "images enter through gated cross-attention blocks (model.gated_cross_attn_layers), not as "
-    "tokens: no image-token id, and two block lists qualify as the decoder's",
 }
 
 

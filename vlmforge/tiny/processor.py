@@ -476,9 +476,11 @@ def text_image_placeholder(processor: ProcessorMixin, config: PretrainedConfig) 
     """What the generic chat template must write for an image so that this processor accepts the prompt.
 
     Most processors expand their ``image_token`` found in the text; some insert the image themselves and
-    reject a prompt that already has one (Fuyu). The candidates are tried on a probe image, in order: the
-    processor's ``image_token``, nothing. The first the processor accepts wins; if none does, the image token
-    is kept, so the error shows where the prompt is used.
+    reject a prompt that already has one (Fuyu), or keep it as a stray extra image token next to the ones
+    they insert (IDEFICS, which then counts a second, missing image). The candidates are tried on a probe
+    image, in order: the processor's ``image_token``, nothing. The first the processor accepts wins, unless
+    nothing gives image tokens too and fewer of them (the placeholder was left unconsumed); if none is
+    accepted, the image token is kept, so the error shows where the prompt is used.
     """
     accepted = accepted_image_placeholder(processor, config)
     return accepted if accepted is not None else _placeholders(processor)[0]
@@ -489,19 +491,41 @@ def _placeholders(processor: ProcessorMixin) -> list[str]:
 
 
 def accepted_image_placeholder(processor: ProcessorMixin, config: PretrainedConfig) -> str | None:
-    """The first placeholder (see :func:`text_image_placeholder`) with which the processor accepts a chat
-    prompt and a probe image; ``None`` when it rejects every one (the processor's chat template is left as
-    the last try set it)."""
+    """The placeholder (see :func:`text_image_placeholder`) with which the processor accepts a chat prompt and
+    a probe image: the first accepted, or nothing where the first leaves a stray image token next to the ones
+    the processor inserts itself; ``None`` when it rejects every one (the processor's chat template is left
+    as the last try set it)."""
     template = processor.tokenizer.chat_template
-    for placeholder in _placeholders(processor):
+    placeholders = _placeholders(processor)
+    counts: dict[str, int] = {}
+    for placeholder in placeholders:
         processor.chat_template = template.replace(CHATML_IMAGE_PLACEHOLDER, placeholder)
         try:
             prompt = processor.apply_chat_template(PROBE_MESSAGES, add_generation_prompt=True)
-            processor(text=[prompt], images=[probe_image(config)], return_tensors="pt")
+            inputs = processor(text=[prompt], images=[probe_image(config)], return_tensors="pt")
         except Exception:  # not the prompt format this processor expects: try the next one
             continue
-        return placeholder
-    return None
+        counts[placeholder] = _image_token_count(processor, inputs)
+    accepted = [p for p in placeholders if p in counts]
+    if not accepted:
+        return None
+    first = accepted[0]
+    if first and 0 < counts.get("", 0) < counts[first]:
+        return ""  # the processor inserts the image itself; the placeholder only adds a stray token
+    return first
+
+
+def _image_token_count(processor: ProcessorMixin, inputs: Any) -> int:
+    """How many image tokens the processed ``inputs`` hold (0 where the processor names no image token)."""
+    token_id = getattr(processor, "image_token_id", None)
+    token = getattr(processor, "image_token", None)
+    lookup = getattr(getattr(processor, "tokenizer", None), "convert_tokens_to_ids", None)
+    if not isinstance(token_id, int) and isinstance(token, str) and callable(lookup):
+        token_id = lookup(token)
+    ids = inputs.get("input_ids") if hasattr(inputs, "get") else None
+    if not isinstance(token_id, int) or ids is None:
+        return 0
+    return int((ids == token_id).sum())
 
 
 def build_tiny_processor(

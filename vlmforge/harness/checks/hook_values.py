@@ -103,10 +103,14 @@ def _strict_positions(vlm: HookedVLM, inputs: Any) -> torch.Tensor:
     Everywhere for a strict residual stream; a non-strict family (Qwen3-VL's deepstack) may add to
     the image-token positions between layers, so only the text positions are compared there (the
     capability check verifies the declaration, the layer-input reference covers the image positions).
+    Cross-attention blocks between the layers (spec ``modules.cross_attention_blocks``: IDEFICS) write
+    every position that attends to an image: none is compared there, the layer-input reference covers all.
     """
     ids = inputs["input_ids"]
     if vlm.adapter.spec.capabilities.strict_residual_stream:
         return torch.ones_like(ids, dtype=torch.bool)[..., None]
+    if vlm.adapter.cross_attention_blocks:
+        return torch.zeros_like(ids, dtype=torch.bool)[..., None]
     return (ids != vlm.adapter.get_image_token_id())[..., None]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from vlmforge.core.runtime import HookedVLM
 from vlmforge.harness.checks.registry import CheckResult, check
@@ -11,13 +12,21 @@ from vlmforge.harness.measure import measure_min_image_tokens
 from vlmforge.harness.probes import single_probe, vision_written_positions
 
 
+def embedding_rows(embedding: nn.Module) -> int:
+    """How many token ids ``embedding`` looks up: its weight's rows, plus those of the embedding tables it
+    keeps apart for extra tokens (IDEFICS' decoupled embedding: ``<image>`` and
+    ``<fake_token_around_image>`` live in ``additional_embedding``, ids after the weight's rows)."""
+    extra = sum(child.num_embeddings for child in embedding.children() if isinstance(child, nn.Embedding))
+    return embedding.weight.shape[0] + extra
+
+
 @check
 def image_token_in_vocab(vlm: HookedVLM) -> CheckResult:
     """``get_image_token_id()`` is a token of the tokenizer and a row of the embedding."""
     token_id = vlm.adapter.get_image_token_id()
     tokenizer = vlm.prompt_processor.tokenizer
     vocab = len(tokenizer)
-    rows = vlm.adapter.language_model.get_input_embeddings().weight.shape[0]
+    rows = embedding_rows(vlm.adapter.language_model.get_input_embeddings())
     if not 0 <= token_id < min(vocab, rows):
         raise CheckFailure(
             f"image token id {token_id} outside the vocabulary ({vocab} tokens, {rows} embedding rows)",
@@ -27,19 +36,17 @@ def image_token_in_vocab(vlm: HookedVLM) -> CheckResult:
 
 
 def images_through_cross_attention(vlm: HookedVLM) -> str | None:
-    """A ``not_applicable`` predicate: the image reaches the decoder through cross-attention layers.
+    """A ``not_applicable`` predicate: the image reaches the decoder through cross-attention.
 
-    Their keys and values are the image features, so no image feature is merged into the input embeddings
-    at the image tokens. Which layers is structural (those having ``spec.modules.cross_attention``): a
-    spec declaring a module no layer has leaves the check applicable, and it then fails.
+    Cross-attention layers (``spec.modules.cross_attention``) or cross-attention blocks between the layers
+    (``spec.modules.cross_attention_blocks``) take the image features as keys and values, so no image
+    feature is merged into the input embeddings at the image tokens. Which is structural (found on the
+    built model): a spec declaring a module the model lacks leaves the check applicable, and it then fails.
     """
-    layers = vlm.adapter.cross_attention_layers
-    if not layers:
+    how = vlm.adapter.image_cross_attention()
+    if how is None:
         return None
-    return (
-        f"images reach the decoder through cross-attention layers {', '.join(map(str, layers))} "
-        f"({vlm.adapter.spec.modules.cross_attention}), not through the input embeddings"
-    )
+    return f"images reach the decoder through {how}, not through the input embeddings"
 
 
 @check(not_applicable=images_through_cross_attention)

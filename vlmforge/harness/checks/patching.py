@@ -130,11 +130,29 @@ def patched_forward(
     return logits, recorder
 
 
+def block_between(plain: ModuleRecorder, blocks: ModuleRecorder, layer: int) -> int | None:
+    """The cross-attention block (spec ``modules.cross_attention_blocks``) the decoder ran between layer
+    ``layer`` and the next: the one fed that layer's output that returned the next layer's input."""
+    return next(
+        (
+            index
+            for index in blocks.outputs
+            if torch.equal(blocks.inputs[index], plain.outputs[layer])
+            and torch.equal(blocks.outputs[index], plain.inputs[layer + 1])
+        ),
+        None,
+    )
+
+
 def check_residual_patch(
-    vlm: HookedVLM, inputs: Any, plain: ModuleRecorder, layer: int
+    vlm: HookedVLM, inputs: Any, plain: ModuleRecorder, layer: int, blocks: ModuleRecorder | None = None
 ) -> tuple[float, torch.Tensor]:
     """Perturb ``hook_resid_post`` of ``layer``; layer + 1 must receive it and compute from it, no earlier
-    layer may change. Returns the worst difference against the hand-computed reference and the logits."""
+    layer may change. Returns the worst difference against the hand-computed reference and the logits.
+
+    ``blocks`` records the decoder's cross-attention blocks (if any) in the unpatched run: one running
+    between the two layers is called by hand on the patched residual for the reference.
+    """
     delta = perturbation(plain.outputs[layer])
     hooks = [(f"lm.blocks.{layer}.hook_resid_post", lambda activation, _point: activation + delta)]
     logits, patched = patched_forward(vlm, inputs, hooks, plain.modules)
@@ -145,9 +163,14 @@ def check_residual_patch(
             f"decoder layer {earlier}'s own output changed when patching lm.blocks.{layer}.hook_resid_post",
             f"layer {earlier}",
         )
-    # What the model adds between the layers (nothing, or deepstack features) is added to the patch too.
-    between = plain.inputs[layer + 1] - plain.outputs[layer]
-    expected_input = plain.outputs[layer] + delta + between
+    block = block_between(plain, blocks, layer) if blocks is not None else None
+    if block is not None:
+        # A cross-attention block between the layers computes from the patched residual (not additive).
+        expected_input = blocks.call_again(block, plain.outputs[layer] + delta)
+    else:
+        # What the model adds between the layers (nothing, or deepstack features) is added to the patch too.
+        between = plain.inputs[layer + 1] - plain.outputs[layer]
+        expected_input = plain.outputs[layer] + delta + between
     expected_output = plain.call_again(layer + 1, expected_input)
     tolerance = tolerance_for(vlm.dtype).activation
     worst = max(
@@ -221,10 +244,11 @@ def check_head_ablation(vlm: HookedVLM, inputs: Any, layer: int) -> tuple[float,
 def patching_layer_locality(vlm: HookedVLM) -> CheckResult:
     """A patch on ``lm.blocks.i`` changes exactly what flows from layer i (vs layers called by hand)."""
     inputs = single_probe(vlm)
-    with ModuleRecorder(vlm.adapter.lm_layers) as plain:
+    blocks = ModuleRecorder(vlm.adapter.cross_attention_blocks or [])
+    with ModuleRecorder(vlm.adapter.lm_layers) as plain, blocks:
         logits = vlm.forward(inputs, use_cache=False).logits
     layer = locality_layer(plain)
-    residual, residual_logits = check_residual_patch(vlm, inputs, plain, layer)
+    residual, residual_logits = check_residual_patch(vlm, inputs, plain, layer, blocks)
     # The head ablation needs attention: the nearest softmax-attention layer (a hybrid's may be sparse).
     attention_layers = vlm.hook_layers("attn.hook_z")
     head_layer = min(attention_layers, key=lambda i: (abs(i - layer), i))

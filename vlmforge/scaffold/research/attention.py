@@ -131,7 +131,7 @@ def research_attention(
     temperature = _query_temperature_answer(analysis, attn)
     report.add(temperature)
     report.add(_scaling_answer(analysis, attn, geometry.head_dim))
-    report.add(_extras_answer(analysis, attn, gated, temperature.value is not None))
+    report.add(_extras_answer(analysis, attn, gated, modules, temperature.value is not None))
 
 
 # --------------------------------------------------------------------------------------------- rotary
@@ -465,13 +465,19 @@ def _scaling_answer(analysis: ForwardAnalysis, attn: nn.Module, head_dim: int | 
 
 
 def _score_extras(
-    analysis: ForwardAnalysis, attn: nn.Module, gated: bool, temperature: bool = False
+    analysis: ForwardAnalysis,
+    attn: nn.Module,
+    gated: bool,
+    modules: Sequence[nn.Module],
+    temperature: bool = False,
 ) -> list[str]:
     """Anything in the score computation beyond the recipe: softcapping, sinks, unknown q/k transforms.
 
     With a gated query (``gated``), the statement splitting q_proj's output into query and gate is the
     recipe's ``query_gate``, not an extra; with a recognised query temperature (``temperature``), the
-    statement applying it is the recipe's ``query_temperature``.
+    statement applying it is the recipe's ``query_temperature``; and a statement on a branch that none
+    of the decoder's attention ``modules`` takes is no extra either (IDEFICS' cross-attention and q/k
+    layer-norm branches, off in its self-attention).
     """
     extras: list[str] = []
     softcap = analysis.kernel_keywords.get("softcap")
@@ -483,20 +489,32 @@ def _score_extras(
             extras.append(f"attention sinks ({key}={analysis.kernel_keywords[key]})")
     extras += [
         f"unrecognized q/k transformation `{line}`"
-        for line in analysis.unrecognized
+        for line, conditions in zip(analysis.unrecognized, analysis.unrecognized_conditions, strict=True)
         if not (gated and "chunk(" in line and "self.q_proj(" in line)
         and not (temperature and analysis.query_scale is not None and line == analysis.query_scale[0])
+        and not _dead(conditions, modules)
     ]
     if not analysis.source_available:
         extras.append(f"no source for {type(attn).__name__}.forward")
     return extras
 
 
+def _dead(conditions: tuple[ast.expr, ...], modules: Sequence[nn.Module]) -> bool:
+    """Whether some of ``conditions`` is decided false on every module (the branch never runs here)."""
+    return bool(conditions and modules) and all(
+        any(evaluate_condition(node, module) is False for node in conditions) for module in modules
+    )
+
+
 def _extras_answer(
-    analysis: ForwardAnalysis, attn: nn.Module, gated: bool, temperature: bool = False
+    analysis: ForwardAnalysis,
+    attn: nn.Module,
+    gated: bool,
+    modules: Sequence[nn.Module],
+    temperature: bool = False,
 ) -> Answer:
     cls = type(attn).__name__
-    extras = _score_extras(analysis, attn, gated, temperature)
+    extras = _score_extras(analysis, attn, gated, modules, temperature)
     return Answer(
         "attention_extras",
         "Score computation beyond project/norm/RoPE/GQA/scale",

@@ -27,6 +27,7 @@ from vlmforge.scaffold.research.module_tree import (
     describe,
     find_projection,
     mlp_child,
+    second_sequence,
 )
 from vlmforge.scaffold.research.norms import research_norms
 
@@ -104,24 +105,6 @@ def research_blocks(decoder: Decoder, text_config: PretrainedConfig, report: Res
 
 
 # ------------------------------------------------------------------------------------------- reasoning
-# Forward parameters that are the token stream itself (every attention takes them), not a second sequence.
-_OWN_STATES = ("hidden_states",)
-
-
-def _second_sequence(module: nn.Module) -> str | None:
-    """The forward parameter through which ``module`` takes a second sequence's states (its keys and
-    values: ``cross_attention_states``, ``key_value_states``, ``encoder_hidden_states``...), or None.
-
-    Self-attention, linear attention and convolutions take the token stream only (``hidden_states``, plus
-    masks, positions and caches); a cross-attention module also takes the states it attends to.
-    """
-    try:
-        parameters = inspect.signature(type(module).forward).parameters
-    except (TypeError, ValueError):
-        return None
-    return next((n for n in parameters if n.endswith("_states") and n not in _OWN_STATES), None)
-
-
 def _cross_attention(layers: list[nn.Module]) -> _Child:
     """The token-mixing child that attends to another sequence (the image features) instead of the tokens.
 
@@ -136,7 +119,7 @@ def _cross_attention(layers: list[nn.Module]) -> _Child:
         if n
         and all(
             find_projection(dict(getattr(layer, n).named_children()), "q_proj")
-            and _second_sequence(getattr(layer, n))
+            and second_sequence(getattr(layer, n))
             for layer in layers
             if hasattr(layer, n)
         )
@@ -245,7 +228,7 @@ def _cross_attention_answer(cross: _Child) -> Answer:
         module = cross.module
         evidence = (
             f"layers[{cross.index}].{cross.name} is {type(module).__module__}.{type(module).__name__}, whose "
-            f"forward takes {_second_sequence(module)} to attend to; {cross.names[cross.name]} of "
+            f"forward takes {second_sequence(module)} to attend to; {cross.names[cross.name]} of "
             f"{cross.names.total()} layers have it in place of self-attention: the image reaches the decoder "
             "through them (no attention hooks there; image-token checks on input embeddings not applicable)"
         )

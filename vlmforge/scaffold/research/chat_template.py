@@ -169,8 +169,11 @@ def _research_image_position(
 
 
 def _image_first(rendered: str, bare: str) -> bool | None:
-    """Whether the image marker comes before the probe text in ``rendered`` (None: the text is missing)."""
-    at, _ = inserted(rendered, bare)
+    """Whether the image marker comes before the probe text in ``rendered`` (None: the text is missing, or
+    the template renders no marker for the image: the processor inserts the image itself, IDEFICS)."""
+    at, marker = inserted(rendered, bare)
+    if not marker:
+        return None
     return at <= rendered.find(PROBE_TEXT) if PROBE_TEXT in rendered else None
 
 
@@ -205,15 +208,21 @@ def _image_before_text_answer(
         return Answer(
             "image_before_text", question, positions[0], evidence, probe.status, slot="image_before_text"
         )
+    # A template that renders no image marker leaves the image's place to the processor: no template order.
+    order = (
+        "the template renders no marker for the image (the processor inserts the image itself)"
+        if positions == [None, None]
+        else "the template follows the content order"
+    )
     if documented is not None:
         before, evidence = documented
-        evidence = f"the template follows the content order; {evidence}"
+        evidence = f"{order}; {evidence}"
         return Answer("image_before_text", question, before, evidence, "found", slot="image_before_text")
     return Answer(
         "image_before_text",
         question,
         True,
-        "the template follows the content order and no usage example shows the convention; "
+        f"{order} and no usage example shows the convention; "
         "image first is the default (the order the seed families were trained with)",
         "default",
         slot="image_before_text",

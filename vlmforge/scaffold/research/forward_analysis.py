@@ -8,18 +8,26 @@ express, so the scaffolder can answer "which rotary function" with evidence and 
 hand edit instead of guessing.
 
 Nothing here executes model code except :func:`evaluate_condition`, which evaluates an ``if`` test that
-only reads attributes of ``self`` (e.g. ``self.use_rope``) on already-built attention modules.
+only reads attributes of ``self`` (e.g. ``self.use_rope``) on already-built attention modules. A test on a
+local assigned once at the top of ``forward`` is read through that assignment, and a second sequence the
+module could attend to (``key_value_states=None``) is absent: the module is researched as the decoder's
+self-attention, whose call passes none (IDEFICS' ``is_cross_attention = self.is_cross_attention or
+key_value_states is not None`` is then decided per module).
 """
 
 from __future__ import annotations
 
 import ast
+import copy
 import inspect
 import sys
 import textwrap
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from vlmforge.scaffold.research.module_tree import OWN_STATES
 
 __all__ = [
     "ForwardAnalysis",
@@ -117,6 +125,8 @@ class ForwardAnalysis:
         scaling_attribute: ``X`` in a ``scaling=self.X`` keyword of the attention-kernel call.
         kernel_keywords: keyword names passed to that call (``softcap``, ``sinks``, ``sliding_window``...).
         unrecognized: source of statements that transform q or k in a way the generic recipe lacks.
+        unrecognized_conditions: the enclosing ``if`` tests of each of them (as for ``condition_nodes``),
+            so a statement on a branch no built module takes is told apart.
         references: every ``self.<attr>`` read in ``forward``.
     """
 
@@ -134,6 +144,7 @@ class ForwardAnalysis:
     scaling_attribute: str | None = None
     kernel_keywords: dict[str, str] = field(default_factory=dict)
     unrecognized: list[str] = field(default_factory=list)
+    unrecognized_conditions: list[tuple[ast.expr, ...]] = field(default_factory=list)
     references: set[str] = field(default_factory=set)
 
 
@@ -150,6 +161,60 @@ def _calls_self_attribute(node: ast.AST, attribute: str) -> bool:
 
 def _names_in(node: ast.AST) -> set[str]:
     return {sub.id for sub in ast.walk(node) if isinstance(sub, ast.Name)}
+
+
+def _known_locals(function: ast.FunctionDef | ast.AsyncFunctionDef) -> dict[str, ast.expr]:
+    """Names whose value an ``if`` test may be read through: name -> expression.
+
+    A local assigned exactly once, at the top level of ``forward`` (not inside a branch), is its assigned
+    expression. A parameter taking a second sequence's states (``key_value_states``,
+    ``encoder_hidden_states``) that defaults to None is None: the module is researched as the decoder's
+    self-attention, which is called without one (else it would be a cross-attention).
+    """
+    known: dict[str, ast.expr] = {}
+    arguments = function.args
+    positional = [*arguments.posonlyargs, *arguments.args]
+    defaults = dict(
+        zip([a.arg for a in positional[len(positional) - len(arguments.defaults) :]], arguments.defaults)
+    )
+    defaults |= {a.arg: d for a, d in zip(arguments.kwonlyargs, arguments.kw_defaults) if d is not None}
+    for name, default in defaults.items():
+        if (
+            name.endswith("_states")
+            and name not in OWN_STATES
+            and isinstance(default, ast.Constant)
+            and default.value is None
+        ):
+            known[name] = default
+    stores = Counter(
+        sub.id for sub in ast.walk(function) if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store)
+    )
+    for statement in function.body:
+        if (
+            isinstance(statement, ast.Assign)
+            and len(statement.targets) == 1
+            and isinstance(statement.targets[0], ast.Name)
+            and stores[statement.targets[0].id] == 1
+        ):
+            known[statement.targets[0].id] = _read_through(statement.value, known)
+    return known
+
+
+class _Inliner(ast.NodeTransformer):
+    def __init__(self, known: dict[str, ast.expr]) -> None:
+        self.known = known
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        if isinstance(node.ctx, ast.Load) and node.id in self.known:
+            return copy.deepcopy(self.known[node.id])
+        return node
+
+
+def _read_through(node: ast.expr, known: dict[str, ast.expr]) -> ast.expr:
+    """``node`` with every known local replaced by its expression (a copy; ``node`` is left alone)."""
+    if not known or not (_names_in(node) & known.keys()):
+        return node
+    return _Inliner(known).visit(copy.deepcopy(node))
 
 
 def _targets(statement: ast.stmt) -> list[str]:
@@ -270,10 +335,13 @@ def analyze_forward(
         qkv_proj,
     )
     analysis.references = {name for sub in ast.walk(function) if (name := _self_attribute(sub))}
+    known = _known_locals(function)
     for statement, conditions in walk_statements(function.body):
-        reader.rotary_calls(statement, conditions)
+        # The tests as written (for the evidence) and read through the known locals (for evaluating).
+        resolved = tuple(_read_through(condition, known) for condition in conditions)
+        reader.rotary_calls(statement, conditions, resolved)
         reader.kernel_call(statement)
-        reader.qk_flow(statement, conditions)
+        reader.qk_flow(statement, conditions, resolved)
     return analysis
 
 
@@ -302,7 +370,9 @@ class _ForwardReader:
     def text(self, node: ast.AST) -> str:
         return (ast.get_source_segment(self.source, node) or ast.unparse(node)).strip()
 
-    def rotary_calls(self, statement: ast.stmt, conditions: tuple[ast.expr, ...]) -> None:
+    def rotary_calls(
+        self, statement: ast.stmt, conditions: tuple[ast.expr, ...], resolved: tuple[ast.expr, ...]
+    ) -> None:
         """Calls of a ``*rotary*`` / ``*rope*`` function (also inside expressions such as tuple unpacking)."""
         analysis = self.analysis
         for sub in ast.walk(statement):
@@ -320,7 +390,7 @@ class _ForwardReader:
                     defined_in=getattr(target, "__module__", analysis.module) or analysis.module,
                     source=self.text(sub),
                     conditions=tuple(self.text(c) for c in conditions),
-                    condition_nodes=conditions,
+                    condition_nodes=resolved,
                     positional_args=len(sub.args),
                     keywords=tuple(k.arg for k in sub.keywords if k.arg),
                 )
@@ -337,7 +407,9 @@ class _ForwardReader:
                     self.analysis.scaling_attribute = _self_attribute(keywords["scaling"].value)
                     self.analysis.kernel_keywords = {name: self.text(k.value) for name, k in keywords.items()}
 
-    def qk_flow(self, statement: ast.stmt, conditions: tuple[ast.expr, ...]) -> None:
+    def qk_flow(
+        self, statement: ast.stmt, conditions: tuple[ast.expr, ...], resolved: tuple[ast.expr, ...]
+    ) -> None:
         """The q / k data flow: projection, reshapes and norms are the recipe; anything else is not."""
         targets = _targets(statement)
         value = getattr(statement, "value", None)
@@ -359,10 +431,11 @@ class _ForwardReader:
                 condition_text = tuple(self.text(c) for c in conditions)
                 self.analysis.query_scale = (self.text(statement), condition_text, conditions)
             self.analysis.unrecognized.append(self.text(statement))
+            self.analysis.unrecognized_conditions.append(resolved)
             return
         condition_text = tuple(self.text(c) for c in conditions)
         self.analysis.norm_calls += [
-            NormCall(call, variable, statement.lineno, condition_text, conditions)
+            NormCall(call, variable, statement.lineno, condition_text, resolved)
             for call in calls
             if call in self.norm_attributes
         ]

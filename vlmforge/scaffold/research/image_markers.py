@@ -49,6 +49,13 @@ def research_image_markers(
         return
     try:
         vlm = research_vlm(report, tiny, name)
+        through = vlm.adapter.image_cross_attention()
+        if through is not None:
+            # The image features are the cross-attention's keys and values: the vision side writes no
+            # position of the decoder's input (its first layer's input holds what a block wrote already).
+            evidence = f"not applicable: images reach the decoder through {through}, not its input embeddings"
+            report.add(Answer(_KEY, _QUESTION, None, evidence, "measured"))
+            return
         with quiet():
             inputs = single_probe(vlm)
             written = vision_written_positions(vlm, inputs)

@@ -68,7 +68,10 @@ def research_image_token(
     processor class's own ``image_token`` default, i.e. transformers itself says so.
     """
     attribute = _config_attribute(config)
-    token, token_evidence, token_status = _token_answer_parts(_token_string(processor, trusted), provenance)
+    # Where the config has no id the adapter needs the token string: it is then also read behind the
+    # processor's bare image_token_id, and vouched for by a module constant its __init__ names.
+    found = _token_string(processor, trusted, needed=attribute.attribute is None)
+    token, token_evidence, token_status = _token_answer_parts(found, provenance)
     if token is None and attribute.attribute:
         # The adapter reads the id from the config first; the token string is only its fallback.
         token_status, token_evidence = (
@@ -95,21 +98,40 @@ def _config_attribute(config: PretrainedConfig) -> _ConfigAttribute:
     return _ConfigAttribute(None, candidates=tuple(keys))
 
 
-def _token_string(processor: Any, trusted: bool) -> _TokenString:
+def _token_string(processor: Any, trusted: bool, needed: bool = True) -> _TokenString:
     if processor is None:
         return _TokenString(None)
     name = type(processor).__name__
     token = getattr(processor, "image_token", None)
+    tokenizer = getattr(processor, "tokenizer", None)
+    if needed and not (isinstance(token, str) and token):
+        # Some processors keep only the id (IDEFICS: ``image_token_id``, looked up from a module constant):
+        # the token is what the tokenizer spells that id as.
+        token = _token_of_id(tokenizer, getattr(processor, "image_token_id", None))
     if not (isinstance(token, str) and token):
         return _TokenString(name)
-    tokenizer = getattr(processor, "tokenizer", None)
     tokenizer_id = tokenizer.convert_tokens_to_ids(token) if tokenizer is not None else None
-    vouched_by: _Voucher | None = "tokenizer" if trusted else _vouched_by_code(processor, token)
+    vouched_by: _Voucher | None = "tokenizer" if trusted else _vouched_by_code(processor, token, needed)
     return _TokenString(name, token, tokenizer_id, tokenizer is not None, vouched_by)
 
 
-def _vouched_by_code(processor: Any, token: str) -> Literal["default", "literal"] | None:
-    """Whether transformers' processor code names ``token``: as the default, or literally in ``__init__``."""
+def _token_of_id(tokenizer: Any, token_id: Any) -> str | None:
+    """The token ``tokenizer`` spells ``token_id`` as (None without a tokenizer or an int id)."""
+    if tokenizer is None or as_int(token_id) is None:
+        return None
+    try:
+        token = tokenizer.convert_ids_to_tokens(int(token_id))
+    except (IndexError, KeyError, TypeError, ValueError):
+        return None
+    return token if isinstance(token, str) else None
+
+
+def _vouched_by_code(
+    processor: Any, token: str, constants: bool = True
+) -> Literal["default", "literal"] | None:
+    """Whether transformers' processor code names ``token``: as the default, or literally in ``__init__``
+    (a string literal there, or, with ``constants``, a module constant holding it that ``__init__`` names:
+    IDEFICS' ``IMAGE_TOKEN``)."""
     init = type(processor).__init__
     parameter = inspect.signature(init).parameters.get("image_token")
     try:
@@ -120,7 +142,11 @@ def _vouched_by_code(processor: Any, token: str) -> Literal["default", "literal"
         return "default"
     if f'"{token}"' in init_source or f"'{token}'" in init_source:
         return "literal"
-    return None
+    if not constants:
+        return None
+    module_globals = getattr(inspect.getmodule(init), "__dict__", {})
+    named = set(re.findall(r"\b[A-Za-z_]\w*\b", init_source))
+    return "literal" if any(module_globals.get(n) == token for n in named) else None
 
 
 # -------------------------------------------------------------------------------------------- answers
@@ -129,7 +155,7 @@ def _token_answer_parts(found: _TokenString, provenance: str) -> tuple[str | Non
     if found.processor is None:
         return None, f"no processor to read the token string from ({provenance})", "unknown"
     if found.token is None:
-        return None, f"{found.processor} has no image_token attribute", "unknown"
+        return None, f"{found.processor} has no image_token attribute (nor an image_token_id)", "unknown"
     if found.vouched_by is None:
         evidence = (
             f"{found.processor}.image_token comes from the tokenizer, and only a stand-in "

@@ -22,6 +22,7 @@ from vlmforge.scaffold.research.module_tree import (
     describe,
     is_norm,
     module_paths,
+    second_sequence,
 )
 
 __all__ = ["research_layout"]
@@ -37,11 +38,14 @@ class _DecoderSearch:
         candidates: the block lists still qualifying after the last narrowing step (one: found).
         how: the narrowing step that decided, in words.
         listing: every block list of the model, for the evidence.
+        cross: the block lists set aside as cross-attention blocks (each block's forward takes a second
+            sequence's states: the image features), which the decoder applies between its layers.
     """
 
     candidates: tuple[Decoder, ...]
     how: str
     listing: str
+    cross: tuple[Decoder, ...] = ()
 
     @property
     def decoder(self) -> Decoder | None:
@@ -90,6 +94,7 @@ def research_layout(model: nn.Module, config: PretrainedConfig, report: Research
     report.add(_language_model_answer(decoder, search, layer_classes))
     report.add(_layers_answer(decoder, layer_classes))
     report.add(_final_norm_answer(decoder, _final_norm(decoder)))
+    report.add(_cross_attention_blocks_answer(decoder, search))
     report.add(_lm_head_answer(model, paths))
     text_type = config_value(text_config, "model_type", "?")
     report.add(
@@ -114,11 +119,24 @@ def _find_decoder(model: nn.Module, paths: dict[int, str], text_config: Pretrain
     """
     everything = block_lists(model)
     listing = ", ".join(f"{c.path or '<root>'}.{c.layers_attr} ({len(c.layers)})" for c in everything)
+    # A list of blocks that each attend to a second sequence (Flamingo / IDEFICS gated cross-attention
+    # blocks, interleaved with the decoder's layers) beside a list of blocks over the tokens only, owned by
+    # the same module, is not the decoder's layer list even where it is as long: set aside. A lone list
+    # whose blocks all take one (Mllama's layers, which all accept cross_attention_states) stays.
+    cross = tuple(
+        c
+        for c in everything
+        if all(second_sequence(block) for block in c.layers)
+        and any(
+            o.module is c.module and not any(second_sequence(block) for block in o.layers) for o in everything
+        )
+    )
+    everything = [c for c in everything if c not in cross]
     by_api = call_quietly(model, "get_decoder")
     chosen: list[Decoder] = []
     how = ""
     if isinstance(by_api, nn.Module) and id(by_api) in paths:
-        chosen = block_lists(by_api, paths[id(by_api)])
+        chosen = [c for c in block_lists(by_api, paths[id(by_api)]) if c in everything]
         how = f"it is the block list inside model.get_decoder() (model.{paths[id(by_api)]})"
     if len(chosen) != 1:
         chosen = [c for c in everything if getattr(c.module, "config", None) is text_config]
@@ -129,7 +147,7 @@ def _find_decoder(model: nn.Module, paths: dict[int, str], text_config: Pretrain
             c for c in everything if len(c.layers) == expected and any(map(is_norm, c.module.children()))
         ]
         how = f"its length matches text_config.num_hidden_layers = {expected} and its owner has a norm"
-    return _DecoderSearch(tuple(chosen), how, listing)
+    return _DecoderSearch(tuple(chosen), how, listing, cross)
 
 
 def _final_norm(decoder: Decoder) -> _FinalNorm:
@@ -189,6 +207,36 @@ def _layers_answer(decoder: Decoder, layer_classes: Counter[str]) -> Answer:
             "MLP and norm answers are researched on every layer"
         )
     return Answer("layers", "Decoder layer list attribute", decoder.layers_attr, evidence)
+
+
+def _cross_attention_blocks_answer(decoder: Decoder, search: _DecoderSearch) -> Answer:
+    """The decoder's own list of cross-attention blocks (applied between its layers), if it has one."""
+    owned = [c for c in search.cross if c.module is decoder.module]
+    if len(owned) != 1:
+        evidence = (
+            f"{type(decoder.module).__name__} owns no list of blocks attending to a second sequence"
+            if not owned
+            else f"unknown: {type(decoder.module).__name__} owns {len(owned)} lists of cross-attention "
+            f"blocks ({', '.join(c.layers_attr for c in owned)})"
+        )
+        return Answer(
+            "cross_attention_blocks",
+            "Decoder attribute of the cross-attention blocks between layers",
+            None,
+            evidence,
+            "found" if not owned else "unknown",
+        )
+    blocks = owned[0]
+    block = blocks.layers[0]
+    return Answer(
+        "cross_attention_blocks",
+        "Decoder attribute of the cross-attention blocks between layers",
+        blocks.layers_attr,
+        f"{type(decoder.module).__name__}.{blocks.layers_attr} is a ModuleList of {len(blocks.layers)} "
+        f"{describe(block)}, whose forward takes {second_sequence(block)} to attend to: the decoder applies "
+        f"them between its {decoder.layers_attr} (the image reaches the decoder through them, not through "
+        "the input embeddings)",
+    )
 
 
 def _final_norm_answer(decoder: Decoder, final: _FinalNorm) -> Answer:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from torch import nn
 __all__ = [
     "FINAL_NORM_NAMES",
     "FUSED_QKV",
+    "OWN_STATES",
     "PROJECTION_NAMES",
     "Decoder",
     "attention_child",
@@ -25,6 +27,7 @@ __all__ = [
     "linear_shapes",
     "mlp_child",
     "module_paths",
+    "second_sequence",
 ]
 
 _ATTENTION_NAMES = ("self_attn", "self_attention", "attention", "attn")
@@ -145,3 +148,22 @@ def block_lists(root: nn.Module, prefix: str = "") -> list[Decoder]:
                 full = ".".join(p for p in (prefix, path) if p)
                 found.append(Decoder(full, module, child_name, child))
     return found
+
+
+# Forward parameters that are the token stream itself (every attention takes them), not a second sequence.
+OWN_STATES = frozenset({"hidden_states"})
+
+
+def second_sequence(module: nn.Module) -> str | None:
+    """The forward parameter through which ``module`` takes a second sequence's states (its keys and
+    values: ``cross_attention_states``, ``key_value_states``, ``image_hidden_states``...), or None.
+
+    Self-attention, linear attention and convolutions take the token stream only (``hidden_states``, plus
+    masks, positions and caches); a cross-attention module (or a block wrapping one) also takes the states
+    it attends to.
+    """
+    try:
+        parameters = inspect.signature(type(module).forward).parameters
+    except (TypeError, ValueError):
+        return None
+    return next((n for n in parameters if n.endswith("_states") and n not in OWN_STATES), None)
