@@ -46,10 +46,20 @@ def processor_pixels(vlm, inputs) -> np.ndarray:
         patch = round((pixels.shape[-1] // 3) ** 0.5)
         grid = pixels[0, : rows * cols].reshape(rows, cols, patch, patch, 3)
         image = grid.permute(4, 0, 2, 1, 3).reshape(3, rows * patch, cols * patch)
+    elif pixels.dim() == 2:
+        # One image's flat patches [patches, p * p * 3] (Fuyu; row-major over the grid, each patch
+        # (y, x, channel)); the grid's rows are the image tokens' runs.
+        is_image = (inputs["input_ids"][0] == vlm.adapter.get_image_token_id()).int()
+        starts = int(is_image[0]) + int(((is_image[1:] - is_image[:-1]) == 1).sum())
+        rows, cols = starts, int(is_image.sum()) // starts
+        patch = round((pixels.shape[-1] // 3) ** 0.5)
+        grid = pixels.reshape(rows, cols, patch, patch, 3)
+        image = grid.permute(4, 0, 2, 1, 3).reshape(3, rows * patch, cols * patch)
     else:
         image = pixels.reshape(-1, *pixels.shape[-3:])[0]
-    mean = torch.tensor(image_processor.image_mean).view(3, 1, 1)
-    std = torch.tensor(image_processor.image_std).view(3, 1, 1)
+    # One value for all channels (Fuyu's 0.5) or one per channel.
+    mean = torch.tensor(image_processor.image_mean, dtype=torch.float32).flatten().expand(3).view(3, 1, 1)
+    std = torch.tensor(image_processor.image_std, dtype=torch.float32).flatten().expand(3).view(3, 1, 1)
     # Un-normalised pixels are in rescaled units (x rescale_factor: 1/255 mostly, Chameleon's 1/128).
     rescale = getattr(image_processor, "rescale_factor", None) or 1 / 255
     return ((image * std + mean) / (rescale * 255)).permute(1, 2, 0).clamp(0, 1).numpy()

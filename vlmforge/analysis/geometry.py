@@ -279,10 +279,16 @@ def _check_box(bbox: Any) -> Box:
 
 # ------------------------------------------------------------------------------------ derivation
 def _first_int(*values: Any) -> int | None:
-    """The first positive number among ``values``; a square ``[n, n]`` pair (InternVL's patch size) is n."""
+    """The first positive number among ``values``; a square ``[n, n]`` pair (InternVL's patch size) or a
+    square ``{height: n, width: n}`` size (Fuyu's image processor) is n."""
     for value in values:
         if isinstance(value, list | tuple) and len(value) == 2 and value[0] == value[1]:
             value = value[0]
+        height, width = getattr(value, "height", None), getattr(value, "width", None)
+        if isinstance(value, dict):
+            height, width = value.get("height"), value.get("width")
+        if height is not None and height == width:
+            value = height
         if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
             return int(value)
     return None
@@ -309,6 +315,8 @@ def patch_and_merge(vlm: Any) -> tuple[int, int]:
     vision = getattr(config, "vision_config", None)
     patch = _first_int(
         getattr(vision, "patch_size", None),
+        # A model without a vision config that cuts patches itself (Fuyu's linear patch embedding).
+        getattr(config, "patch_size", None) if vision is None else None,
         getattr(image_processor, "patch_size", None),
         getattr(hf_processor, "patch_size", None),
         # A VQ tokenizer's codes (Emu3): one code per ``spatial_factor`` / ``downsample_ratio`` pixels.
@@ -465,6 +473,10 @@ def image_info(vlm: Any, image: Any) -> ImageInfo:
             rows, cols = (int(v) for v in torch.as_tensor(shapes)[0])
             processed = (cols * patch, rows * patch)
             crop_box = (0.0, 0.0, float(width), float(height))
+        elif isinstance(pixels, torch.Tensor) and pixels.dim() == 2:
+            # One image's patches as a flat [patches, patch pixels] list with no image shape (Fuyu): the
+            # grid is the image tokens' rows, one run per row of patches (a row-break token between runs).
+            processed, crop_box = _flat_patch_grid(vlm, inputs, original, patch, int(pixels.shape[0]))
         else:
             if not isinstance(pixels, torch.Tensor) or pixels.dim() not in (4, 5):
                 raise UnsupportedGeometryError(
@@ -523,6 +535,40 @@ def image_info(vlm: Any, image: Any) -> ImageInfo:
         )
     view = _processed_view(original, crop_box, processed, _pad_color(vlm))
     return ImageInfo(view, (width, height), processed, crop_box, patch, merge, grid_h, grid_w, num_tokens)
+
+
+def _flat_patch_grid(
+    vlm: Any, inputs: Any, original: Image.Image, patch: int, patches: int
+) -> tuple[tuple[int, int], Box]:
+    """(processed size, crop box) of an image the processor hands over as ``patches`` flat patches.
+
+    The patch grid is the image tokens' runs (rows of equal length); the processor cuts it from the image
+    resized to fit its ``size`` (never enlarged) and padded right and bottom to whole patches, so the box
+    reaches past the image into that padding.
+    """
+    family = vlm.adapter.spec.name
+    rows = _run_lengths(inputs["input_ids"][0] == vlm.adapter.get_image_token_id())
+    if not rows or len(set(rows)) != 1 or len(rows) * rows[0] != patches:
+        raise UnsupportedGeometryError(
+            f"{family}: {patches} flat patches but image-token runs of {rows}: no rows x columns grid",
+            "layout",
+        )
+    grid_h, grid_w = len(rows), rows[0]
+    width, height = original.size
+    image_processor = getattr(vlm.processor, "image_processor", vlm.processor)
+    size = getattr(image_processor, "size", None)
+    target = (getattr(size, "width", None), getattr(size, "height", None))
+    if isinstance(size, dict):
+        target = (size.get("width"), size.get("height"))
+    scale = min(1.0, *(t / s for t, s in zip(target, (width, height)) if isinstance(t, int)))
+    if (math.ceil(width * scale / patch), math.ceil(height * scale / patch)) != (grid_w, grid_h):
+        raise UnsupportedGeometryError(
+            f"{family}: a {width}x{height} image fitted into {target} is not a {grid_h}x{grid_w} grid of "
+            f"{patch}px patches",
+            "layout",
+        )
+    processed = (grid_w * patch, grid_h * patch)
+    return processed, (0.0, 0.0, processed[0] / scale, processed[1] / scale)
 
 
 def _run_lengths(is_image: torch.Tensor) -> list[int]:

@@ -9,6 +9,7 @@ position of every row is the next-token position (what generation and logit lens
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -245,8 +246,13 @@ class VLMProcessor:
         return self.hf_processor(text=texts, images=[[image] for image in images], **kwargs)
 
     def _image_kwargs(self) -> dict[str, Any]:
-        """Extra processor keyword arguments; a family processor subclass may override."""
-        return {}
+        """Extra processor keyword arguments; a family processor subclass may override.
+
+        A processor that still returns a deprecated image output by default (Fuyu's ``image_patches``)
+        is asked for the current one (``pixel_values``), which the model and every tool here read.
+        """
+        parameters = inspect.signature(type(self.hf_processor).__call__).parameters
+        return {"return_legacy_image_output": False} if "return_legacy_image_output" in parameters else {}
 
     @staticmethod
     def _per_item(value: Any, count: int, name: str) -> list[Any]:
