@@ -86,7 +86,8 @@ def _demo(name: str, device: str) -> int:
     image = probe_image(56, 56)
     inputs = vlm.prepare_messages("What is in the top left corner?", image, assistant_prefill="The corner is")
     ids = inputs["input_ids"][0]
-    image_tokens = int((ids == vlm.adapter.get_image_token_id()).sum())
+    image_positions = vlm.adapter.image_token_mask(inputs)[0]
+    image_tokens = int(image_positions.sum())
     print(f"prompt: {ids.shape[0]} tokens, {image_tokens} image tokens")
     print(f"  {vlm.processor.tokenizer.decode(ids)!r}"[:300])
     generated = vlm.generate(inputs, max_new_tokens=5)
@@ -98,7 +99,6 @@ def _demo(name: str, device: str) -> int:
     for key in ("lm.blocks.0.hook_resid_post", "lm.blocks.0.attn.hook_pattern"):
         print(f"cache[{key!r}]: {tuple(vlm.cache[key].shape)}")
     pattern = vlm.cache["lm.blocks.0.attn.hook_pattern"][0]
-    image_positions = ids == vlm.adapter.get_image_token_id()
     share = pattern[:, -1, image_positions].sum(-1)
     print(
         "layer 0: attention of the last token on image tokens, per head:", [round(float(s), 3) for s in share]

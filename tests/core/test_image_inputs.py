@@ -10,10 +10,12 @@ from vlmforge.core.errors import InputError
 
 
 def test_pixels_under_another_name_are_pixels() -> None:
-    # FuyuProcessor returns its patches as `image_patches` (the model's deprecated, still accepted name).
+    # FuyuProcessor's legacy output names its patches `image_patches` (the model's deprecated, still
+    # accepted name); vlmforge asks for `pixel_values`, but inputs built elsewhere may carry the old name.
     vlm = tiny_vlm("fuyu")
-    inputs = vlm.prepare_messages("Describe.", Image.new("RGB", (32, 32), (90, 20, 200)))
-    assert "pixel_values" not in inputs and inputs["image_patches"].is_floating_point()
+    inputs = dict(vlm.prepare_messages("Describe.", Image.new("RGB", (32, 32), (90, 20, 200))))
+    inputs["image_patches"] = inputs.pop("pixel_values")
+    assert inputs["image_patches"].is_floating_point()
     assert vlm.forward(inputs).logits.shape[:2] == inputs["input_ids"].shape
     without = {key: value for key, value in inputs.items() if key != "image_patches"}
     with pytest.raises(InputError, match="no pixel_values"):

@@ -437,8 +437,8 @@ def image_info(vlm: Any, image: Any) -> ImageInfo:
         )
     patch, merge = patch_and_merge(vlm)
     inputs = vlm.prompt_processor.prepare_inputs("Describe the image.", original)
-    image_token = vlm.adapter.get_image_token_id()
-    num_tokens = int((inputs["input_ids"] == image_token).sum())
+    is_image = vlm.adapter.image_token_mask(inputs)
+    num_tokens = int(is_image.sum())
     grid_thw = inputs.get("image_grid_thw")
     width, height = original.size
     if grid_thw is not None:
@@ -525,7 +525,7 @@ def image_info(vlm: Any, image: Any) -> ImageInfo:
             "(extra tokens such as a CLS token, or a layout that is not one grid)",
             "layout",
         )
-    rows = _run_lengths(inputs["input_ids"][0] == image_token)
+    rows = _run_lengths(is_image[0])
     if len(rows) > 1 and rows != [grid_w] * grid_h:
         raise UnsupportedGeometryError(
             f"{family}: the {num_tokens} image tokens lie in {len(rows)} runs of {rows} tokens, which are "
@@ -547,7 +547,7 @@ def _flat_patch_grid(
     reaches past the image into that padding.
     """
     family = vlm.adapter.spec.name
-    rows = _run_lengths(inputs["input_ids"][0] == vlm.adapter.get_image_token_id())
+    rows = _run_lengths(vlm.adapter.image_token_mask(inputs)[0])
     if not rows or len(set(rows)) != 1 or len(rows) * rows[0] != patches:
         raise UnsupportedGeometryError(
             f"{family}: {patches} flat patches but image-token runs of {rows}: no rows x columns grid",

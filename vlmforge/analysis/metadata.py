@@ -25,17 +25,26 @@ def _single_row(input_ids: torch.Tensor) -> torch.Tensor:
     return input_ids
 
 
-def token_labels(tokenizer: Any, input_ids: torch.Tensor, image_token_id: int) -> tuple[list[str], list[int]]:
+def token_labels(
+    tokenizer: Any, input_ids: torch.Tensor, image_token: int | torch.Tensor
+) -> tuple[list[str], list[int]]:
     """One label per position (image tokens ``<IMG001>``, ``<IMG002>``... in order; others decoded).
+
+    ``image_token`` is the image token id, or a bool mask of the image positions shaped like
+    ``input_ids`` (an adapter's ``image_token_mask``, for a family without a single image token id).
 
     Returns:
         ``(labels, image_token_positions)``.
     """
     ids = _single_row(input_ids).tolist()
+    if isinstance(image_token, torch.Tensor):
+        is_image = _single_row(image_token).tolist()
+    else:
+        is_image = [token == image_token for token in ids]
     labels: list[str] = []
     positions: list[int] = []
     for position, token in enumerate(ids):
-        if token == image_token_id:
+        if is_image[position]:
             positions.append(position)
             labels.append(f"<IMG{len(positions):03d}>")
         else:
@@ -76,7 +85,7 @@ def extract_metadata(vlm: Any, inputs: Any, image: Any, info: ImageInfo | None =
     """
     info = info or image_info(vlm, image)
     labels, positions = token_labels(
-        vlm.prompt_processor.tokenizer, inputs["input_ids"], vlm.adapter.get_image_token_id()
+        vlm.prompt_processor.tokenizer, inputs["input_ids"], vlm.adapter.image_token_mask(inputs)
     )
     if len(positions) != info.num_patches:
         raise ValueError(

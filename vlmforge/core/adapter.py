@@ -12,7 +12,7 @@ Shapes used throughout (as in ``modeling_llama.py``):
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import cached_property
 from typing import Any, ClassVar
 
@@ -603,7 +603,18 @@ class ModelAdapter:
 
     # ------------------------------------------------------------ image token
     def get_image_token_id(self) -> int:
+        """The id of the image-placeholder token, read where the spec's ``image_token`` says.
+
+        Raises:
+            ContractError: no id found; for a family whose image positions come from a processor output
+                (``image_token.position_mask``) the message says so: it has no single image token.
+        """
         source = self.spec.image_token
+        if source.position_mask is not None and source.config_attribute is None and source.token is None:
+            raise ContractError(
+                f"{self.spec.name} has no single image token id: its image positions come from the "
+                f"processor output {source.position_mask!r} (use image_token_mask(inputs))"
+            )
         if source.config_attribute is not None:
             for config in (self.model.config, self.lm_config):
                 value = getattr(config, source.config_attribute, None)
@@ -618,6 +629,34 @@ class ModelAdapter:
             f"{self.spec.name}: no image token id (config attribute {source.config_attribute!r}, "
             f"token {source.token!r}); set image_token in the family spec"
         )
+
+    def image_token_mask(self, inputs: Any) -> torch.Tensor:
+        """``[B, L]`` (or ``[L]`` for 1-D ids) bool: the image-feature positions of processed ``inputs``.
+
+        The positions of ``get_image_token_id()`` in ``input_ids``, or, where the family declares
+        ``image_token.position_mask``, that processor output (then ``inputs`` must be the processor's
+        whole output, not only its ``input_ids``). Everything that locates image tokens goes through this.
+
+        Raises:
+            ContractError: the declared mask is missing from ``inputs`` or not shaped like ``input_ids``.
+        """
+        key = self.spec.image_token.position_mask
+        input_ids = inputs["input_ids"] if isinstance(inputs, Mapping) else inputs
+        if key is None:
+            return input_ids == self.get_image_token_id()
+        mask = inputs.get(key) if isinstance(inputs, Mapping) else None
+        if mask is None:
+            raise ContractError(
+                f"{self.spec.name}: image positions come from the processor output {key!r}, which these "
+                "inputs lack: pass the processor's whole output, not only input_ids"
+            )
+        mask = torch.as_tensor(mask).to(input_ids.device)
+        if mask.shape != input_ids.shape:
+            raise ContractError(
+                f"{self.spec.name}: processor output {key!r} has shape {tuple(mask.shape)}, input_ids "
+                f"{tuple(input_ids.shape)}; fix image_token.position_mask in the family spec"
+            )
+        return mask.bool()
 
     def get_image_marker_token_ids(self) -> tuple[int, ...]:
         """Ids of the marker tokens whose input embeddings the vision side writes besides the image tokens.

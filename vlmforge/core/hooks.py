@@ -24,6 +24,9 @@ mlp.hook_router_logits (recomputed; MoE layers)    router logits                
 mlp.hook_experts_out   experts, output (MoE)       routing-weighted sum of the experts [B, L, D]
 =====================  ==========================  =====================================================
 
+``attn.hook_z`` is what ``o_proj`` reads: where the attention norms the concatenated head outputs first
+(spec ``attention.output_norm``, Kosmos-2), it holds the normed values.
+
 A fused ``gate_up_proj`` (spec ``modules.gate_up_proj``) carries ``mlp.hook_pre`` in the first half of its
 output and ``mlp.hook_pre_linear`` in the second; each hook sees (and may replace) its half only. A hook
 type exists on the layers whose module exists (:meth:`ModelAdapter.absence`): on a mixture-of-experts

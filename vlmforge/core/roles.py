@@ -190,5 +190,6 @@ CONTRACT_METHODS: tuple[str, ...] = (
     "compute_attention_patterns",
     "compute_per_head_contributions",
     "get_image_token_id",
+    "image_token_mask",
     "format_cache_item",
 )

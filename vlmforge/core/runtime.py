@@ -359,7 +359,7 @@ class HookedVLM:
             )
         input_ids = inputs["input_ids"]
         # Only without image tensors: the token scan is a device sync, kept off the every-forward path.
-        if not _has_image_tensor(inputs) and self._has_image_tokens(input_ids):
+        if not _has_image_tensor(inputs) and self._has_image_tokens(inputs):
             raise InputError(
                 "the prompt has image tokens but the inputs have no pixel_values: pass the whole "
                 "prepare_messages(...) result, not only its input_ids"
@@ -374,9 +374,11 @@ class HookedVLM:
                 "fewer tokens"
             )
 
-    def _has_image_tokens(self, input_ids: torch.Tensor) -> bool:
-        image_token = self.adapter.get_image_token_id()
-        return image_token is not None and bool((input_ids == image_token).any())
+    def _has_image_tokens(self, inputs: Mapping[str, Any]) -> bool:
+        key = self.adapter.spec.image_token.position_mask
+        if key is not None and inputs.get(key) is None:
+            return False  # no processor mask: the processor saw no image (its placeholder ids are ordinary)
+        return bool(self.adapter.image_token_mask(inputs).any())
 
     @contextlib.contextmanager
     def attention_implementation(self, implementation: str) -> Iterator[None]:
@@ -481,8 +483,7 @@ class HookedVLM:
         input_ids = inputs["input_ids"] if isinstance(inputs, Mapping) else inputs
         if input_ids.dim() == 2 and input_ids.shape[0] != 1:
             raise InputError(f"get_image_token_range takes one row, got a batch of {input_ids.shape[0]}")
-        row = input_ids.reshape(-1)
-        positions = (row == self.adapter.get_image_token_id()).nonzero().flatten()
+        positions = self.adapter.image_token_mask(inputs).reshape(-1).nonzero().flatten()
         if positions.numel() == 0:
             raise InputError("the input has no image tokens")
         return int(positions[0]), int(positions[-1])

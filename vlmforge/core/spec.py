@@ -61,7 +61,8 @@ class FieldInfo:
         always_render: render the field in generated modules even when it equals its default.
         identity: identifies the family (name, checkpoints...) rather than describing its architecture:
             the caller supplies it, and :meth:`ResearchReport.spec_kwargs` leaves it out.
-        required_unless: the key of another leaf: this one may only be empty when that one is given.
+        required_unless: the key of another leaf (or several): this one may only be empty when one of
+            them is given.
         measured: research measures the value on a tiny random model (not read from code or config
             alone), so a research run without a tiny model cannot hold it; the conformance harness
             measures it again on every run.
@@ -73,7 +74,7 @@ class FieldInfo:
     slot: str | None = None
     always_render: bool = False
     identity: bool = False
-    required_unless: str | None = None
+    required_unless: str | tuple[str, ...] | None = None
     measured: bool = False
 
 
@@ -86,7 +87,7 @@ def spec_field(
     slot: str | None = None,
     always_render: bool = False,
     identity: bool = False,
-    required_unless: str | None = None,
+    required_unless: str | tuple[str, ...] | None = None,
     measured: bool = False,
     default_factory: Any = MISSING,
 ) -> Any:
@@ -397,6 +398,10 @@ class AttentionRecipe:
             ``log1p(floor((pos + 1) / floor_scale)) * attn_scale + 1`` (temperature tuning, arXiv
             2501.19399), reading the module's own ``floor_scale`` and ``attn_scale``; ``pos`` counts the
             query rows from 0 (the forward uses its cache length, not ``position_ids``). ``None``: no layer.
+        output_norm: attribute of a norm the attention applies to the concatenated head outputs before
+            ``o_proj`` (Kosmos-2's ``inner_attn_ln``, a Magneto-style sub-LayerNorm): ``attn.hook_z`` is
+            ``o_proj``'s input, so it holds the *normed* head values, ``norm(pattern @ v)``; the per-head
+            decomposition through ``o_proj`` stays exact, but z of one head depends on all heads.
     """
 
     rotary_function: str | None = spec_field(
@@ -462,6 +467,12 @@ class AttentionRecipe:
         help="Attention attributes ('a and not b') true on the layers scaling the query by "
         "log1p(floor((pos + 1) / floor_scale)) * attn_scale + 1 (empty: none)",
     )
+    output_norm: str | None = spec_field(
+        None,
+        kind="attribute_path",
+        help="Attention attribute of a norm over the concatenated head outputs before o_proj (attn.hook_z "
+        "then holds norm(pattern @ v)); empty if none",
+    )
 
 
 @dataclass(frozen=True)
@@ -478,6 +489,12 @@ class ImageTokenSource:
     ``<IMG_GRID>``, ``<IMG_END>``...), embedded from rows of a visual embedding table rather than the text
     embedding. They are not image features: image-token positions stay exactly the positions of the
     image token; the markers only widen what the vision side may write into ``inputs_embeds``.
+
+    ``position_mask`` names a processor output, a ``[B, L]`` 0/1 tensor the model's forward takes, that
+    marks the image-feature positions where no single token id does: Kosmos-2's processor writes one
+    *distinct* ordinary vocabulary id per image position (``unk_token_id + 1 ...``) and returns
+    ``image_embeds_position_mask``, by which the model places the features. Image positions are then that
+    mask (:meth:`ModelAdapter.image_token_mask`), and the family has no image token id.
     """
 
     # The historic answer keys (image_token_attribute / image_token) are what research answers.
@@ -491,8 +508,16 @@ class ImageTokenSource:
         None,
         kind="text",
         key="image_token",
-        required_unless="image_token_attribute",
+        required_unless=("image_token_attribute", "image_position_mask"),
         help="Image placeholder token string (e.g. <image>)",
+    )
+    position_mask: str | None = spec_field(
+        None,
+        kind="attribute_path",
+        key="image_position_mask",
+        measured=True,
+        help="Processor output key of a [B, L] 0/1 mask of the image-feature positions, for a family whose "
+        "image positions are no single token id (measured on a tiny model; empty: the image token's)",
     )
     marker_ids_attribute: str | None = spec_field(
         None,
@@ -558,7 +583,8 @@ class FamilySpec:
         modules: attribute names inside the decoder.
         moe: the mixture-of-experts MLPs, if any.
         attention: the attention recipe used by ``compute_attention_scores``.
-        image_token: where ``get_image_token_id`` reads the image token.
+        image_token: where ``get_image_token_id`` reads the image token (or the processor output marking
+            the image positions).
         prompt: chat-template conventions used by the family's processor.
         capabilities: declared capability flags (the harness measures them).
         batches_mixed_image_sizes: the processor puts images of different sizes into one batch. False
@@ -570,6 +596,14 @@ class FamilySpec:
             token axis out of a lone merged image token (an image of at most one 28 px cell), so its
             image-feature split fails; the harness measures the value and generates only images that
             give at least this many tokens.
+        generates_batches: greedy generation of a left-padded batch gives each item the logits of its
+            single generation at every step. False where the model's own generation positions padded rows
+            wrong once the prompt is cached (Kosmos-2's fairseq-style positions count the left padding
+            after the first step, and its generation drops any ``position_ids``): the first step still
+            matches, later ones do not, so batched generation is measured and not applicable there.
+        requires_image: the model's forward refuses a prompt without an image (Kosmos-2: "You have to
+            specify either pixel_values or image_embeds"); checks that need an image-free control use the
+            same prompt with another image instead.
         tiny_reference: checkpoint whose stored config is shrunk into the family's tiny model.
         notes: free text shown in listings (why a flag is False, quirks).
     """
@@ -636,6 +670,20 @@ class FamilySpec:
         measured=True,
         help="Fewest image tokens one image may give before the model itself fails (measured on a tiny "
         "model; 1: no limit)",
+    )
+    generates_batches: bool = spec_field(
+        True,
+        kind="bool",
+        measured=True,
+        help="Greedy generation of a left-padded batch matches generating each item alone at every step "
+        "(measured; False: the model's generation mis-positions padded rows after the prompt)",
+    )
+    requires_image: bool = spec_field(
+        False,
+        kind="bool",
+        measured=True,
+        help="The model's forward refuses a prompt without an image (measured; image-free controls then use "
+        "another image)",
     )
     tiny_reference: str | None = spec_field(
         None,

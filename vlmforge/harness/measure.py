@@ -20,6 +20,7 @@ from vlmforge.harness.probes import (
     PROBE_PROMPTS,
     image_token_count,
     probe_image,
+    text_only_probe,
     visible_logits,
     vlm_probe_batch,
 )
@@ -35,10 +36,10 @@ class Measurement:
     max_diff: float | None = None
 
 
-def image_token_runs(input_ids: torch.Tensor, image_token_id: int) -> list[tuple[int, int]]:
-    """(start, length) of each run of consecutive image tokens in a 1-D ``input_ids``."""
+def image_token_runs(is_image: torch.Tensor) -> list[tuple[int, int]]:
+    """(start, length) of each run of consecutive image positions in a 1-D bool mask."""
     runs: list[tuple[int, int]] = []
-    for position in (input_ids == image_token_id).nonzero().flatten().tolist():
+    for position in is_image.nonzero().flatten().tolist():
         if runs and runs[-1][0] + runs[-1][1] == position:
             runs[-1] = (runs[-1][0], runs[-1][1] + 1)
         else:
@@ -49,12 +50,11 @@ def image_token_runs(input_ids: torch.Tensor, image_token_id: int) -> list[tuple
 def measure_contiguous_image_tokens(vlm: HookedVLM) -> Measurement:
     """Whether one image's tokens form a single unbroken run in ``input_ids``."""
     inputs = vlm.prepare_messages(PROBE_PROMPTS[0], probe_image(56, 56))
-    image_token_id = vlm.adapter.get_image_token_id()
-    runs = image_token_runs(inputs["input_ids"][0], image_token_id)
+    runs = image_token_runs(vlm.adapter.image_token_mask(inputs)[0])
     if not runs:
         raise CheckFailure(
-            f"the processed prompt contains no image token (id {image_token_id})",
-            hint="get_image_token_id() / the spec's image_token source, "
+            "the processed prompt contains no image token",
+            hint="image_token_mask() / the spec's image_token source, "
             "and the chat template's image placeholder",
         )
     total = sum(length for _, length in runs)
@@ -184,6 +184,61 @@ def measure_min_image_tokens(vlm: HookedVLM, step: int = 8) -> Measurement:
 
 def _tokens(count: int) -> str:
     return f"{count} image token{'' if count == 1 else 's'}"
+
+
+def measure_batched_generation(vlm: HookedVLM, new_tokens: int = 3) -> Measurement:
+    """Whether greedy generation of a left-padded batch of 2 gives each item its single-generation logits.
+
+    Compared step by step outside the masked columns (spec.logit_mask), each step within the batch
+    tolerance. A genuine near-tie (the top two single logits closer than twice the tolerance) where the
+    batch picks another token ends the comparison of that item there: the continuations may then differ.
+    """
+    prompts, images = vlm_probe_batch(vlm)
+    batch = vlm.generate_batch(
+        vlm.prepare_messages_batch(prompts, images), max_new_tokens=new_tokens, output_logits=True
+    )
+    relative = tolerance_for(vlm.dtype).batch
+    worst, where = 0.0, "nowhere"
+    for row, (prompt, image) in enumerate(zip(prompts, images)):
+        single = vlm.generate(
+            vlm.prepare_messages(prompt, image), max_new_tokens=new_tokens, output_logits=True
+        )
+        for step in range(new_tokens):
+            single_logits = visible_logits(vlm, single.logits[step][0])
+            batch_logits = visible_logits(vlm, batch.logits[step][row])
+            tolerance = scaled(relative, single_logits)
+            difference = max_abs_difference(batch_logits, single_logits)
+            if difference.value > worst:
+                worst, where = difference.value, f"item {row}, step {step}, vocab {difference.index[0]}"
+            if difference.value > tolerance:
+                evidence = (
+                    f"batched generation diverges from single generation at item {row}, step {step}, "
+                    f"vocab {difference.index[0]} (max |diff| {difference.value:.3g} > {tolerance:.3g})"
+                )
+                return Measurement(False, evidence, difference.value)
+            if int(batch_logits.argmax()) != int(single_logits.argmax()):
+                top2 = single_logits.float().topk(2).values
+                if float(top2[0] - top2[1]) > 2 * tolerance:
+                    evidence = f"batched generation picked another token at item {row}, step {step}"
+                    return Measurement(False, evidence, difference.value)
+                break  # a genuine near-tie: the continuations may legitimately differ from here on
+    evidence = (
+        f"{new_tokens} tokens x 2 items match their single generations (max |diff| {worst:.3g} at {where})"
+    )
+    return Measurement(True, evidence, worst)
+
+
+def measure_requires_image(vlm: HookedVLM) -> Measurement:
+    """Whether the model's forward refuses the probe's prompt without an image (its error is the evidence).
+
+    Any error of the forward counts: the text-only probe is the family's own processor output, so a model
+    that runs text-only prompts runs it.
+    """
+    try:
+        vlm.forward(text_only_probe(vlm))
+    except Exception as error:  # the model's own refusal, whatever its type
+        return Measurement(True, f"forward without an image raises {type(error).__name__}: {error}")
+    return Measurement(False, "forward runs the probe's prompt without an image")
 
 
 def measure_capabilities(vlm: HookedVLM) -> dict[str, Measurement]:

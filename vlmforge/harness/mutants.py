@@ -700,6 +700,35 @@ MUTANTS: tuple[Mutant, ...] = (
         with_methods(_apply_rotary=_rotary_on_last_dims),
         ("attention_vs_eager",),
     ),
+    # --- image positions from a processor mask, attention output norms, generation declarations (#9)
+    Mutant(
+        "image_position_mask_misnamed",
+        "llava",
+        "image_token.position_mask names a processor output that marks other positions (the attention mask)",
+        with_spec(image_token__position_mask="attention_mask"),
+        ("image_token_count",),
+    ),
+    Mutant(
+        "attention_output_norm_misdeclared",
+        "llava",
+        "attention.output_norm names a module the attention does not apply before o_proj (its q_proj)",
+        with_spec(attention__output_norm="q_proj"),
+        ("hook_values_attention",),
+    ),
+    Mutant(
+        "batched_generation_denied",
+        "llava",
+        "generates_batches declared False for a model whose batched generation matches single generation",
+        with_spec(generates_batches=False),
+        ("generation_batches_declared",),
+    ),
+    Mutant(
+        "image_requirement_invented",
+        "llava",
+        "requires_image declared True for a model that runs prompts without an image",
+        with_spec(requires_image=True),
+        ("model_requires_image",),
+    ),
 )
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 
 from vlmforge.core.runtime import HookedVLM
 from vlmforge.core.versions import without_cache
@@ -43,7 +43,7 @@ def probe_image(width: int = 56, height: int = 56, *, seed: int = 0, mode: str =
 
 def image_token_count(vlm: HookedVLM, inputs: Any) -> int:
     """The number of image tokens in processed ``inputs`` (all rows)."""
-    return int((inputs["input_ids"] == vlm.adapter.get_image_token_id()).sum())
+    return int(vlm.adapter.image_token_mask(inputs).sum())
 
 
 # Image sizes spanning the property tests' range (16-112 px a side): every whole aspect ratio from 1:7 to
@@ -81,6 +81,29 @@ def vlm_probe_batch(vlm: HookedVLM, count: int = 2) -> tuple[list[str], list[Ima
 def single_probe(vlm: HookedVLM) -> Any:
     """The processed single-image probe most checks run on (prompt 1, a 56x56 image)."""
     return vlm.prepare_messages(PROBE_PROMPTS[1], probe_image(56, 56))
+
+
+def text_only_probe(vlm: HookedVLM) -> Any:
+    """The single probe's question without its image: chat-templated text only, no pixel inputs.
+
+    Built through the family's own processor (so the template and any text-side inputs such as
+    ``mm_token_type_ids`` are what the model expects), with no image tokens and no ``pixel_values``.
+    """
+    messages = [{"role": "user", "content": [{"type": "text", "text": PROBE_PROMPTS[1]}]}]
+    text = vlm.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    try:
+        inputs = vlm.processor(text=[text], return_tensors="pt")
+    except (ValueError, TypeError):
+        # Some processors refuse a prompt without images (GOT-OCR2): its tokenizer gives the same text ids.
+        inputs = vlm.processor.tokenizer([text], return_tensors="pt")
+    return {key: value.to(vlm.device) for key, value in inputs.items() if isinstance(value, torch.Tensor)}
+
+
+def other_image_probe(vlm: HookedVLM) -> Any:
+    """The single probe's prompt with the probe image's negative (same size, every pixel inverted): the
+    control of a family whose model needs an image (spec ``requires_image``). A negative, not another
+    noise seed: a resampler that pools the patches barely tells two noise images apart."""
+    return vlm.prepare_messages(PROBE_PROMPTS[1], ImageOps.invert(probe_image(56, 56)))
 
 
 @dataclass
@@ -195,6 +218,11 @@ def language_model_inputs_embeds(vlm: HookedVLM, inputs: Any) -> torch.Tensor:
     model *is* the decoder, and it merges the image into the embeddings inside its forward); then the
     merged embeddings are what its first layer receives (``lm.blocks.0.hook_resid_pre``).
     """
+    return _decoder_input(vlm, inputs)[0]
+
+
+def _decoder_input(vlm: HookedVLM, inputs: Any) -> tuple[torch.Tensor, bool]:
+    """(:func:`language_model_inputs_embeds`, whether the decoder was called with ``inputs_embeds``)."""
     captured: list[torch.Tensor] = []
 
     def record(_module: Any, args: tuple, kwargs: dict) -> None:
@@ -210,9 +238,23 @@ def language_model_inputs_embeds(vlm: HookedVLM, inputs: Any) -> torch.Tensor:
     finally:
         handle.remove()
     if captured:
-        return captured[0]
+        return captured[0], True
     if first_layer not in vlm.cache:
         raise RuntimeError("the language model was called neither with inputs_embeds nor its first layer")
+    return vlm.cache[first_layer], False
+
+
+def _text_only_first_layer_input(vlm: HookedVLM, inputs: Any) -> torch.Tensor:
+    """What the decoder's first layer receives for ``inputs``' tokens alone (the decoder run on its own).
+
+    The reference for a decoder that embeds its own ``input_ids`` and receives the image another way
+    (Kosmos-2's text model takes ``image_embeds`` and a position mask): its first layer's input adds
+    position embeddings and an embedding scale to the token embeddings, so only the same decoder without
+    the image tells which positions the image changed.
+    """
+    first_layer = "lm.blocks.0.hook_resid_pre"
+    with torch.no_grad(), vlm.run_with_cache(first_layer):
+        vlm.adapter.language_model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"))
     return vlm.cache[first_layer]
 
 
@@ -222,9 +264,12 @@ def vision_written_positions(vlm: HookedVLM, inputs: Any) -> torch.Tensor:
     Those are the positions the vision side wrote into ``inputs_embeds``: the image features, plus any
     marker tokens a family embeds from its vision side (Ovis2's visual indicators).
     """
-    merged = language_model_inputs_embeds(vlm, inputs)
-    text = vlm.adapter.language_model.get_input_embeddings()(inputs["input_ids"])
-    return (merged != text).any(dim=-1)
+    merged, as_embeds = _decoder_input(vlm, inputs)
+    if as_embeds:
+        text = vlm.adapter.language_model.get_input_embeddings()(inputs["input_ids"])
+    else:
+        text = _text_only_first_layer_input(vlm, inputs)
+    return (merged != text.to(merged.device)).any(dim=-1)
 
 
 def cached_forward(

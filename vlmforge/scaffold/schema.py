@@ -237,10 +237,12 @@ def _validator(leaf: SpecNode, leaves: Sequence[SpecNode]) -> str:
     validator = _VALIDATORS.get(str(leaf.info.kind), "")
     if leaf.info.kind == "alias_map":  # aliases point at the hub ids declared next to them
         validator = validator.replace("TARGETS", next(x.key for x in leaves if x.info.kind == "hub_ids"))
-    other = leaf.info.required_unless
-    if other:
+    others = leaf.info.required_unless
+    if others:
+        others = (others,) if isinstance(others, str) else others
+        condition = " and ".join(f"not {other}" for other in ("VALUE", *others))
         validator += (
-            f"{{% if not VALUE and not {other} %}}give {other} or VALUE: one of them is needed{{% endif %}}"
+            f"{{% if {condition} %}}give {', '.join(others)} or VALUE: one of them is needed{{% endif %}}"
         )
     return validator.replace("VALUE", leaf.key)
 

@@ -19,6 +19,7 @@ from transformers import PretrainedConfig, PreTrainedTokenizerFast, ProcessorMix
 
 from .image_tokens import (
     geometric_image_tokens,
+    image_count_keys,
     image_tokens_per_image,
     measured_image_tokens,
     merge_factor,
@@ -396,7 +397,12 @@ def _set_flat_defaults(processor: ProcessorMixin, config: PretrainedConfig, mode
     """
     kwargs_cls = getattr(processor, "valid_processor_kwargs", None)
     flat = set(getattr(kwargs_cls, "__annotations__", {}))
-    count = image_tokens_per_image(config)
+    count = image_count_keys(config) and image_tokens_per_image(config)
+    if not count and model_cls is not None:
+        # No config key states the count: what the model's own image features measure wins over the patch
+        # geometry (Kosmos-2's learned-query resampler keeps `latent_query_num` rows whatever the patch grid).
+        count = measured_image_tokens(config, model_cls)
+    count = count or image_tokens_per_image(config)
     for name in _PROCESSOR_COUNT_NAMES:
         if name in flat and hasattr(processor, name) and count is not None:
             setattr(processor, name, count)

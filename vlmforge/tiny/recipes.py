@@ -12,6 +12,7 @@ import importlib.util
 import inspect
 import io
 import json
+import pkgutil
 import re
 import tokenize
 from dataclasses import dataclass, field
@@ -162,6 +163,40 @@ def _modular_bases(config_cls: type) -> list[str]:
     return [m for m in dict.fromkeys(found) if m != "auto"]
 
 
+def _package_processor(config_cls: type | None) -> type | None:
+    """The one processor class defined in the config class's own transformers package, if any.
+
+    Some families ship a processor (``processing_<name>.py``) that transformers' auto mapping does not list
+    under their model_type (Kosmos-2 in transformers 5): the model's own package is still the authority on
+    which processor its checkpoints use. Only a package defining exactly one ``ProcessorMixin`` subclass
+    answers; several would need a choice the package does not make.
+    """
+    if config_cls is None:
+        return None
+    package = config_cls.__module__.rpartition(".")[0]
+    try:
+        module = importlib.import_module(package)
+        names = [
+            info.name for info in pkgutil.iter_modules(module.__path__) if info.name.startswith("processing_")
+        ]
+    except (ImportError, AttributeError):
+        return None
+    found = []
+    for name in names:
+        try:
+            submodule = importlib.import_module(f"{package}.{name}")
+        except ImportError:  # a processor needing an optional backend: not this environment's
+            continue
+        found += [
+            value
+            for value in vars(submodule).values()
+            if isinstance(value, type)
+            and issubclass(value, transformers.ProcessorMixin)
+            and value.__module__ == submodule.__name__
+        ]
+    return found[0] if len(found) == 1 else None
+
+
 def _related_model_types(model_type: str, config: PretrainedConfig | None) -> list[str]:
     """``model_type`` first, then the model_types likely to share its processor, most specific first.
 
@@ -216,11 +251,16 @@ def resolve_processor_classes(model_type_or_config: str | PretrainedConfig) -> d
         model_type, config = model_type_or_config, None
     related = _related_model_types(model_type, config)
     owner = next((t for t in related if _class(PROCESSOR_MAPPING_NAMES.get(t))), None)
-    if owner is None:
-        version = transformers.__version__
-        raise KeyError(f"transformers {version} has no processor class for model_type {model_type!r}")
-    processor_name = PROCESSOR_MAPPING_NAMES[owner]
-    processor_cls = _class(processor_name)
+    if owner is not None:
+        processor_name = PROCESSOR_MAPPING_NAMES[owner]
+        processor_cls = _class(processor_name)
+    else:
+        owner = model_type
+        processor_cls = _package_processor(config_cls=type(config) if config else _config_class(model_type))
+        if processor_cls is None:
+            version = transformers.__version__
+            raise KeyError(f"transformers {version} has no processor class for model_type {model_type!r}")
+        processor_name = processor_cls.__name__
     # Variants (e.g. a MoE sibling) often share the processor but lack their own component entries: fall back
     # to the entries of any model_type that uses the same processor class.
     siblings = [
@@ -277,6 +317,15 @@ def _processor_named_tokens(processor_cls: type) -> dict[str, str]:
         if name not in _ROLE_TOKENS and not name.startswith("add_"):  # add_bos_token is a flag, not a token
             named.setdefault(name, f"<|{name.removesuffix('_token')}|>")
     return named
+
+
+def _reads_tokenizer_role(processor_cls: type, role: str) -> bool:
+    """Whether the processor's code reads the tokenizer's ``role`` token or its id (``unk_token_id``)."""
+    try:
+        source = inspect.getsource(processor_cls)
+    except (OSError, TypeError):
+        return False
+    return role in _TOKENIZER_ATTRIBUTE.findall(source)
 
 
 def processor_literal_tokens(processor_cls: type) -> list[str]:
@@ -419,10 +468,16 @@ def _generic_recipe(config: PretrainedConfig, codes: int = 0) -> TokenizerRecipe
     template = (_DATA / "chatml.jinja").read_text()
     literals = processor_literal_tokens(processor_cls)
     specials = [*_CHATML_TOKENS, *named_tokens.values(), *extra_tokens, *literals, *looked_up, *code_tokens]
+    # A processor computing ids from the unknown token's (Kosmos-2's image placeholders are the ids right
+    # after `unk_token_id`) needs one; it gets the first id, as in the sentencepiece-style vocabularies
+    # such processors come with, so the ids after it are ordinary vocabulary.
+    unk_token = "<unk>" if _reads_tokenizer_role(processor_cls, "unk_token") else None
     return TokenizerRecipe(
         model_type=config.model_type,
         chat_template=template,
         special_tokens=tuple(dict.fromkeys(specials)),
+        leading_special_tokens=(unk_token,) if unk_token else (),
+        unk_token=unk_token,
         # The config's bos_token_id is <|endoftext|>; processors that read `tokenizer.bos_token` (Mllama
         # prepends it to every prompt) need the role set, and it changes nothing else (no add_bos_token).
         bos_token="<|endoftext|>",

@@ -4,29 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from vlmforge.core.runtime import HookedVLM
 from vlmforge.harness.checks.registry import CheckResult, check
 from vlmforge.harness.compare import CheckFailure, max_abs_difference
-from vlmforge.harness.probes import PROBE_PROMPTS, single_probe, visible_logits, vlm_probe_batch
+from vlmforge.harness.measure import measure_batched_generation, measure_requires_image
+from vlmforge.harness.probes import other_image_probe, single_probe, text_only_probe, visible_logits
 from vlmforge.harness.tolerances import scaled, tolerance_for
 
+__all__ = ["text_only_probe"]  # re-exported: the control probe generation_first_step_logits runs
 
-def text_only_probe(vlm: HookedVLM) -> Any:
-    """The single probe's question without its image: chat-templated text only, no pixel inputs.
 
-    Built through the family's own processor (so the template and any text-side inputs such as
-    ``mm_token_type_ids`` are what the model expects), with no image tokens and no ``pixel_values``.
-    """
-    messages = [{"role": "user", "content": [{"type": "text", "text": PROBE_PROMPTS[1]}]}]
-    text = vlm.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    try:
-        inputs = vlm.processor(text=[text], return_tensors="pt")
-    except (ValueError, TypeError):
-        # Some processors refuse a prompt without images (GOT-OCR2): its tokenizer gives the same text ids.
-        inputs = vlm.processor.tokenizer([text], return_tensors="pt")
-    return {key: value.to(vlm.device) for key, value in inputs.items() if isinstance(value, torch.Tensor)}
+def _control_probe(vlm: HookedVLM) -> Any:
+    """The image-free control: the text-only prompt, or another image where the model needs one."""
+    return other_image_probe(vlm) if vlm.adapter.spec.requires_image else text_only_probe(vlm)
 
 
 @check
@@ -37,14 +27,16 @@ def generation_first_step_logits(vlm: HookedVLM) -> CheckResult:
     expected = visible_logits(vlm, vlm.forward(inputs).logits[:, -1])
     tolerance = scaled(tolerance_for(vlm.dtype).activation, expected)
     # The control: the comparison is only evidence that generate() sees the image if dropping the image
-    # moves these logits by more than the tolerance (the greedy token alone often does not change).
+    # (changing it, for a model that needs one) moves these logits by more than the tolerance (the greedy
+    # token alone often does not change).
     without_image = max_abs_difference(
-        visible_logits(vlm, vlm.forward(text_only_probe(vlm)).logits[:, -1]), expected
+        visible_logits(vlm, vlm.forward(_control_probe(vlm)).logits[:, -1]), expected
     )
     if without_image.value <= tolerance:
         raise CheckFailure(
-            "the comparison cannot tell image from no image: the text-only prompt's last-position "
-            f"logits are within the tolerance {tolerance:.3g} of the with-image ones",
+            "the comparison cannot tell image from no image: the control prompt's ("
+            + ("the image's negative" if vlm.adapter.spec.requires_image else "text only")
+            + f") last-position logits are within the tolerance {tolerance:.3g} of the with-image ones",
             max_diff=without_image.value,
             hint="the probe image / the vision tower's effect on the language model",
         )
@@ -67,38 +59,54 @@ def generation_first_step_logits(vlm: HookedVLM) -> CheckResult:
     )
 
 
-@check(requires="supports_batching")
+def batched_generation_declared_off(vlm: HookedVLM) -> str | None:
+    """A ``not_applicable`` predicate: the spec declares that the model's batched generation diverges
+    (``generates_batches=False``); ``generation_batches_declared`` checks that declaration."""
+    if vlm.adapter.spec.generates_batches:
+        return None
+    return (
+        f"the {vlm.adapter.spec.name} model's own batched generation diverges from generating each item "
+        "alone (spec generates_batches=False, measured by generation_batches_declared)"
+    )
+
+
+@check(requires="supports_batching", not_applicable=batched_generation_declared_off)
 def generation_batch_parity(vlm: HookedVLM) -> CheckResult:
     """Greedy batch generation of 2 equals generating each item alone (logits within tolerance)."""
-    new_tokens = 3
-    prompts, images = vlm_probe_batch(vlm)
-    batch = vlm.generate_batch(
-        vlm.prepare_messages_batch(prompts, images), max_new_tokens=new_tokens, output_logits=True
-    )
-    relative = tolerance_for(vlm.dtype).batch
-    worst = 0.0
-    for row, (prompt, image) in enumerate(zip(prompts, images)):
-        single = vlm.generate(
-            vlm.prepare_messages(prompt, image), max_new_tokens=new_tokens, output_logits=True
+    measurement = measure_batched_generation(vlm)
+    if not measurement.value:
+        raise CheckFailure(
+            measurement.evidence,
+            max_diff=measurement.max_diff,
+            hint="padding side / position ids / mask of batched inputs",
         )
-        for step in range(new_tokens):
-            single_logits, batch_logits = single.logits[step][0], batch.logits[step][row]
-            # Compared outside the masked columns (spec.logit_mask); the tokens picked are the model's.
-            tolerance = scaled(relative, visible_logits(vlm, single_logits))
-            difference = max_abs_difference(
-                visible_logits(vlm, batch_logits), visible_logits(vlm, single_logits)
-            )
-            worst = max(worst, difference.value)
-            if difference.value > tolerance:
-                raise CheckFailure(
-                    "batched generation diverges from single generation",
-                    max_diff=difference.value,
-                    where=f"item {row}, step {step}, vocab {difference.index[0]}",
-                    hint="padding side / position ids / mask of batched inputs",
-                )
-            if int(batch_logits.argmax()) != int(single_logits.argmax()):
-                top2 = single_logits.float().topk(2).values
-                if float(top2[0] - top2[1]) > 2 * tolerance:
-                    raise CheckFailure(f"batched generation picked another token at item {row}, step {step}")
-                break  # a genuine near-tie: the continuations may legitimately differ from here on
-    return CheckResult(worst, f"{new_tokens} tokens x 2 items")
+    return CheckResult(measurement.max_diff, measurement.evidence)
+
+
+@check(requires="supports_batching")
+def generation_batches_declared(vlm: HookedVLM) -> CheckResult:
+    """Declared ``generates_batches`` equals whether batched generation matches single generation."""
+    declared = vlm.adapter.spec.generates_batches
+    measurement = measure_batched_generation(vlm)
+    if declared != measurement.value:
+        raise CheckFailure(
+            f"generates_batches is declared {declared} but measured {measurement.value} "
+            f"({measurement.evidence})",
+            max_diff=measurement.max_diff,
+            hint=f"set generates_batches={measurement.value} in the {vlm.adapter.spec.name} family spec",
+        )
+    return CheckResult(measurement.max_diff, f"declared == measured == {declared}: {measurement.evidence}")
+
+
+@check
+def model_requires_image(vlm: HookedVLM) -> CheckResult:
+    """Declared ``requires_image`` equals whether the model's forward refuses a prompt without an image."""
+    declared = vlm.adapter.spec.requires_image
+    measurement = measure_requires_image(vlm)
+    if declared != measurement.value:
+        raise CheckFailure(
+            f"requires_image is declared {declared} but measured {measurement.value} "
+            f"({measurement.evidence})",
+            hint=f"set requires_image={measurement.value} in the {vlm.adapter.spec.name} family spec",
+        )
+    return CheckResult(None, f"declared == measured == {declared}: {measurement.evidence}")

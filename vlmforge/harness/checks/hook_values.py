@@ -23,6 +23,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from vlmforge.core.adapter import resolve_attribute
 from vlmforge.core.roles import GATE_PROJ, INPUT_NORM, K_PROJ, MLP_NORM, Q_PROJ, UP_PROJ, V_PROJ, Role
 from vlmforge.core.runtime import HookedVLM
 from vlmforge.harness.checks.activations import not_a_gated_mlp
@@ -111,7 +112,7 @@ def _strict_positions(vlm: HookedVLM, inputs: Any) -> torch.Tensor:
         return torch.ones_like(ids, dtype=torch.bool)[..., None]
     if vlm.adapter.cross_attention_blocks:
         return torch.zeros_like(ids, dtype=torch.bool)[..., None]
-    return (ids != vlm.adapter.get_image_token_id())[..., None]
+    return (~vlm.adapter.image_token_mask(inputs))[..., None]
 
 
 @check
@@ -229,6 +230,11 @@ def _attention_reference(
             raw = a.get_lm_q_proj(layer)(hook_in)
             gate = raw.view(*raw.shape[:-1], -1, 2 * z.shape[-1])[..., z.shape[-1] :]
             z = z * torch.sigmoid(gate)
+        if a.spec.attention.output_norm is not None:
+            # o_proj reads the head outputs normed together (spec attention.output_norm).
+            attn = a.get_lm_attn(layer)
+            norm = resolve_attribute(attn, a.spec.attention.output_norm, what="attention output norm")
+            z = norm(z.flatten(-2)).view(z.shape)
         return z
     if hook == "attn.hook_head_out":
         return _head_out_reference(z, a.get_lm_o_proj(layer))
@@ -240,7 +246,8 @@ ATTENTION_REFERENCES = {
     "attn.hook_q": "q_proj(attn.hook_in) split into [B, L, H, d_h] (before q norm and RoPE)",
     "attn.hook_k": "k_proj(attn.hook_in) split into [B, L, H_kv, d_h] (before k norm and RoPE)",
     "attn.hook_v": "v_proj(attn.hook_in) split into [B, L, H_kv, d_h]",
-    "attn.hook_z": "eager output_attentions @ attn.hook_v (times sigmoid(gate) for a gated query)",
+    "attn.hook_z": "eager output_attentions @ attn.hook_v (times sigmoid(gate) for a gated query; through "
+    "the declared output norm, if any)",
     "attn.hook_head_out": "each head's z through its o_proj column block",
     "attn.hook_out": "o_proj(attn.hook_z flattened)",
 }

@@ -20,7 +20,22 @@ def embedding_rows(embedding: nn.Module) -> int:
     return embedding.weight.shape[0] + extra
 
 
-@check
+def image_positions_from_mask(vlm: HookedVLM) -> str | None:
+    """A ``not_applicable`` predicate: the family has no image token id, a processor mask places images.
+
+    Declared by ``image_token.position_mask`` with neither a config attribute nor a token string; whether
+    that mask marks exactly the positions the vision side writes is what ``image_token_count`` checks.
+    """
+    source = vlm.adapter.spec.image_token
+    if source.position_mask is None or source.config_attribute is not None or source.token is not None:
+        return None
+    return (
+        f"the {vlm.adapter.spec.name} family has no single image token: image positions come from the "
+        f"processor output {source.position_mask!r}"
+    )
+
+
+@check(not_applicable=image_positions_from_mask)
 def image_token_in_vocab(vlm: HookedVLM) -> CheckResult:
     """``get_image_token_id()`` is a token of the tokenizer and a row of the embedding."""
     token_id = vlm.adapter.get_image_token_id()
@@ -53,18 +68,20 @@ def images_through_cross_attention(vlm: HookedVLM) -> str | None:
 def image_token_count(vlm: HookedVLM) -> CheckResult:
     """Image features land exactly on the image-token positions (count and place).
 
-    The vision side may also write the marker tokens the spec declares
+    The image-token positions are ``image_token_mask`` (the image token's, or the declared processor
+    mask's). The vision side may also write the marker tokens the spec declares
     (``image_token.marker_ids_attribute``, e.g. Ovis2's visual indicators); any other position it writes,
     an image-token position it leaves alone, or a declared marker it does not write fails the check.
     """
     inputs = single_probe(vlm)
-    token_id = vlm.adapter.get_image_token_id()
     ids = inputs["input_ids"]
-    is_image = ids == token_id
+    is_image = vlm.adapter.image_token_mask(inputs)
+    mask_key = vlm.adapter.spec.image_token.position_mask
+    source = f"processor output {mask_key!r}" if mask_key else f"id {vlm.adapter.get_image_token_id()}"
     if not is_image.any():
         raise CheckFailure(
-            f"processed inputs contain no image token (id {token_id})",
-            hint="get_image_token_id() and the processor's image placeholder",
+            f"processed inputs contain no image token ({source})",
+            hint="get_image_token_id() / image_token.position_mask and the processor's image placeholder",
         )
     markers = vlm.adapter.get_image_marker_token_ids()
     is_marker = torch.isin(ids, torch.tensor(markers, dtype=ids.dtype)) & ~is_image
@@ -76,14 +93,15 @@ def image_token_count(vlm: HookedVLM) -> CheckResult:
         extra_ids = sorted(set(ids[extra].tolist()))
         declared = f", {untouched} declared marker positions untouched" if markers else ""
         raise CheckFailure(
-            f"{int(is_image.sum())} tokens have id {token_id} but the vision tower's "
+            f"{int(is_image.sum())} positions are image tokens ({source}) but the vision tower's "
             f"{int(replaced.sum())} features replaced other positions "
             f"({missing} image-token positions untouched, "
             f"{int(extra.sum())} non-image positions replaced (token ids {extra_ids}){declared})",
-            hint="get_image_token_id() returns the wrong token, or the spec's "
-            "image_token.marker_ids_attribute does not list the marker tokens the vision side embeds",
+            hint="get_image_token_id() returns the wrong token (or image_token.position_mask names the "
+            "wrong processor output), or the spec's image_token.marker_ids_attribute does not list the "
+            "marker tokens the vision side embeds",
         )
-    detail = f"{int(is_image.sum())} image tokens == {int(is_image.sum())} image features"
+    detail = f"{int(is_image.sum())} image tokens ({source}) == {int(is_image.sum())} image features"
     if markers:
         path = vlm.adapter.spec.image_token.marker_ids_attribute
         detail += f"; + {int(is_marker.sum())} marker positions from config.{path} {list(markers)}"

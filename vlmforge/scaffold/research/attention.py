@@ -29,6 +29,7 @@ from vlmforge.scaffold.research.geometry import HeadGeometry
 from vlmforge.scaffold.research.module_tree import describe, is_norm
 from vlmforge.scaffold.research.projections import (
     ROLES,
+    Projections,
     find_projections,
     fused_qkv,
     projection_answer,
@@ -132,6 +133,45 @@ def research_attention(
     report.add(temperature)
     report.add(_scaling_answer(analysis, attn, geometry.head_dim))
     report.add(_extras_answer(analysis, attn, gated, modules, temperature.value is not None))
+    qk_norms = {report.value("q_norm"), report.value("k_norm")}
+    report.add(_output_norm_answer(analysis, attn, [n for n in norms if n not in qk_norms], projections))
+
+
+def _output_norm_answer(
+    analysis: ForwardAnalysis, attn: nn.Module, norms: list[str], projections: Projections
+) -> Answer:
+    """The norm ``forward`` applies to the concatenated head outputs before ``o_proj``, if any.
+
+    A norm child that is no q/k norm, that ``forward`` uses, and that is exactly as wide as ``o_proj``'s
+    input (all heads' values together) can only normalise what ``o_proj`` reads (Kosmos-2's
+    ``inner_attn_ln``); the conformance harness checks ``attn.hook_z`` against ``norm(pattern @ v)``.
+    """
+    cls = type(attn).__name__
+    question = "Norm over the concatenated head outputs before o_proj"
+    o_proj = getattr(attn, projections.names.get("o_proj") or "", None)
+    width = getattr(o_proj, "in_features", None)
+    used = [n for n in norms if n in analysis.references]
+    fitting = [n for n in used if _norm_width(getattr(attn, n)) == width]
+    if not fitting:
+        evidence = f"{cls}.forward uses no norm as wide as o_proj's input ({width})"
+        if used:
+            evidence += f" besides the q/k norms (other norms used: {used})"
+        return Answer("output_norm", question, None, evidence, slot="attention_recipe")
+    evidence = (
+        f"{cls}.forward uses self.{fitting[0]} ({describe(getattr(attn, fitting[0]))}), {width} wide like "
+        "o_proj's input and no q/k norm: it normalises the concatenated head outputs"
+    )
+    if len(fitting) > 1:
+        evidence = (
+            f"{cls}.forward uses several norms as wide as o_proj's input: {fitting}; which one is unknown"
+        )
+        return Answer("output_norm", question, None, evidence, "hand_edit", slot="attention_recipe")
+    return Answer("output_norm", question, fitting[0], evidence, slot="attention_recipe")
+
+
+def _norm_width(norm: nn.Module) -> int | None:
+    weight = getattr(norm, "weight", None)
+    return weight.shape[-1] if isinstance(weight, torch.Tensor) and weight.dim() else None
 
 
 # --------------------------------------------------------------------------------------------- rotary

@@ -10,9 +10,11 @@ from vlmforge.core.runtime import HookedVLM
 from vlmforge.core.spec import FamilySpec
 from vlmforge.harness.measure import (
     Measurement,
+    measure_batched_generation,
     measure_capabilities,
     measure_min_image_tokens,
     measure_mixed_size_batches,
+    measure_requires_image,
 )
 from vlmforge.scaffold.report import Answer, ResearchReport
 from vlmforge.scaffold.research.isolation import quiet
@@ -25,6 +27,9 @@ _QUESTIONS = {
     "strict_residual_stream": "Capability: resid_post[i] == resid_pre[i+1]",
     # Measured before the flags (see _measure): the batching measurement batches the sizes this allows.
     "batches_mixed_image_sizes": "The processor batches images of different sizes",
+    "requires_image": "The model's forward refuses a prompt without an image",
+    # Measured where batches are supported at all (else batched generation is not checked).
+    "generates_batches": "Batched greedy generation matches generating each item alone",
 }
 # Not a flag: a count, the unknown answer of which leaves the spec at its default (no limit).
 _MIN_IMAGE_TOKENS = ("min_image_tokens", "Fewest image tokens of an image the model runs on")
@@ -81,9 +86,17 @@ def _measure(report: ResearchReport, tiny: Any, name: str) -> dict[str, Measurem
     with quiet():
         mixed = measure_mixed_size_batches(research_vlm(report, tiny, name))
         vlm = research_vlm(report, tiny, name, {"batches_mixed_image_sizes": mixed.value})
+        capabilities = measure_capabilities(vlm)
+        generation = (
+            measure_batched_generation(vlm)
+            if capabilities["supports_batching"].value
+            else Measurement(True, "not measured: batches are not supported at all (supports_batching)")
+        )
         return {
-            **measure_capabilities(vlm),
+            **capabilities,
             "batches_mixed_image_sizes": mixed,
+            "requires_image": measure_requires_image(vlm),
+            "generates_batches": generation,
             _MIN_IMAGE_TOKENS[0]: measure_min_image_tokens(vlm),
         }
 

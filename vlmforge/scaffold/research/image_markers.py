@@ -59,25 +59,29 @@ def research_image_markers(
         with quiet():
             inputs = single_probe(vlm)
             written = vision_written_positions(vlm, inputs)
-            image_token_id = vlm.adapter.get_image_token_id()
+            is_image = vlm.adapter.image_token_mask(inputs)
+            mask_key = vlm.adapter.spec.image_token.position_mask
+            source = (
+                f"processor output {mask_key!r}" if mask_key else f"id {vlm.adapter.get_image_token_id()}"
+            )
     except Exception as error:  # the measurement itself failed: report it, do not guess
         reason = f"unknown: measuring failed ({type(error).__name__}: {error})"
         report.add(Answer(_KEY, _QUESTION, None, reason, "unknown", slot="image_token"))
         return
     ids = inputs["input_ids"]
-    is_image = ids == image_token_id
+    is_image = is_image.to(ids.device)
     marker_ids = sorted(set(ids[written.to(ids.device) & ~is_image].tolist()))
     if not marker_ids:
         evidence = (
             f"tiny model: the vision side writes the {int(is_image.sum())} image-token positions only "
-            f"(id {image_token_id})"
+            f"({source})"
         )
         report.add(Answer(_KEY, _QUESTION, None, evidence, "measured"))
         return
     tokenizer = getattr(vlm.prompt_processor, "tokenizer", None)
     shown = tokenizer.convert_ids_to_tokens(marker_ids) if tokenizer is not None else marker_ids
     measured = (
-        f"tiny model: besides the {int(is_image.sum())} image-token positions (id {image_token_id}), the "
+        f"tiny model: besides the {int(is_image.sum())} image-token positions ({source}), the "
         f"vision side writes {int((written & ~is_image).sum())} positions of tokens {marker_ids} ({shown})"
     )
     key, candidates = marker_ids_key(tiny.model.config.to_dict(), marker_ids)

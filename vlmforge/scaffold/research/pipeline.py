@@ -20,6 +20,7 @@ from vlmforge.scaffold.research.blocks import research_blocks
 from vlmforge.scaffold.research.capabilities import research_capabilities
 from vlmforge.scaffold.research.chat_template import research_chat_template
 from vlmforge.scaffold.research.image_markers import research_image_markers
+from vlmforge.scaffold.research.image_positions import research_image_positions
 from vlmforge.scaffold.research.image_token import research_image_token
 from vlmforge.scaffold.research.layout import research_layout
 from vlmforge.scaffold.research.logit_mask import research_logit_mask
@@ -77,7 +78,9 @@ def research(
         family = name or default_family_name(report.model_type)
         # The attention recipe first: every measurement after it runs through the adapter it completes.
         research_qkv_layout(report, tiny.model, tiny.error, family, measure=measure)
-        # First: the capability measurements compare logits outside the mask it finds.
+        # Then the image positions: every later measurement locates them through the mask this may find.
+        research_image_positions(report, tiny.model, tiny.error, family, measure=measure)
+        # Next: the capability measurements compare logits outside the mask it finds.
         research_logit_mask(report, tiny.model, tiny.error, family, measure=measure)
         research_capabilities(report, tiny.model, tiny.error, family, measure=measure)
         research_image_markers(report, tiny.model, tiny.error, family, measure=measure)
