@@ -219,3 +219,24 @@ def test_missing_checkpoint_files_say_how_to_work_offline():
 
     with pytest.raises(CheckpointLoadError, match=r"local checkpoint directory.*'tiny/llava'"):
         HookedVLM.from_pretrained("llava-7b", device="cpu", local_files_only=True)
+
+
+def test_lm_mlp_dim_reads_a_per_layer_list_of_equal_widths():
+    import types
+
+    from vlmforge.core.errors import ContractError
+
+    vlm = tiny_vlm("qwen3_vl")
+    width = vlm.adapter.lm_config.intermediate_size
+    # Gemma3n's text config lists one width per layer; equal entries are the decoder's F.
+    config = types.SimpleNamespace(intermediate_size=[width] * 4)
+
+    class _PerLayerWidths(type(vlm.adapter)):
+        lm_config = property(lambda self: config)
+
+    adapter = object.__new__(_PerLayerWidths)
+    adapter.__dict__.update({k: v for k, v in vlm.adapter.__dict__.items() if k != "lm_config"})
+    assert adapter.lm_mlp_dim == width
+    config.intermediate_size = [width, width + 8]
+    with pytest.raises(ContractError, match="differ by layer"):
+        adapter.lm_mlp_dim  # noqa: B018

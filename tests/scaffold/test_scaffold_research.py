@@ -308,6 +308,22 @@ def test_forward_analysis_reads_the_q_k_pipeline() -> None:
     assert analysis.kernel_keywords["softcap"] == "None"
 
 
+def test_rotary_calls_record_which_tensors_they_rotate() -> None:
+    analysis = analyze_forward(
+        _Attention, q_proj="q_proj", k_proj="k_proj", norm_attributes=["q_norm", "k_norm"]
+    )
+    (call,) = analysis.rotary_calls
+    assert set(call.variables) >= {"query_states", "key_states", "cos", "sin"}
+    assert call.line == analysis.rotary_line
+
+
+def test_k_norm_before_its_own_per_tensor_rope_is_found(researched) -> None:
+    # Gemma3n rotates q and k in separate calls apply_rotary_pos_emb(x, cos, sin): q is rotated before k is
+    # normed, but k's norm comes before k's own RoPE, which is what the adapter's recipe needs.
+    answer = researched("gemma3n", False)["k_norm"]
+    assert answer.value == "k_norm" and "after RoPE" not in answer.evidence, answer.evidence
+
+
 def test_conditions_on_runtime_values_are_undecidable() -> None:
     import ast
 

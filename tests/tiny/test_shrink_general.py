@@ -215,3 +215,18 @@ def test_vocabulary_map_becomes_the_tiny_vocabulary() -> None:
     config.vocabulary_map = real_map
     cut = shrink_config(config, vocab_size=400)
     assert cut.vocabulary_map == {"IMGIMGAZ": 4}  # ids outside the tiny vocabulary are dropped
+
+
+def test_prefixed_stack_and_per_layer_ffn_lists_are_shrunk() -> None:
+    pytest.importorskip("timm")  # Gemma3n's vision tower is timm-built
+    from vlmforge.tiny.shrink import shrink_config
+
+    config = shrink_config(AutoConfig.for_model("gemma3n"))
+    # The audio conformer names its stack conf_num_hidden_layers / conf_num_attention_heads.
+    audio = config.audio_config
+    assert audio.conf_num_hidden_layers <= 2 and audio.conf_num_attention_heads <= 4
+    assert audio.hidden_size <= 64
+    # A per-layer list of FFN widths scales entry by entry with the width.
+    text = config.text_config
+    assert isinstance(text.intermediate_size, list) and len(text.intermediate_size) == text.num_hidden_layers
+    assert all(width <= 4 * text.hidden_size for width in text.intermediate_size)

@@ -240,3 +240,15 @@ def test_vq_families_forward_with_a_few_image_tokens(model_type: str) -> None:
 
 def test_agreement_names_are_exported() -> None:
     assert {"ImageTokenMismatchError", "check_image_token_agreement"} <= set(tiny_package.__all__)
+
+
+def test_processor_with_an_audio_front_end_gets_its_feature_extractor() -> None:
+    # Gemma3nProcessor takes (feature_extractor, image_processor, tokenizer): it cannot be built without one.
+    pytest.importorskip("timm")
+    from vlmforge.tiny.recipes import resolve_processor_classes
+
+    classes = resolve_processor_classes("gemma3n")
+    assert classes["feature_extractor"].__name__ == "Gemma3nAudioFeatureExtractor"
+    assert "feature_extractor" not in resolve_processor_classes("llava")
+    processor = tiny_package.build_tiny_processor("gemma3n")
+    assert type(processor.feature_extractor) is classes["feature_extractor"]

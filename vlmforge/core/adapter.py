@@ -598,8 +598,23 @@ class ModelAdapter:
 
     @property
     def lm_mlp_dim(self) -> int:
-        # An all-MoE decoder's config may only size its experts (moe_intermediate_size).
-        return self._config_int("intermediate_size", "ffn_dim", "n_inner", "moe_intermediate_size")
+        """The decoder's MLP width (``F`` of ``mlp.hook_pre``/``hook_post``).
+
+        An all-MoE decoder's config may only size its experts (``moe_intermediate_size``). A config may list
+        one width per layer (Gemma3n's ``intermediate_size``); when every layer has the same width that is
+        ``F``, and layers of different widths have no single one (an error saying so, not a wrong value).
+        """
+        names = ("intermediate_size", "ffn_dim", "n_inner", "moe_intermediate_size")
+        value = next((v for name in names if (v := getattr(self.lm_config, name, None)) is not None), None)
+        if isinstance(value, list | tuple):
+            widths = sorted({int(v) for v in value})
+            if len(widths) != 1:
+                raise ContractError(
+                    f"{self.spec.name}: the decoder's MLP widths differ by layer ({widths}): there is no "
+                    "single lm_mlp_dim"
+                )
+            return widths[0]
+        return self._config_int(*names)
 
     # ------------------------------------------------------------ image token
     def get_image_token_id(self) -> int:

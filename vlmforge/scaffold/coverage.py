@@ -31,8 +31,12 @@ NOT_REGISTERED: dict[str, str] = {
     "4096) and no real config is stored. Its decoder recipe is researched and recomputed exactly "
     "(rotary_convention, norms_after_rotary, norms_where_present, query_temperature, chunked masks, "
     "moe.experts_slot_rows)",
-    "gemma3n": "its timm MobileNetV5 tower cannot be shrunk through model_args (a ~300M-parameter tiny "
-    "model, 22 s to build) and the multimodal vocab_offset lies beyond the tiny vocabulary",
+    "gemma3n": "its text decoder is beyond the contract: AltUp carries 4 parallel residual streams "
+    "([altup_num_inputs, B, L, D] between layers; attention reads the norm of AltUp's active prediction, not "
+    "of resid_pre; the logits unembed the streams' mean), the last num_kv_shared_layers layers have no "
+    "k_proj/v_proj and attend with another layer's keys, RoPE rotates q and k in separate calls "
+    "apply_rotary_pos_emb(x, cos, sin, unsqueeze_dim=2) (not rotary(q, k, cos, sin)), and the first layers' "
+    "MLP sparsifies the gate (activation_sparsity_pattern) before its activation",
     "kosmos-2": "scaffolds with no TODO (image positions from the processor output "
     "image_embeds_position_mask, attention.output_norm inner_attn_ln, requires_image, "
     "generates_batches=False: all researched) and "

@@ -50,7 +50,13 @@ def vision_config(config: PretrainedConfig) -> PretrainedConfig:
 
 
 # Config keys (anywhere in the config tree) that state how many image tokens one image (or tile) becomes.
-IMAGE_COUNT_KEYS = ("image_seq_length", "mm_tokens_per_image", "num_image_tokens", "image_seq_len")
+IMAGE_COUNT_KEYS = (
+    "image_seq_length",
+    "mm_tokens_per_image",
+    "num_image_tokens",
+    "image_seq_len",
+    "vision_soft_tokens_per_image",
+)
 # Token-merging factors between the vision tower's patch grid and the image tokens (per side).
 _MERGE_KEYS = ("spatial_merge_size", "merge_size", "downsample_factor", "scale_factor")
 _RATIO_KEYS = ("downsample_ratio",)

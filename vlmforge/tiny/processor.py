@@ -454,6 +454,9 @@ def processor_for_config(config: PretrainedConfig, tokenizer: PreTrainedTokenize
         kwargs["image_processor"] = _component(classes["image_processor"], IMAGE_PROCESSOR_RECIPES, config)
     if "video_processor" in classes:
         kwargs["video_processor"] = _component(classes["video_processor"], VIDEO_PROCESSOR_RECIPES, config)
+    if "feature_extractor" in classes:
+        # An audio front end: its defaults do, the tiny tests never give audio (no size follows the tower).
+        kwargs["feature_extractor"] = classes["feature_extractor"]()
     kwargs.update(_generic_processor_kwargs(processor_cls, config))
     recipe = _recipe(PROCESSOR_RECIPES, processor_cls)
     if recipe is not None:

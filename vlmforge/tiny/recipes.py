@@ -239,8 +239,11 @@ def resolve_processor_classes(model_type_or_config: str | PretrainedConfig) -> d
 
     Accepts a model_type or a config (a config also lets the processor of a parent family be found through its
     sub-configs, see :func:`_related_model_types`). Returns a dict with ``"processor"`` and, where the
-    processor has them, ``"image_processor"`` and ``"video_processor"``.
+    processor has them, ``"image_processor"``, ``"video_processor"`` and ``"feature_extractor"`` (the audio
+    front end of an any-to-text processor such as Gemma3n's: the tiny model never hears audio, but the
+    processor cannot be built without one).
     """
+    from transformers.models.auto.feature_extraction_auto import FEATURE_EXTRACTOR_MAPPING_NAMES
     from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING_NAMES
     from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
     from transformers.models.auto.video_processing_auto import VIDEO_PROCESSOR_MAPPING_NAMES
@@ -272,6 +275,7 @@ def resolve_processor_classes(model_type_or_config: str | PretrainedConfig) -> d
     for attribute, mapping in (
         ("image_processor", IMAGE_PROCESSOR_MAPPING_NAMES),
         ("video_processor", VIDEO_PROCESSOR_MAPPING_NAMES),
+        ("feature_extractor", FEATURE_EXTRACTOR_MAPPING_NAMES),
     ):
         if attribute not in processor_cls.get_attributes():
             continue

@@ -205,8 +205,27 @@ def _remap_hidden_state_index(index: int, old: int, new: int) -> int:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _first_key(node: Mapping[str, Any], keys: Sequence[str]) -> str | None:
-    return next((k for k in keys if isinstance(node.get(k), int) and not isinstance(node.get(k), bool)), None)
+def _first_key(node: Mapping[str, Any], keys: Sequence[str], *, prefixed: bool = False) -> str | None:
+    """The first of ``keys`` the node has as an int.
+
+    With ``prefixed``, a node that has none of them may name its one stack with a prefix (Gemma3n's audio
+    conformer: ``conf_num_hidden_layers``, ``conf_num_attention_heads``); the prefixed key counts when exactly
+    one key carries a given ``num_*`` name under a prefix (two would be two stacks, not one renamed). Shorter
+    names (``n_heads``, ``depth``) are too generic to be read under a prefix: ``resampler_depth`` is the depth
+    of a perceiver's own attention, which its resampler rules size.
+    """
+    found = next((k for k in keys if _is_int_value(node.get(k))), None)
+    if found is not None or not prefixed:
+        return found
+    for key in (k for k in keys if k.startswith("num_")):
+        matches = [k for k, v in node.items() if k.endswith(f"_{key}") and _is_int_value(v)]
+        if len(matches) == 1:
+            return matches[0]
+    return None
+
+
+def _is_int_value(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _round_to(value: float, multiple: int, minimum: int) -> int:
@@ -299,14 +318,24 @@ def _choose_head_dim(
     return coupled, new_heads * (coupled + limits.head_dim_offset)  # head_dim at its floor: widen instead
 
 
+def _scaled_ffn(width: int, old_hidden: int, new_hidden: int) -> int:
+    scaled = _round_to(new_hidden * width / old_hidden, 8, 8)
+    scaled = min(4 * new_hidden, max(new_hidden // 2, scaled))
+    # A square FFN (e.g. a default config whose ratio rounds to 1) would hide up/down mix-ups.
+    return scaled + 8 if scaled == new_hidden else scaled
+
+
 def _shrink_ffn(node: dict[str, Any], old_hidden: int, new_hidden: int) -> None:
-    """Scale every FFN width with the model width (keeping its ratio, within [hidden / 2, 4 * hidden])."""
+    """Scale every FFN width with the model width (keeping its ratio, within [hidden / 2, 4 * hidden]).
+
+    A per-layer list of widths (Gemma3n's ``intermediate_size``, one entry per layer) scales entry by entry.
+    """
     for key in _FFN_KEYS:
-        if isinstance(node.get(key), int) and node[key] > 0:
-            scaled = _round_to(new_hidden * node[key] / old_hidden, 8, 8)
-            scaled = min(4 * new_hidden, max(new_hidden // 2, scaled))
-            # A square FFN (e.g. a default config whose ratio rounds to 1) would hide up/down mix-ups.
-            node[key] = scaled + 8 if scaled == new_hidden else scaled
+        value = node.get(key)
+        if _is_int(value):
+            node[key] = _scaled_ffn(value, old_hidden, new_hidden)
+        elif isinstance(value, list) and value and all(_is_int(v) for v in value):
+            node[key] = [_scaled_ffn(v, old_hidden, new_hidden) for v in value]
 
 
 def _shrink_attention(
@@ -319,7 +348,7 @@ def _shrink_attention(
     """
     width_key = _width_key(node)
     hidden = node.get(width_key)
-    heads_key = _first_key(node, _HEAD_KEYS)
+    heads_key = _first_key(node, _HEAD_KEYS, prefixed=True)
     kv_key = _first_key(node, _KV_HEAD_KEYS)
     if not isinstance(hidden, int) or heads_key is None:
         return _Geometry(hidden=hidden_budget, head_dim=limits.max_head_dim)
@@ -459,7 +488,7 @@ def _shrink_rope(node: dict[str, Any], config_cls: type, head_dim: int, *, decod
 
 def _shrink_depth(node: dict[str, Any], max_layers: int, limits: ShrinkLimits) -> tuple[int, int] | None:
     """Cut the layer count and resample everything indexed by layer; returns (old, new) depth."""
-    layers_key = _first_key(node, _LAYER_COUNT_KEYS)
+    layers_key = _first_key(node, _LAYER_COUNT_KEYS, prefixed=True)
     if layers_key is None:
         return None
     old = node[layers_key]
@@ -656,9 +685,11 @@ def _shrink_encoder(node: _Node, text_width: int, limits: ShrinkLimits) -> tuple
         parent = parent.parent
     _shrink_image_geometry(node.data, _merge_factor(node.data, *ancestors))
     _shrink_conv_vq(node.data, limits)
-    if isinstance(node.data.get("model_args"), dict) and _built_by_timm(type(node.config)):
+    timm_args = node.data.get("model_args")
+    if _built_by_timm(type(node.config)) and (isinstance(timm_args, dict) or node.data.get("architecture")):
+        # A tower named only by its architecture (Gemma3n's MobileNetV5: model_args None) gets explicit args.
         merge = _merge_factor(node.data, *ancestors)
-        args = node.data["model_args"]
+        args = node.data["model_args"] = dict(timm_args or {})
         if _is_int(args.get("embed_dim")):
             depth = _shrink_timm_args(node.data, args, 2 * merge, limits) or depth
         else:
@@ -733,6 +764,15 @@ def _shrink_timm_args(
 # Keyword arguments of a staged timm model: per-stage widths and per-stage block counts.
 _STAGE_WIDTH_ARG = re.compile(r"(^|_)(dims?|chs|channels|widths?)$")
 _STAGE_DEPTH_ARG = re.compile(r"(^|_)(layers|depths?|blocks)$")
+# A float factor on every channel count, taken by a timm entry point's builder (MobileNet/EfficientNet
+# families: `_gen_mobilenet_v5(variant, channel_multiplier=1.0, ...)`), for towers whose widths are written
+# as block strings (`block_args`) that cannot travel through a config's JSON `model_args`.
+_WIDTH_MULTIPLIER_ARG = re.compile(r"(^|_)(channel|width)_multiplier$")
+# An integer side of the grid a tower resamples its features to (MobileNetV5's `msfa_output_resolution` 16:
+# 16x16 image tokens whatever the input size), a keyword of the model class.
+_OUTPUT_GRID_ARG = re.compile(r"(^|_)output_(resolution|size)$")
+# Channels are rounded to multiples of 8 by timm's `round_channels`: the narrowest a multiplier can get.
+_TIMM_CHANNEL_DIVISOR = 8
 
 
 def timm_model_kwargs(architecture: str, model_args: Mapping[str, Any]) -> tuple[type, dict[str, Any]]:
@@ -763,6 +803,64 @@ def timm_model_kwargs(architecture: str, model_args: Mapping[str, Any]) -> tuple
     return model_cls, recorded
 
 
+def timm_width_multipliers(architecture: str) -> list[str]:
+    """Channel-multiplier keywords a timm architecture's entry point accepts, directly or through its builder.
+
+    Entry points are thin (``mobilenetv5_300m_enc(pretrained=False, **kwargs)``) and forward ``**kwargs`` to a
+    module-level builder that takes the scaling factors (``_gen_mobilenet_v5(variant, channel_multiplier=1.0,
+    ...)``); the builders it calls are found in its source and looked up in its module. Only float parameters
+    (defaulting to a float) whose names say they multiply widths count.
+    """
+    from timm.models import _registry  # local import: timm is an optional extra
+
+    entry = _registry.model_entrypoint(architecture)
+    try:
+        called = set(re.findall(r"\b(\w+)\(", inspect.getsource(entry)))
+    except (OSError, TypeError):
+        called = set()
+    builders = (entry.__globals__.get(name) for name in sorted(called))
+    functions = [entry, *(f for f in builders if inspect.isfunction(f))]
+    found: list[str] = []
+    for function in functions:
+        for name, parameter in inspect.signature(function).parameters.items():
+            if _WIDTH_MULTIPLIER_ARG.search(name) and isinstance(parameter.default, float):
+                found.append(name)
+    return list(dict.fromkeys(found))
+
+
+def _timm_output_grid_args(model_cls: type) -> list[str]:
+    """Integer keywords of a timm model class that set the side of the feature grid it outputs."""
+    return [
+        name
+        for name, parameter in inspect.signature(model_cls.__init__).parameters.items()
+        if _OUTPUT_GRID_ARG.search(name) and _is_int(parameter.default)
+    ]
+
+
+def _scale_timm_widths(architecture: str, args: dict[str, Any], limits: ShrinkLimits) -> bool:
+    """Narrow a timm tower through its entry point's channel multiplier; whether it had one.
+
+    The multiplier is set so that the widest stage (``feature_info``'s last ``num_chs``, measured on the meta
+    device at the current multiplier) becomes ``encoder_hidden`` channels; narrower stages scale with it and
+    bottom out at timm's channel divisor.
+    """
+    import timm
+
+    names = [n for n in timm_width_multipliers(architecture) if n not in args]
+    if not names:
+        return False
+    with torch.device("meta"):
+        model = timm.create_model(architecture, pretrained=False, **args)
+    info = getattr(model, "feature_info", None)
+    widest = max((int(f["num_chs"]) for f in info), default=0) if info else 0
+    if widest <= limits.encoder_hidden:
+        return True
+    factor = max(limits.encoder_hidden, _TIMM_CHANNEL_DIVISOR) / widest
+    for name in names:
+        args[name] = factor
+    return True
+
+
 def _shrink_timm_stages(node: dict[str, Any], args: dict[str, Any], grid: int, limits: ShrinkLimits) -> None:
     """Shrink a staged (convolutional / hybrid) timm tower named only by its architecture (FastVLM's FastViT).
 
@@ -775,15 +873,24 @@ def _shrink_timm_stages(node: dict[str, Any], args: dict[str, Any], grid: int, l
     """
     import timm
 
-    _, kwargs = timm_model_kwargs(node["architecture"], args)
+    model_cls, kwargs = timm_model_kwargs(node["architecture"], args)
+    staged = False
     for key, value in kwargs.items():
         if not (isinstance(value, list | tuple) and value and all(_is_int(v) for v in value)):
             continue
         if _STAGE_WIDTH_ARG.search(key):
             half = len(value) // 2
             args[key] = [limits.encoder_hidden * (1 if i < half else 2) for i in range(len(value))]
+            staged = True
         elif _STAGE_DEPTH_ARG.search(key):
             args[key] = [1] * len(value)
+    if not staged:
+        # Widths written in block strings (MobileNetV5's `block_args`): scale them through the entry point.
+        _scale_timm_widths(node["architecture"], args, limits)
+    # A tower resampling its features to a fixed grid (MobileNetV5's 16x16 fusion output) outputs the tiny
+    # grid, so that the image-token count follows the tiny image like a patch grid does.
+    for key in _timm_output_grid_args(model_cls):
+        args[key] = grid
     with torch.device("meta"):
         model = timm.create_model(node["architecture"], pretrained=False, **args)
     stride = model.feature_info[-1]["reduction"] if getattr(model, "feature_info", None) else None

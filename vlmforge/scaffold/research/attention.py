@@ -325,7 +325,10 @@ def _qk_norm_answer(
     weight = getattr(norm, "weight", None)
     width = weight.shape[-1] if isinstance(weight, torch.Tensor) and weight.dim() else None
     evidence = f"{cls}.forward applies self.{call.attribute} ({describe(norm)}, width {width}) to {variable}"
-    problems = _qk_norm_problems(applied, analysis.rotary_line, width, head_dim)
+    # Where RoPE reaches this tensor: a forward rotating q and k in separate calls (Gemma3n's
+    # apply_rotary_pos_emb(x, cos, sin)) rotates q before it norms k; the k norm still precedes k's RoPE.
+    own = [c.line for c in analysis.rotary_calls if variable in c.variables]
+    problems = _qk_norm_problems(applied, min(own) if own else analysis.rotary_line, width, head_dim)
     status: Status = "hand_edit" if problems else "found"
     evidence += "".join(f"; {problem}" for problem in problems)
     condition = _Condition.of(call, [attn])

@@ -73,6 +73,8 @@ class RotaryCall:
         condition_nodes: the same tests as AST nodes, for :func:`evaluate_condition`.
         positional_args: number of positional arguments passed.
         keywords: keyword argument names passed.
+        line: source line of the statement (relative to ``forward``, as :attr:`NormCall.line`).
+        variables: the plain names passed as arguments (``query_states``): which tensors it rotates.
     """
 
     name: str
@@ -84,6 +86,8 @@ class RotaryCall:
     condition_nodes: tuple[ast.expr, ...]
     positional_args: int
     keywords: tuple[str, ...]
+    line: int = 0
+    variables: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -393,6 +397,10 @@ class _ForwardReader:
                     condition_nodes=resolved,
                     positional_args=len(sub.args),
                     keywords=tuple(k.arg for k in sub.keywords if k.arg),
+                    line=statement.lineno,
+                    variables=tuple(
+                        a.id for a in (*sub.args, *(k.value for k in sub.keywords)) if isinstance(a, ast.Name)
+                    ),
                 )
             )
             if analysis.rotary_line is None:
