@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from vlmforge.core.runtime import HookedVLM
 from vlmforge.core.spec import CAPABILITY_NAMES
-from vlmforge.harness.checks.registry import CHECKS, CheckResult, check
-from vlmforge.harness.compare import CheckFailure
+from vlmforge.harness.checks.registry import CHECKS, CheckResult, check, declared_equals_measured
 from vlmforge.harness.measure import (
     Measurement,
     measure_batching,
@@ -16,15 +15,7 @@ from vlmforge.harness.measure import (
 
 
 def _compare_capability(vlm: HookedVLM, name: str, measurement: Measurement) -> CheckResult:
-    declared = getattr(vlm.adapter.spec.capabilities, name)
-    if declared != measurement.value:
-        raise CheckFailure(
-            f"capability {name} is declared {declared} but measured {measurement.value} "
-            f"({measurement.evidence})",
-            max_diff=measurement.max_diff,
-            hint=f"set Capabilities({name}={measurement.value}) in the {vlm.adapter.spec.name} family spec",
-        )
-    return CheckResult(measurement.max_diff, f"declared == measured == {declared}: {measurement.evidence}")
+    return declared_equals_measured(vlm, f"capabilities.{name}", measurement)
 
 
 @check
@@ -48,15 +39,7 @@ def capability_strict_residual_stream(vlm: HookedVLM) -> CheckResult:
 @check
 def processor_mixed_size_batches(vlm: HookedVLM) -> CheckResult:
     """Declared ``batches_mixed_image_sizes`` equals whether the processor batches mixed image sizes."""
-    declared = vlm.adapter.spec.batches_mixed_image_sizes
-    measurement = measure_mixed_size_batches(vlm)
-    if declared != measurement.value:
-        raise CheckFailure(
-            f"batches_mixed_image_sizes is declared {declared} but measured {measurement.value} "
-            f"({measurement.evidence})",
-            hint=f"set batches_mixed_image_sizes={measurement.value} in the {vlm.adapter.spec.name} spec",
-        )
-    return CheckResult(None, f"declared == measured == {declared}: {measurement.evidence}")
+    return declared_equals_measured(vlm, "batches_mixed_image_sizes", measure_mixed_size_batches(vlm))
 
 
 def mixed_size_batches_refused(vlm: HookedVLM) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from vlmforge.core.runtime import HookedVLM
-from vlmforge.harness.checks.registry import CheckResult, check
+from vlmforge.harness.checks.registry import CheckResult, check, declared_equals_measured
 from vlmforge.harness.compare import CheckFailure, max_abs_difference
 from vlmforge.harness.measure import measure_batched_generation, measure_requires_image
 from vlmforge.harness.probes import other_image_probe, single_probe, text_only_probe, visible_logits
@@ -86,27 +86,10 @@ def generation_batch_parity(vlm: HookedVLM) -> CheckResult:
 @check(requires="supports_batching")
 def generation_batches_declared(vlm: HookedVLM) -> CheckResult:
     """Declared ``generates_batches`` equals whether batched generation matches single generation."""
-    declared = vlm.adapter.spec.generates_batches
-    measurement = measure_batched_generation(vlm)
-    if declared != measurement.value:
-        raise CheckFailure(
-            f"generates_batches is declared {declared} but measured {measurement.value} "
-            f"({measurement.evidence})",
-            max_diff=measurement.max_diff,
-            hint=f"set generates_batches={measurement.value} in the {vlm.adapter.spec.name} family spec",
-        )
-    return CheckResult(measurement.max_diff, f"declared == measured == {declared}: {measurement.evidence}")
+    return declared_equals_measured(vlm, "generates_batches", measure_batched_generation(vlm))
 
 
 @check
 def model_requires_image(vlm: HookedVLM) -> CheckResult:
     """Declared ``requires_image`` equals whether the model's forward refuses a prompt without an image."""
-    declared = vlm.adapter.spec.requires_image
-    measurement = measure_requires_image(vlm)
-    if declared != measurement.value:
-        raise CheckFailure(
-            f"requires_image is declared {declared} but measured {measurement.value} "
-            f"({measurement.evidence})",
-            hint=f"set requires_image={measurement.value} in the {vlm.adapter.spec.name} family spec",
-        )
-    return CheckResult(None, f"declared == measured == {declared}: {measurement.evidence}")
+    return declared_equals_measured(vlm, "requires_image", measure_requires_image(vlm))

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from vlmforge.core.runtime import HookedVLM
-from vlmforge.harness.checks.registry import CheckResult, check
+from vlmforge.harness.checks.registry import CheckResult, check, declared_equals_measured
 from vlmforge.harness.compare import CheckFailure
 from vlmforge.harness.measure import measure_min_image_tokens
 from vlmforge.harness.probes import single_probe, vision_written_positions
@@ -115,12 +115,4 @@ def image_min_tokens(vlm: HookedVLM) -> CheckResult:
     The property tests draw only images with at least that many tokens, so a declaration above what the
     model needs would hide images it handles, and one below would let the property tests crash.
     """
-    measurement = measure_min_image_tokens(vlm)
-    declared = vlm.adapter.spec.min_image_tokens
-    if declared != measurement.value:
-        raise CheckFailure(
-            f"min_image_tokens is declared {declared} but measured {measurement.value} "
-            f"({measurement.evidence})",
-            hint=f"set min_image_tokens={measurement.value} in the {vlm.adapter.spec.name} family spec",
-        )
-    return CheckResult(detail=f"declared == measured == {declared}: {measurement.evidence}")
+    return declared_equals_measured(vlm, "min_image_tokens", measure_min_image_tokens(vlm))

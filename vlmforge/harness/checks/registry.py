@@ -30,12 +30,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import overload
+from typing import TYPE_CHECKING, overload
 
 import torch
 
 from vlmforge.core.runtime import HookedVLM
 from vlmforge.core.spec import CAPABILITY_NAMES
+from vlmforge.harness.compare import CheckFailure
+
+if TYPE_CHECKING:
+    from vlmforge.harness.measure import Measurement
 
 
 @dataclass(frozen=True)
@@ -153,3 +157,21 @@ def check(
         return checked
 
     return register if function is None else register(function)
+
+
+def declared_equals_measured(vlm: HookedVLM, field: str, measurement: Measurement) -> CheckResult:
+    """The check of a measured spec field: the declared value (``field``, a dotted spec path such as
+    ``"capabilities.supports_batching"`` or ``"min_image_tokens"``) must equal ``measurement``'s."""
+    declared = vlm.adapter.spec
+    for part in field.split("."):
+        declared = getattr(declared, part)
+    if declared != measurement.value:
+        group, _, name = field.rpartition(".")
+        setting = f"Capabilities({name}={measurement.value})" if group else f"{name}={measurement.value}"
+        raise CheckFailure(
+            f"{'capability ' if group else ''}{name} is declared {declared} but measured {measurement.value} "
+            f"({measurement.evidence})",
+            max_diff=measurement.max_diff,
+            hint=f"set {setting} in the {vlm.adapter.spec.name} family spec",
+        )
+    return CheckResult(measurement.max_diff, f"declared == measured == {declared}: {measurement.evidence}")
