@@ -19,7 +19,7 @@ from vlmforge.harness.measure import (
 from vlmforge.scaffold.report import Answer, ResearchReport
 from vlmforge.scaffold.research.isolation import quiet
 
-__all__ = ["research_capabilities", "research_vlm"]
+__all__ = ["research_capabilities", "research_vlm", "unmeasured_reason"]
 
 _QUESTIONS = {
     "contiguous_image_tokens": "Capability: contiguous image tokens",
@@ -47,12 +47,10 @@ def research_capabilities(
         name: the family id, naming the throwaway adapter.
         measure: False leaves every flag ``unknown`` (the caller asked for no tiny model).
     """
-    if not measure:
-        _add_unknown(report, "unknown: not measured (measure=False)", slotted=True)
-        return
-    if tiny is None:
-        # No slot: without a tiny model the flags stay in the report only.
-        _add_unknown(report, f"unknown: no tiny model to measure on ({tiny_error})", slotted=False)
+    unmeasured = unmeasured_reason(measure, tiny, tiny_error)
+    if unmeasured is not None:
+        # No slot without a tiny model: the flags then stay in the report only.
+        _add_unknown(report, unmeasured, slotted=not measure or tiny is not None)
         return
     try:
         measured = _measure(report, tiny, name)
@@ -99,6 +97,16 @@ def _measure(report: ResearchReport, tiny: Any, name: str) -> dict[str, Measurem
             "generates_batches": generation,
             _MIN_IMAGE_TOKENS[0]: measure_min_image_tokens(vlm),
         }
+
+
+def unmeasured_reason(measure: bool, tiny: Any, tiny_error: str | None) -> str | None:
+    """Why a measured answer stays ``unknown`` (the caller asked for no tiny model, or none could be
+    built), as the report's evidence; ``None`` when it can be measured on ``tiny``."""
+    if not measure:
+        return "unknown: not measured (measure=False)"
+    if tiny is None:
+        return f"unknown: no tiny model to measure on ({tiny_error})"
+    return None
 
 
 def research_vlm(

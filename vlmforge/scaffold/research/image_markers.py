@@ -15,7 +15,7 @@ from typing import Any
 
 from vlmforge.harness.probes import single_probe, vision_written_positions
 from vlmforge.scaffold.report import Answer, ResearchReport
-from vlmforge.scaffold.research.capabilities import research_vlm
+from vlmforge.scaffold.research.capabilities import research_vlm, unmeasured_reason
 from vlmforge.scaffold.research.isolation import quiet
 
 __all__ = ["config_token_id_keys", "marker_ids_key", "research_image_markers"]
@@ -39,13 +39,9 @@ def research_image_markers(
         name: the family id, naming the throwaway adapter.
         measure: False leaves the answer ``unknown`` (the caller asked for no tiny model).
     """
-    if not measure:
-        report.add(Answer(_KEY, _QUESTION, None, "unknown: not measured (measure=False)", "unknown"))
-        return
-    if tiny is None:
-        report.add(
-            Answer(_KEY, _QUESTION, None, f"unknown: no tiny model to measure on ({tiny_error})", "unknown")
-        )
+    unmeasured = unmeasured_reason(measure, tiny, tiny_error)
+    if unmeasured is not None:
+        report.add(Answer(_KEY, _QUESTION, None, unmeasured, "unknown"))
         return
     try:
         vlm = research_vlm(report, tiny, name)

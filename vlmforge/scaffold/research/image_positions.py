@@ -17,7 +17,7 @@ import torch
 
 from vlmforge.harness.probes import single_probe, vision_written_positions
 from vlmforge.scaffold.report import Answer, ResearchReport
-from vlmforge.scaffold.research.capabilities import research_vlm
+from vlmforge.scaffold.research.capabilities import research_vlm, unmeasured_reason
 from vlmforge.scaffold.research.isolation import quiet
 
 __all__ = ["mask_candidates", "research_image_positions"]
@@ -44,9 +44,9 @@ def research_image_positions(
         evidence = "not needed: the image positions are the image token's"
         report.add(Answer(_KEY, _QUESTION, None, evidence, "default", slot="image_token"))
         return
-    if not measure or tiny is None:
-        why = "not measured (measure=False)" if not measure else f"no tiny model to measure on ({tiny_error})"
-        report.add(Answer(_KEY, _QUESTION, None, f"unknown: {why}", "unknown", slot="image_token"))
+    unmeasured = unmeasured_reason(measure, tiny, tiny_error)
+    if unmeasured is not None:
+        report.add(Answer(_KEY, _QUESTION, None, unmeasured, "unknown", slot="image_token"))
         return
     try:
         vlm = research_vlm(report, tiny, name)

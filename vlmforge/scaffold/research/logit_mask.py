@@ -19,7 +19,7 @@ from torch import nn
 
 from vlmforge.harness.probes import single_probe
 from vlmforge.scaffold.report import Answer, ResearchReport
-from vlmforge.scaffold.research.capabilities import research_vlm
+from vlmforge.scaffold.research.capabilities import research_vlm, unmeasured_reason
 from vlmforge.scaffold.research.isolation import quiet
 
 __all__ = ["find_id_attribute", "masked_logit_columns", "research_logit_mask"]
@@ -35,9 +35,9 @@ def research_logit_mask(
     Unmeasured (``measure=False`` or no tiny model) is not "no mask": the report says ``unknown`` and the
     module keeps the default; a measurement that fails leaves a TODO, as the capability flags do.
     """
-    if not measure or tiny is None:
-        why = "not measured (measure=False)" if not measure else f"no tiny model ({tiny_error})"
-        report.add(Answer("logit_mask", _QUESTION, None, f"unknown: {why}", "unknown"))
+    unmeasured = unmeasured_reason(measure, tiny, tiny_error)
+    if unmeasured is not None:
+        report.add(Answer("logit_mask", _QUESTION, None, unmeasured, "unknown"))
         return
     try:
         vlm = research_vlm(report, tiny, name)

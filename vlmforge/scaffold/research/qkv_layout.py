@@ -17,7 +17,7 @@ from vlmforge.core.spec import QKV_LAYOUTS, AttentionRecipe
 from vlmforge.harness.checks.attention import compare_attention_to_eager
 from vlmforge.harness.probes import single_probe
 from vlmforge.scaffold.report import Answer, ResearchReport
-from vlmforge.scaffold.research.capabilities import research_vlm
+from vlmforge.scaffold.research.capabilities import research_vlm, unmeasured_reason
 from vlmforge.scaffold.research.isolation import quiet
 
 __all__ = ["research_qkv_layout"]
@@ -38,9 +38,9 @@ def research_qkv_layout(
     if fused is None:
         report.add(Answer("qkv_layout", _QUESTION, default, "no fused q/k/v projection: unused"))
         return
-    if not measure or tiny is None:
-        why = "not measured (measure=False)" if not measure else f"no tiny model ({tiny_error})"
-        report.add(Answer("qkv_layout", _QUESTION, None, f"unknown: {why}", "unknown", slot="qkv_layout"))
+    unmeasured = unmeasured_reason(measure, tiny, tiny_error)
+    if unmeasured is not None:
+        report.add(Answer("qkv_layout", _QUESTION, None, unmeasured, "unknown", slot="qkv_layout"))
         return
     outcomes = {layout: _try_layout(report, tiny, name, layout) for layout in QKV_LAYOUTS}
     matching = [layout for layout, outcome in outcomes.items() if outcome is None]
