@@ -127,11 +127,22 @@ def check_declared_not_applicable(vlm, image: Image.Image, error: Exception) -> 
         ), (tokens, (height, width), stated)
         assert str(tokens) in reason, reason
     elif kind == "cross_attention":
-        # The layers named really have the declared cross-attention module (and no self-attention), and the
-        # prompt holds one image token per image: a marker, not a grid of patches.
-        cross = vlm.adapter.spec.modules.cross_attention
-        layers = [i for i, layer in enumerate(vlm.adapter.lm_layers) if hasattr(layer, cross)]
-        assert layers and f"cross-attention layers {', '.join(map(str, layers))}" in reason, (layers, reason)
+        # The model really has the declared cross-attention (layers holding the module, or the decoder's own
+        # list of blocks), and the prompt holds one image token per image: a marker, not a grid of patches.
+        modules = vlm.adapter.spec.modules
+        if modules.cross_attention is not None:
+            layers = [
+                i for i, layer in enumerate(vlm.adapter.lm_layers) if hasattr(layer, modules.cross_attention)
+            ]
+            assert layers and f"cross-attention layers {', '.join(map(str, layers))}" in reason, (
+                layers,
+                reason,
+            )
+        else:
+            blocks = getattr(vlm.adapter.language_model, modules.cross_attention_blocks or "", None)
+            assert blocks is not None and len(blocks) and f"{len(blocks)} cross-attention blocks" in reason, (
+                reason
+            )
         assert tokens == 1, tokens
     else:
         raise AssertionError(f"{vlm.adapter.spec.name}: geometry refused without a declared reason: {reason}")

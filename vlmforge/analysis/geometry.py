@@ -422,17 +422,17 @@ def image_info(vlm: Any, image: Any) -> ImageInfo:
             the processor splits the image into several views, e.g. SmolVLM / Idefics3 or LLaVA-NeXT's
             any-resolution tiles; ``"resampler"`` where they are a resampler's learned latents, e.g.
             Idefics2's perceiver; ``"cross_attention"`` where the image reaches the decoder through
-            cross-attention layers, e.g. Mllama), or the processor's outputs do not match the grid.
+            cross-attention layers or blocks, e.g. Mllama, IDEFICS), or the processor's outputs do not match
+            the grid.
     """
     original = load_image(image)
     family = vlm.adapter.spec.name
-    cross = vlm.adapter.cross_attention_layers
-    if cross:
-        # The prompt only marks where the image is; its features are the keys and values of these layers.
+    through = vlm.adapter.image_cross_attention()
+    if through is not None:
+        # The prompt only marks where the image is; its features are the keys and values of cross-attention.
         raise UnsupportedGeometryError(
-            f"{family}: images reach the decoder through cross-attention layers "
-            f"{', '.join(map(str, cross))} ({vlm.adapter.spec.modules.cross_attention}), not as image "
-            "tokens: no token of the prompt is an image patch, so image geometry does not apply",
+            f"{family}: images reach the decoder through {through}, not as image tokens: no token of the "
+            "prompt is an image patch, so image geometry does not apply",
             "cross_attention",
         )
     patch, merge = patch_and_merge(vlm)

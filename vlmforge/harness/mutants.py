@@ -720,7 +720,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "llava",
         "generates_batches declared False for a model whose batched generation matches single generation",
         with_spec(generates_batches=False),
-        ("generation_batches_declared",),
+        ("generation_batch_parity",),
     ),
     Mutant(
         "image_requirement_invented",
