@@ -112,13 +112,14 @@ def _shrink_with(
     # local import: model.py imports this module
     from .model import model_class_for
 
+    model_cls = model_class_for(config)
     # A projector that downsamples more than the config states would leave one token per tile.
-    grow_tile_to_token_grid(config, model_class_for(config))
+    grow_tile_to_token_grid(config, model_cls)
     rescale_grid_pinpoints(config, real_config)
     # Image-count keys the shrinker does not know would make the processor write real-size token counts.
-    reconcile_image_counts(config, model_class_for(config))
+    reconcile_image_counts(config, model_cls)
     # A projector output the shrinker does not recognise would feed real-width features to the decoder.
-    tie_feature_width(config, model_class_for(config))
+    tie_feature_width(config, model_cls)
     return tokenizer, token_ids, config
 
 

@@ -167,9 +167,9 @@ def _sentencepiece(leading: Sequence[str], pieces: Sequence[str], seed: int, voc
     tokenizer.train_from_iterator(_corpus(seed), trainer=trainer)
     learned = [(piece, score) for piece, score in _unigram_vocab(tokenizer) if piece not in pieces]
     byte_pieces = [(f"<0x{byte:02X}>", min(s for _, s in learned) - 1.0) for byte in range(256)]
-    # Score 0 (probability 1) beats any split: a named piece is always one token.
     # Unigram needs an unknown piece even with byte fallback (SentencePiece keeps <unk> too).
     unknown = [] if any(piece == _UNKNOWN for piece, _ in learned) else [(_UNKNOWN, 0.0)]
+    # Score 0 (probability 1) beats any split: a named piece is always one token.
     vocab = [*learned, *((piece, 0.0) for piece in pieces), *byte_pieces, *unknown]
     unk_id = next(i for i, (piece, _) in enumerate(vocab) if piece == _UNKNOWN)
     model = models.Unigram(vocab, unk_id=unk_id, byte_fallback=True)

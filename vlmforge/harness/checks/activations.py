@@ -215,7 +215,7 @@ def logit_lens(vlm: HookedVLM) -> CheckResult:
     last = f"lm.blocks.{vlm.lm_num_layers - 1}.hook_resid_post"
     with vlm.run_with_cache(last):
         logits = vlm.forward(single_probe(vlm)).logits
-    lens = vlm.adapter.mask_logits(vlm.adapter.get_lm_head()(vlm.adapter.get_lm_norm()(vlm.cache[last])))
+    lens = vlm.adapter.get_lm_head()(vlm.adapter.get_lm_norm()(vlm.cache[last]))
     mask = vlm.adapter.get_logit_mask()
     detail = ""
     if mask is not None:
