@@ -34,7 +34,9 @@ def test_top_k_equals_a_hand_computation(family, tiny) -> None:
     values, ids = probabilities.topk(5)
     expected = [(tokenizer.decode([i]), f"{p:.4f}") for i, p in zip(ids.tolist(), values.tolist())]
     got = lens[layer][position]
-    assert [p for _, p in got] == [p for _, p in expected]
+    # The lens computes in the model's dtype (fp32), the hand computation in fp64: the 4-decimal strings may
+    # round a value near a half-unit apart, so they agree to one unit in the last place.
+    assert all(abs(float(p) - float(q)) <= 1.5e-4 for (_, p), (_, q) in zip(got, expected, strict=True))
     assert [t for t, _ in got] == [t for t, _ in expected]
     assert float(got[0][1]) >= float(got[-1][1])
 

@@ -456,8 +456,10 @@ def test_randomized_models_stay_finite_in_half_precision(source: str, dtype: tor
         logits = tiny.model(**_inputs(tiny, [PROMPT], [SINGLE_IMAGE])).logits
         reference_logits = reference.model(**_inputs(reference, [PROMPT], [SINGLE_IMAGE])).logits
     assert torch.isfinite(logits).all()
-    # The half-precision build is the rounded fp32 build (norm/bias noise is drawn in fp32).
-    torch.testing.assert_close(logits.float(), reference_logits, atol=0.1, rtol=0)
+    # The half-precision build is the rounded fp32 build (norm/bias noise is drawn in fp32): within 5% of the
+    # logits' scale (measured: bf16 3%, fp16 0.7%), where another random draw moves them by about 100%.
+    scale = max(1.0, float(reference_logits.abs().max()))
+    torch.testing.assert_close(logits.float(), reference_logits, atol=0.05 * scale, rtol=0)
 
 
 # ----------------------------------------------------------------------------------------------------------

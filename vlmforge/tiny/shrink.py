@@ -123,6 +123,9 @@ _MERGE_FACTOR_KEYS = (
     "downsample_factor",
 )
 _ROPE_KEYS = ("rope_parameters", "rope_scaling")
+# Absolute init standard deviations of weight matrices (HF's ``normal_(std=initializer_range)``). Multipliers
+# of a width-aware std (CLIP's ``initializer_factor``) already follow the width and are left alone.
+_INIT_STD_KEYS = ("initializer_range", "init_std")
 # Learned-query resamplers (Idefics2's perceiver): the latent count is the number of image tokens per image.
 LATENT_COUNT_KEYS = ("resampler_n_latents",)
 _TOKEN_SUFFIXES = ("_token_id", "_token_index", "_token_ids")
@@ -222,6 +225,13 @@ def _first_key(node: Mapping[str, Any], keys: Sequence[str], *, prefixed: bool =
         if len(matches) == 1:
             return matches[0]
     return None
+
+
+def _aliased(keys: Sequence[str], config_cls: type) -> tuple[str, ...]:
+    """``keys`` followed by the fields a config class stores them under (its ``attribute_map``: Kosmos-2's
+    text config keeps ``num_hidden_layers`` in ``layers``), which a ``to_dict()`` tree holds instead."""
+    aliases = getattr(config_cls, "attribute_map", {})
+    return (*keys, *(aliases[k] for k in keys if k in aliases))
 
 
 def _is_int_value(value: object) -> bool:
@@ -486,9 +496,11 @@ def _shrink_rope(node: dict[str, Any], config_cls: type, head_dim: int, *, decod
             visit(node[key])
 
 
-def _shrink_depth(node: dict[str, Any], max_layers: int, limits: ShrinkLimits) -> tuple[int, int] | None:
+def _shrink_depth(
+    node: dict[str, Any], max_layers: int, limits: ShrinkLimits, config_cls: type
+) -> tuple[int, int] | None:
     """Cut the layer count and resample everything indexed by layer; returns (old, new) depth."""
-    layers_key = _first_key(node, _LAYER_COUNT_KEYS, prefixed=True)
+    layers_key = _first_key(node, _aliased(_LAYER_COUNT_KEYS, config_cls), prefixed=True)
     if layers_key is None:
         return None
     old = node[layers_key]
@@ -648,7 +660,7 @@ def _shrink_decoder(node: _Node, vocab_size: int | None, limits: ShrinkLimits) -
             node.data[_width_key(node.data)] = width
             geometry = _Geometry(hidden=width, head_dim=head_dim)
     _shrink_rope(node.data, type(node.config), geometry.head_dim, decoder=True)
-    _shrink_depth(node.data, limits.text_layers, limits)
+    _shrink_depth(node.data, limits.text_layers, limits, type(node.config))
     if vocab_size is not None and "vocab_size" in node.data:
         node.data["vocab_size"] = vocab_size
         # Secondary tables over (a prefix of) the vocabulary (Gemma3n's vocab_size_per_layer_input, 262144
@@ -663,7 +675,7 @@ def _shrink_encoder(node: _Node, text_width: int, limits: ShrinkLimits) -> tuple
     """Shrink one encoder sub-config; returns its (old, new) depth."""
     geometry = _shrink_attention(node.data, limits.encoder_hidden, limits.encoder_base_heads, limits)
     _shrink_rope(node.data, type(node.config), geometry.head_dim)
-    depth = _shrink_depth(node.data, limits.encoder_layers, limits)
+    depth = _shrink_depth(node.data, limits.encoder_layers, limits, type(node.config))
     decoder_width_keys = _DECODER_WIDTH_KEYS
     if _width_key(node.data) != "hidden_size":
         decoder_width_keys = (*decoder_width_keys, "hidden_size")
@@ -1176,6 +1188,34 @@ def _shrink_root(
         tree["image_seq_length"] = (size // patch) ** 2 // _merge_factor(tree) ** 2
 
 
+def _keep_init_gain(
+    nodes: Sequence[_Node], originals: Mapping[tuple[str, ...], dict[str, Any]], text_node: _Node
+) -> None:
+    """Scale absolute init stds by sqrt(real width / tiny width): a tiny layer amplifies as a real one does.
+
+    A matrix drawn at std s scales its input by about s * sqrt(fan_in): 1.3 at a real width of 4096 and
+    s = 0.02, but 0.16 at a tiny width of 64. Every tiny layer then shrinks what passes through it, and a
+    path through several (an image through a projector, a resampler and the decoder to the last position)
+    fades below the checks' tolerances: the harness could no longer tell a model that sees the image from one
+    that ignores it (Kosmos-2's image moved the first logits by 4e-5), and near-uniform attention hides
+    position bugs. Each config scales by its own width; one without a width of its own (a composite level
+    whose projector writes into the decoder) by the decoder's.
+    """
+
+    def width_ratio(node: _Node) -> float | None:
+        key = _width_key(originals.get(node.path, {}))
+        old, new = originals.get(node.path, {}).get(key), node.data.get(key)
+        return old / new if _is_int(old) and _is_int(new) and new > 0 else None
+
+    decoder_ratio = width_ratio(text_node) or 1.0
+    for node in nodes:
+        gain = math.sqrt(width_ratio(node) or decoder_ratio)
+        for key in _INIT_STD_KEYS:
+            std = node.data.get(key)
+            if isinstance(std, float) and std > 0:
+                node.data[key] = std * gain
+
+
 def _width_map(
     nodes: Sequence[_Node], originals: Mapping[tuple[str, ...], dict[str, Any]], text_node: _Node
 ) -> dict[int, int]:
@@ -1427,4 +1467,5 @@ def _shrink_tree(
     _map_width_multiples(nodes, originals)
     _separate_ffn_sizes([text_node, *(n for n in nodes if n is not text_node)], _fixed_sizes(nodes) | avoid)
     _apply_all_token_ids(nodes, dict(token_ids or {}), vocab_size)
+    _keep_init_gain(nodes, originals, text_node)
     return tree, nodes
