@@ -63,24 +63,7 @@ def kosmos2(researched):
     return researched("kosmos-2")
 
 
-def _measurable(kosmos2) -> bool:
-    """Whether this transformers can build a consistent tiny Kosmos-2: the tiny factory measures its image
-    tokens through ``get_image_features``, which Kosmos-2 gained in 5.24 (see vlmforge.core.versions).
-    Without it the measured answers must be honest unknowns ("measuring failed"), never a guess."""
-    from transformers import Kosmos2ForConditionalGeneration
-
-    if hasattr(Kosmos2ForConditionalGeneration, "get_image_features"):
-        return True
-    for key in ("image_position_mask", "requires_image", "generates_batches"):
-        answer = kosmos2.answers[key]
-        assert (answer.value, answer.status) == (None, "unknown"), answer
-        assert "measuring failed" in answer.evidence, answer.evidence
-    return False
-
-
 def test_research_measures_the_position_mask_and_settles_the_image_token_as_none(kosmos2) -> None:
-    if not _measurable(kosmos2):
-        return
     mask = kosmos2.answers["image_position_mask"]
     assert (mask.value, mask.status) == ("image_embeds_position_mask", "measured")
     for key in ("image_token_attribute", "image_token"):
@@ -98,8 +81,6 @@ def test_research_finds_the_attention_output_norm_and_none_elsewhere(kosmos2, re
 def test_research_measures_the_generation_declarations(kosmos2, researched) -> None:
     llava = researched("llava")
     assert (llava.value("requires_image"), llava.value("generates_batches")) == (False, True)
-    if not _measurable(kosmos2):
-        return
     assert kosmos2.value("requires_image") is True
     assert "pixel_values" in kosmos2.answers["requires_image"].evidence
     # Kosmos-2's fairseq positions count the left padding once the prompt is cached.

@@ -37,14 +37,6 @@ NOT_REGISTERED: dict[str, str] = {
     "k_proj/v_proj and attend with another layer's keys, RoPE rotates q and k in separate calls "
     "apply_rotary_pos_emb(x, cos, sin, unsqueeze_dim=2) (not rotary(q, k, cos, sin)), and the first layers' "
     "MLP sparsifies the gate (activation_sparsity_pattern) before its activation",
-    "kosmos-2": "scaffolds with no TODO (image positions from the processor output "
-    "image_embeds_position_mask, attention.output_norm inner_attn_ln, requires_image, "
-    "generates_batches=False: all researched) and "
-    "passes every conformance check but generation_first_step_logits, which is inconclusive: on the tiny "
-    "random model the image moves the last-position logits by ~5e-5, below the 1e-4 tolerance (the image-"
-    "to-text projection's dense layer at init std 0.02 leaves its latent-query output almost image-"
-    "independent), so it cannot tell whether generate() sees the image; the tiny factory needs image "
-    "features that depend on the image at tiny widths",
 }
 
 

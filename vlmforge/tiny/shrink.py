@@ -126,8 +126,9 @@ _ROPE_KEYS = ("rope_parameters", "rope_scaling")
 # Absolute init standard deviations of weight matrices (HF's ``normal_(std=initializer_range)``). Multipliers
 # of a width-aware std (CLIP's ``initializer_factor``) already follow the width and are left alone.
 _INIT_STD_KEYS = ("initializer_range", "init_std")
-# Learned-query resamplers (Idefics2's perceiver): the latent count is the number of image tokens per image.
-LATENT_COUNT_KEYS = ("resampler_n_latents",)
+# Learned-query resamplers (Idefics2's perceiver, Kosmos-2's image-to-text projection): the latent count is
+# the number of image tokens per image.
+LATENT_COUNT_KEYS = ("resampler_n_latents", "latent_query_num")
 _TOKEN_SUFFIXES = ("_token_id", "_token_index", "_token_ids")
 # Per-image token counts of a pooled square patch grid; the tiny grid is pooled to _POOLED_TOKENS_SIDE^2.
 _POOLED_TOKEN_KEYS = ("mm_tokens_per_image",)
