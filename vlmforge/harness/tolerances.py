@@ -8,8 +8,9 @@ exactly what a broken mask or a shifted RoPE position produces as sequences grow
   so on one device the two agree bit for bit (measured 0.0 in fp32, fp16 and bf16 on the tiny
   models); the tolerance only leaves room for another kernel rounding one value differently:
   1e-5 in fp32, about two fp16 ulps below 1.0 (1e-3) and one bf16 ulp below 1.0 (4e-3). Looser
-  would let real bugs through: on the tiny random models, whose attention is nearly uniform, a
-  skipped RoPE moves patterns by only ~1.3e-2 and a wrong scale by ~1.2e-2.
+  would let real bugs through: with near-uniform attention (the tiny models' before their init stds
+  were scaled with width) a skipped RoPE moved patterns by only 1.3e-2 and a wrong scale by 1.2e-2;
+  with the width-scaled init, by 0.54 and 0.71 (Qwen2.5-VL and LLaVA tiny models, fp32).
 * ``activation`` (relative): the same quantity read two ways (cache vs ``output_hidden_states``,
   per-head outputs summed vs ``hook_out``, MLP decomposition, logit lens).
 * ``batch`` (relative): one item inside a left-padded batch vs the same item alone; padding changes
