@@ -16,6 +16,7 @@ import time
 from vlmforge.core.errors import VLMForgeError
 from vlmforge.core.registry import ModelRegistry
 from vlmforge.core.runtime import HookedVLM
+from vlmforge.core.versions import BROKEN_FORWARDS
 from vlmforge.harness.probes import probe_image
 
 
@@ -60,8 +61,15 @@ def family_table() -> str:
             aliases = [f"`{alias}`" for alias, target in row["aliases"].items() if target == checkpoint]
             checkpoints.append(checkpoint + (f" ({', '.join(aliases)})" if aliases else ""))
         capabilities = row["capabilities"]
+        # Stated from the fact, not from the running release: the table reads the same on every release.
+        broken = BROKEN_FORWARDS.get(str(row["model_class"]))
+        model_class = f"`{row['model_class']}`" + (
+            f" (broken in transformers {', '.join('.'.join(map(str, r)) for r in broken.releases)})"
+            if broken is not None
+            else ""
+        )
         lines.append(
-            f"| `{row['family']}` | `{row['model_class']}` | {'<br>'.join(checkpoints)} "
+            f"| `{row['family']}` | {model_class} | {'<br>'.join(checkpoints)} "
             f"| {flag(capabilities['contiguous_image_tokens'])} | {flag(capabilities['supports_batching'])} "
             f"| {flag(capabilities['strict_residual_stream'])} |"
         )

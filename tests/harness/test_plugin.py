@@ -12,6 +12,7 @@ import torch
 
 from tests.conftest import tiny_vlm
 from vlmforge import HookedVLM
+from vlmforge.core.versions import TRANSFORMERS_VERSION
 from vlmforge.harness.checks import CHECKS
 from vlmforge.harness.mutants import run_checks
 
@@ -183,3 +184,31 @@ def test_suite_runs_on_a_local_checkpoint_directory(pytester: pytest.Pytester, t
         [f"vlmforge models under test: {checkpoint}", "capability_strict_residual_stream *pass*"]
     )
     assert result.ret == pytest.ExitCode.OK
+
+
+SIMULATED_BROKEN_RELEASE = """
+from vlmforge.core.versions import BROKEN_FORWARDS, TRANSFORMERS_VERSION, BrokenForward
+
+# llama4's forward declared broken on the running release (the real fact covers 5.24 only).
+BROKEN_FORWARDS["Llama4ForConditionalGeneration"] = BrokenForward(
+    releases=(TRANSFORMERS_VERSION,), defect="simulated defect D", works_on="9.99"
+)
+"""
+
+
+@pytest.mark.parametrize("selection", [["--model", "tiny/llama4"], ["--all-models", "-k", "llama4"]])
+def test_a_family_the_release_cannot_run_is_skipped_with_the_reason(pytester: pytest.Pytester, selection):
+    """Every cell says why (never dropped silently), and the session is not failed for it."""
+    pytester.makepyfile(simulate_broken_release=SIMULATED_BROKEN_RELEASE)
+    release = ".".join(map(str, TRANSFORMERS_VERSION))
+    result = pytester.runpytest_subprocess(*SUITE, "-p", "simulate_broken_release", *selection, "-rs")
+    result.stdout.fnmatch_lines(
+        [
+            "vlmforge models under test: *tiny/llama4*",
+            f"*SKIPPED*not applicable on transformers {release}: simulated defect D; it runs on*9.99*",
+        ]
+    )
+    assert "no conformance check ran" not in result.stdout.str()
+    assert result.ret == pytest.ExitCode.OK
+    outcomes = result.parseoutcomes()
+    assert outcomes["skipped"] >= len(CHECKS) and "passed" not in outcomes and "failed" not in outcomes

@@ -277,6 +277,12 @@ def test_sliding_layers_keep_pattern_and_a_biting_window() -> None:
     assert text.sliding_window <= 16
 
 
+def test_chunked_attention_gets_a_biting_chunk() -> None:
+    text = _text_config(shrink_config(load_reference_config("meta-llama/Llama-4-Scout-17B-16E-Instruct")))
+    assert text.attention_chunk_size <= 16
+    assert {"chunked_attention", "full_attention"} <= set(text.layer_types)
+
+
 def test_shrink_rejects_token_ids_outside_tiny_vocab() -> None:
     with pytest.raises(ValueError, match="image_token_id"):
         shrink_config(load_reference_config("Qwen/Qwen3-VL-2B-Instruct"), vocab_size=400)

@@ -46,6 +46,26 @@ from vlmforge.core.roles import (
 from vlmforge.core.spec import FamilySpec
 
 
+def in_token_layout(output: Any, module_input: Any) -> Any:
+    """A module's output (the first tensor of a tuple) in the ``[B, L, D]`` token layout of its input.
+
+    A mixture-of-experts block may route a flat token list and return it flat (Llama 4's returns
+    ``([B * L, D], router_logits)``; its decoder layer views it back as ``[B, L, D]``): ``mlp.hook_out``
+    shows the MLP output as the residual stream receives it. Anything not flattened so comes back as is.
+    """
+    output = output[0] if isinstance(output, tuple | list) else output
+    source = module_input[0] if isinstance(module_input, tuple | list) else module_input
+    if (
+        isinstance(output, torch.Tensor)
+        and isinstance(source, torch.Tensor)
+        and output.dim() == 2
+        and source.dim() == 3
+        and output.shape[0] == source.shape[0] * source.shape[1]
+    ):
+        return output.view(*source.shape[:2], output.shape[-1])
+    return output
+
+
 def resolve_attribute(root: Any, dotted_path: str, *, what: str) -> Any:
     """Follow ``dotted_path`` from ``root``; a miss raises :class:`ContractError` naming the hop."""
     node = root
@@ -465,6 +485,11 @@ class ModelAdapter:
 
     def get_lm_mlp(self, layer: int) -> nn.Module:
         return self._resolve(MLP, layer)
+
+    def run_lm_mlp(self, layer: int, hidden_states: torch.Tensor) -> torch.Tensor:
+        """The MLP of decoder layer ``layer`` on ``hidden_states`` ``[B, L, D]``, as ``mlp.hook_out`` shows
+        its output: the tensor (not a ``(output, router_logits)`` tuple), in the input's token layout."""
+        return in_token_layout(self.get_lm_mlp(layer)(hidden_states), hidden_states)
 
     def get_lm_input_norm(self, layer: int) -> nn.Module:
         """The norm producing the attention's input (``attn.hook_in``) in decoder layer ``layer``."""

@@ -21,6 +21,19 @@ class UnsupportedArchitectureError(VLMForgeError):
     """A checkpoint whose architecture has no registered family."""
 
 
+class UnsupportedReleaseError(UnsupportedArchitectureError):
+    """A registered family that the installed transformers release cannot run (a defect of that release,
+    see :data:`vlmforge.core.versions.BROKEN_FORWARDS`); the message names the releases that work.
+
+    ``reason`` is the short form the harness reports a skipped cell with ("not applicable on transformers
+    5.24: ...").
+    """
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class CheckpointLoadError(VLMForgeError, OSError):
     """A supported checkpoint whose files cannot be found or read (offline, not cached, bad path)."""
 

@@ -4,7 +4,9 @@ Families register with ``@ModelRegistry.register("name")``. Discovery imports ev
 ``vlmforge.adapters`` plus any module advertised under the ``vlmforge.adapters`` entry-point group
 (a project of its own adapters). A module that fails to import is a bug and raises
 :class:`AdapterDiscoveryError` naming it; the only silent case is a family whose transformers class
-is missing from the installed transformers, and even that shows in :meth:`ModelRegistry.listing`.
+is missing from the installed transformers, and even that shows in :meth:`ModelRegistry.listing`. A family
+whose class the installed release has but cannot run (:data:`vlmforge.core.versions.BROKEN_FORWARDS`) is
+unavailable the same way, and loading it raises :class:`UnsupportedReleaseError` naming the defect.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from vlmforge.core.errors import (
     CheckpointLoadError,
     UnknownModelError,
     UnsupportedArchitectureError,
+    UnsupportedReleaseError,
 )
+from vlmforge.core.versions import TRANSFORMERS_VERSION, broken_forward
 
 TINY_PREFIX = "tiny/"
 ADAPTER_ENTRY_POINT_GROUP = "vlmforge.adapters"
@@ -163,8 +167,17 @@ class ModelRegistry:
 
     @classmethod
     def is_available(cls, adapter_class: type[ModelAdapter]) -> bool:
-        """Whether the installed transformers has the family's model class."""
-        return hasattr(transformers, adapter_class.spec.model_class)
+        """Whether the installed transformers has the family's model class and can run it."""
+        return cls.unavailable_reason(adapter_class) is None
+
+    @classmethod
+    def unavailable_reason(cls, adapter_class: type[ModelAdapter]) -> str | None:
+        """Why the installed transformers cannot run the family (no such class, or a release defect)."""
+        model_class = adapter_class.spec.model_class
+        if not hasattr(transformers, model_class):
+            return f"transformers {transformers.__version__} has no {model_class}"
+        fact = broken_forward(model_class)
+        return fact.reason(TRANSFORMERS_VERSION) if fact is not None else None
 
     # ---------------------------------------------------------------- listings
     @classmethod
@@ -186,15 +199,13 @@ class ModelRegistry:
         """One row per family: checkpoints, aliases, capabilities and availability."""
         rows = []
         for name, adapter in sorted(cls.adapters().items()):
-            available = cls.is_available(adapter)
+            why_unavailable = cls.unavailable_reason(adapter)
             rows.append(
                 {
                     "family": name,
                     "model_class": adapter.spec.model_class,
-                    "available": available,
-                    "why_unavailable": None
-                    if available
-                    else f"transformers {transformers.__version__} has no {adapter.spec.model_class}",
+                    "available": why_unavailable is None,
+                    "why_unavailable": why_unavailable,
                     "checkpoints": list(adapter.spec.checkpoints),
                     "aliases": dict(adapter.spec.aliases),
                     "tiny": f"{TINY_PREFIX}{name}",
@@ -280,11 +291,30 @@ class ModelRegistry:
         )
 
     @classmethod
+    def check_runnable(cls, adapter: type[ModelAdapter]) -> type[ModelAdapter]:
+        """``adapter`` when the installed transformers can run its family, else a clear error.
+
+        Raises:
+            UnsupportedArchitectureError: transformers has no such model class.
+            UnsupportedReleaseError: the installed release cannot run the class (names releases that can).
+        """
+        return cls._available(adapter)
+
+    @classmethod
     def _available(cls, adapter: type[ModelAdapter]) -> type[ModelAdapter]:
-        if not cls.is_available(adapter):
+        if not hasattr(transformers, adapter.spec.model_class):
             raise UnsupportedArchitectureError(
                 f"family {adapter.spec.name!r} needs transformers.{adapter.spec.model_class}, which "
                 f"transformers {transformers.__version__} lacks. Install a transformers that has it."
+            )
+        # Refused at load: the model would build, and then every forward would raise from inside transformers.
+        if (fact := broken_forward(adapter.spec.model_class)) is not None:
+            raise UnsupportedReleaseError(
+                f"family {adapter.spec.name!r} cannot run on the installed transformers "
+                f"{transformers.__version__}: {fact.defect} (a defect of that transformers release, not of "
+                f"vlmforge or the checkpoint). It runs on transformers {fact.works_on}: install one of "
+                "those.",
+                fact.reason(TRANSFORMERS_VERSION),
             )
         return adapter
 

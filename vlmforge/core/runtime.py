@@ -14,13 +14,13 @@ import torch
 import transformers
 from torch import nn
 
-from vlmforge.core.adapter import ModelAdapter, causal_mask
+from vlmforge.core.adapter import ModelAdapter, causal_mask, in_token_layout
 from vlmforge.core.cache import ActivationCache
 from vlmforge.core.errors import CheckpointLoadError, ContractError, DeviceError, InputError, InvalidHookError
 from vlmforge.core.hooks import HookPoint, RawHook, expand_hook_names
 from vlmforge.core.processing import ImageInput, VLMProcessor
 from vlmforge.core.registry import ModelRegistry, Resolution
-from vlmforge.core.roles import EXPERTS
+from vlmforge.core.roles import EXPERTS, MLP
 from vlmforge.core.versions import layer_cache
 
 HookFunction = Callable[[torch.Tensor, HookPoint], torch.Tensor | None]
@@ -191,6 +191,8 @@ class HookedVLM:
         if adapter is None:
             config = model.config.to_dict()
             adapter_class = ModelRegistry.family_for_config(config, model_name or type(model).__name__)
+            # A family the installed release cannot run is refused here too, not at the first forward.
+            ModelRegistry.check_runnable(adapter_class)
             adapter = adapter_class(model)
         self.model = model.eval()
         self.adapter = adapter
@@ -630,12 +632,20 @@ class HookedVLM:
 
         if direction == "output":
             part = self.adapter.output_part(point.spec.site)
+            # An MLP returning its tokens flat ([B * L, D]) is shown (and patched) in its input's [B, L, D].
+            flat_tokens = point.spec.site is MLP
 
-            def output_hook(_module: nn.Module, args: Any, output: Any) -> Any:
+            def output_hook(_module: nn.Module, args: Any, kwargs: dict, output: Any) -> Any:
                 raw = _first_tensor(output)
                 if part is None:
-                    replacement = call(raw, args, {})
-                    return None if replacement is None else _replace_first(output, replacement)
+                    module_input = args[0] if args else kwargs.get("hidden_states")
+                    shown = in_token_layout(raw, module_input) if flat_tokens else raw
+                    replacement = call(shown, args, {})
+                    return (
+                        None
+                        if replacement is None
+                        else _replace_first(output, replacement.reshape(raw.shape))
+                    )
                 # Part of the module's output (a fused projection's half, a gated query's query half): the
                 # hook sees that part, a replacement is written into it.
                 read, write = part
@@ -646,7 +656,7 @@ class HookedVLM:
                 write(merged, replacement)
                 return _replace_first(output, merged)
 
-            return module.register_forward_hook(output_hook)
+            return module.register_forward_hook(output_hook, with_kwargs=True)
 
         if direction == "input":
 

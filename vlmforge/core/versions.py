@@ -5,7 +5,9 @@ and newest release). It starts at 5.23 because of what breaks below it, measured
 whole suite per release with ``.ci/transformers-env VERSION``. It ends below 5.25 (released, the newest)
 because 5.25 requires ``kernels>=0.19.1``, which the package registries these machines install from do not
 serve (0.17.2 is their newest): a fresh install of 5.25 fails to resolve, so it cannot be tested or
-supported here yet. Below the range:
+supported here yet. Inside the range, 5.24's ``Llama4ForConditionalGeneration.forward`` raises
+``AttributeError`` on every call (:data:`BROKEN_FORWARDS`; 5.23 runs it, 5.25 fixes it), so the llama4 family
+refuses to load there and its conformance cells are reported not applicable. Below the range:
 
 * 5.22 and 5.20 (both measured; 5.21 was not run): the tiny GOT-OCR2 processor writes 256 image tokens
   whatever ``num_image_tokens`` it is given (4 features), VipLLaVA's processor and model disagree on the
@@ -27,6 +29,7 @@ Code that depends on one of the facts below reads it from here, never from a ver
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import transformers
@@ -48,3 +51,57 @@ def layer_cache(kwargs: Mapping[str, Any]) -> Any | None:
 def without_cache(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """``kwargs`` for re-running a layer / attention call without reading or extending its KV cache."""
     return {**kwargs, CACHE_KEYWORD: None} if CACHE_KEYWORD in kwargs else dict(kwargs)
+
+
+def _release(version: tuple[int, int]) -> str:
+    return ".".join(map(str, version))
+
+
+@dataclass(frozen=True)
+class BrokenForward:
+    """A transformers defect that makes a model class's forward raise on every call in some releases.
+
+    Attributes:
+        releases: the ``(major, minor)`` releases with the defect.
+        defect: what transformers does wrong there (one sentence, naming the failing line's effect).
+        works_on: the releases that run the class, for the user to install.
+    """
+
+    releases: tuple[tuple[int, int], ...]
+    defect: str
+    works_on: str
+
+    def affects(self, version: tuple[int, int]) -> bool:
+        """Whether transformers ``version`` (``major, minor``) has the defect."""
+        return version in self.releases
+
+    def reason(self, version: tuple[int, int] | None = None) -> str:
+        """``"not applicable on transformers 5.24: <defect>; it runs on transformers <works_on>"`` for
+        ``version``; without one, for every affected release (a statement that reads the same whichever
+        release renders it, for generated records kept equal across releases)."""
+        releases = _release(version) if version is not None else ", ".join(map(_release, self.releases))
+        where = f"not applicable on transformers {releases}"
+        return f"{where}: {self.defect}; it runs on transformers {self.works_on}"
+
+
+#: Model classes (transformers class names) whose forward is broken in a supported release, with why: the
+#: one place a family's "cannot run on this release" comes from. The registry refuses to load such a family
+#: there (a clear error, not the traceback from inside transformers), the harness and the registry-driven
+#: tests report its cells "not applicable on transformers X", and the scaffolder refuses to research it.
+BROKEN_FORWARDS: dict[str, BrokenForward] = {
+    # 5.24's forward builds its output with `image_outputs=outputs.image_outputs`, but the language model
+    # returns a MoeCausalLMOutputWithPast, which has no such field (5.23 has no such line; 5.25 drops it).
+    "Llama4ForConditionalGeneration": BrokenForward(
+        releases=((5, 24),),
+        defect="Llama4ForConditionalGeneration.forward reads `outputs.image_outputs` from the language "
+        "model's MoeCausalLMOutputWithPast, which has no such field, so every forward raises AttributeError",
+        works_on="5.23 (before the defect) or 5.25 and newer (fixed)",
+    ),
+}
+
+
+def broken_forward(model_class: str, version: tuple[int, int] = TRANSFORMERS_VERSION) -> BrokenForward | None:
+    """The defect that breaks ``model_class``'s forward on transformers ``version`` (default: the installed
+    one), or None when that release runs it."""
+    fact = BROKEN_FORWARDS.get(model_class)
+    return fact if fact is not None and fact.affects(version) else None

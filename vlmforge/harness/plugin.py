@@ -28,9 +28,11 @@ from vlmforge.core.errors import (
     DeviceError,
     UnknownModelError,
     UnsupportedArchitectureError,
+    UnsupportedReleaseError,
 )
 from vlmforge.core.registry import TINY_PREFIX, ModelRegistry
 from vlmforge.core.runtime import HookedVLM, resolve_device
+from vlmforge.core.versions import broken_forward
 from vlmforge.harness.checks import CHECKS, Check, missing_capability
 from vlmforge.harness.compare import CheckFailure
 from vlmforge.harness.report import Cell, ConformanceMatrix
@@ -44,10 +46,16 @@ TARGETS_KEY = pytest.StashKey[list["Target"]]()
 
 @dataclass(frozen=True)
 class Target:
-    """A model to run the suite on, or the reason it cannot be (skipped at collection)."""
+    """A model to run the suite on, or the reason it cannot be (skipped at collection).
+
+    ``release_defect`` marks a registered family the installed transformers release cannot run
+    (:data:`vlmforge.core.versions.BROKEN_FORWARDS`): its cells are skipped with the reason, and unlike a
+    model that is no VLM, a session that tests nothing else for it is not failed for it.
+    """
 
     name: str
     skip_reason: str | None = None
+    release_defect: bool = False
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -184,18 +192,20 @@ def select_targets(config: pytest.Config) -> list[Target]:
     requested: list[str] = list(config.getoption("vlmforge_models"))
     if config.getoption("vlmforge_all") or not requested:
         for name, adapter in sorted(ModelRegistry.adapters().items()):
-            if not ModelRegistry.is_available(adapter):
-                continue
-            if real:
-                requested.append(adapter.spec.reference_checkpoint or name)
-            else:
-                requested.append(TINY_PREFIX + name)
+            # A family this release of transformers cannot run stays in, so that its cells say why (resolving
+            # it below marks it); a family whose class this release lacks is no family of this release.
+            if ModelRegistry.is_available(adapter) or broken_forward(adapter.spec.model_class) is not None:
+                requested.append((adapter.spec.reference_checkpoint or name) if real else TINY_PREFIX + name)
     targets: list[Target] = []
     for name in requested:
         try:
             resolution = ModelRegistry.resolve(name)
         except (UnknownModelError, CheckpointLoadError) as error:
             raise pytest.UsageError(f"--model {name}: {error}") from None
+        except UnsupportedReleaseError as error:
+            if name not in [t.name for t in targets]:
+                targets.append(Target(name, skip_reason=error.reason, release_defect=True))
+            continue
         except UnsupportedArchitectureError as error:
             targets.append(Target(name, skip_reason=f"not a supported image+text VLM: {error}"))
             continue
@@ -334,7 +344,12 @@ class ConformanceSession:
     def untested(self) -> list[tuple[str, str]]:
         """``(model, reason)`` for each model with recorded checks of which none ran (all skipped)."""
         untested = []
+        # A family this transformers release cannot run was tested as far as it can be (not at all, for a
+        # reason every cell states); a model that is no VLM, or skips every check, is untested.
+        cannot_run = {t.name for t in self.config.stash[TARGETS_KEY] if t.release_defect}
         for model, row in self.matrix.cells.items():
+            if model in cannot_run:
+                continue
             if row and all(cell.outcome == "skipped" for cell in row.values()):
                 reasons = sorted({cell.message for cell in row.values()})
                 untested.append((model, "; ".join(reasons)[:300]))

@@ -29,9 +29,11 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import transformers
 import yaml
 
 from vlmforge.core.errors import VLMForgeError
+from vlmforge.core.versions import broken_forward
 from vlmforge.scaffold.conflicts import existing_family_conflicts
 from vlmforge.scaffold.destinations import Destination, resolve_destination
 from vlmforge.scaffold.errors import (
@@ -360,6 +362,20 @@ def _check_args(args: argparse.Namespace) -> str | None:
     return _check_name(args.name) if args.name is not None else None
 
 
+def _check_release(report: ResearchReport) -> None:
+    """Refuse, before anything is written, a model class the installed transformers cannot run: every
+    measured answer of the research failed on the release's defect, and the module would carry them."""
+    model_class = report.value("model_class")
+    fact = broken_forward(model_class) if isinstance(model_class, str) else None
+    if fact is not None:
+        raise ScaffoldError(
+            f"{model_class} cannot run on the installed transformers {transformers.__version__}: "
+            f"{fact.defect} (a defect of that transformers release). The research measures the model on a "
+            f"tiny forward, so it cannot be scaffolded here; nothing was written. Run scaffold-new-model "
+            f"under transformers {fact.works_on}."
+        )
+
+
 def _run(args: argparse.Namespace, written: list[Path]) -> int:
     """Validate the input, research, render, validate, install, write the outputs, verify.
 
@@ -368,6 +384,7 @@ def _run(args: argparse.Namespace, written: list[Path]) -> int:
     given_name = _check_args(args)
     destination = _resolve_dest(args.dest, dry_run=args.dry_run)
     report = research(args.source, name=given_name, trust_remote_code=args.trust_remote_code)
+    _check_release(report)
     name = given_name or _check_name(default_family_name(report.model_type))
     checkpoints = _checkpoints(report, args.checkpoint)
     aliases = _aliases(args.alias, checkpoints)

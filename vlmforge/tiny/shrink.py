@@ -78,7 +78,7 @@ class ShrinkLimits:
     # Added to a real-coupled but explicit head_dim so that head_dim * heads != hidden (even: RoPE pairs).
     head_dim_offset: int = 4
     # Tiny prompts are 20-100 tokens: a real 4096-token window would make sliding layers indistinguishable
-    # from full attention, so windows are cut to a size that actually masks something.
+    # from full attention, so windows (and attention chunks) are cut to a size that actually masks something.
     sliding_window: int = 16
     # Image tokens per image of a learned-query resampler: not a power of two, unlike every width here.
     resampler_latents: int = 10
@@ -126,6 +126,8 @@ _ROPE_KEYS = ("rope_parameters", "rope_scaling")
 # Absolute init standard deviations of weight matrices (HF's ``normal_(std=initializer_range)``). Multipliers
 # of a width-aware std (CLIP's ``initializer_factor``) already follow the width and are left alone.
 _INIT_STD_KEYS = ("initializer_range", "init_std")
+# How far a token attends back (a sliding window, an attention chunk): cut to limits.sliding_window.
+_ATTENTION_SPAN_KEYS = ("sliding_window", "attention_chunk_size")
 # Learned-query resamplers (Idefics2's perceiver, Kosmos-2's image-to-text projection): the latent count is
 # the number of image tokens per image.
 LATENT_COUNT_KEYS = ("resampler_n_latents", "latent_query_num")
@@ -527,8 +529,11 @@ def _shrink_depth(
             and _is_int(value)
         ):
             node[key] = min(value, max_layers)
-    if isinstance(node.get("sliding_window"), int):
-        node["sliding_window"] = min(node["sliding_window"], limits.sliding_window)
+    # Chunked attention (Llama 4's attention_chunk_size 8192) is a window too: left real-sized it would never
+    # split a tiny prompt, and chunked layers would be indistinguishable from full attention.
+    for key in _ATTENTION_SPAN_KEYS:
+        if isinstance(node.get(key), int):
+            node[key] = min(node[key], limits.sliding_window)
     for key in _EXPERT_COUNT_KEYS:
         if isinstance(node.get(key), int) and node[key] > 1:
             node[key] = min(node[key], limits.experts)

@@ -189,7 +189,7 @@ def moe_decomposition(vlm: HookedVLM) -> CheckResult:
     for layer in layers:
         values = per_layer[layer]
         with torch.no_grad(), vlm.run_with_hooks([(f"lm.blocks.{layer}.mlp.hook_experts_out", zero)]):
-            without = a.get_lm_mlp(layer)(values["mlp.hook_in"])
+            without = a.run_lm_mlp(layer, values["mlp.hook_in"])
         without = without[0] if isinstance(without, tuple) else without
         pairs.append((layer, values["mlp.hook_out"] - without, values["mlp.hook_experts_out"]))
     worst = max(

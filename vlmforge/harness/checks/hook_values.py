@@ -304,7 +304,7 @@ def hook_values_mlp_out(vlm: HookedVLM) -> CheckResult:
     worst = compare_values(
         vlm,
         (
-            (layer, values["mlp.hook_out"], vlm.adapter.get_lm_mlp(layer)(values["mlp.hook_in"]))
+            (layer, values["mlp.hook_out"], vlm.adapter.run_lm_mlp(layer, values["mlp.hook_in"]))
             for layer, values in enumerate(cache)
         ),
         what="mlp.hook_out vs mlp(mlp.hook_in)",

@@ -28,8 +28,9 @@ from vlmforge.scaffold.research.model_class import build_meta_model, select_mode
 from vlmforge.scaffold.research.processor import has_stored_template, load_processor, research_processor
 from vlmforge.scaffold.research.qkv_layout import research_qkv_layout
 from vlmforge.scaffold.research.sources import resolve_source
-from vlmforge.scaffold.research.tiny_model import TinyBuild, build_tiny, tiny_reference
+from vlmforge.scaffold.research.tiny_model import TinyBuild, build_tiny, image_forward_failure, tiny_reference
 from vlmforge.tiny import load_reference_config, reference_checkpoints, tiny_recipe
+from vlmforge.tiny.reference import reference_entry
 
 __all__ = ["research", "research_prompting", "research_structure"]
 
@@ -71,6 +72,16 @@ def research(
             model_cls = _research_model(resolved, trust_remote_code, report)
     with _timed(report, "tiny model"):
         tiny = _research_tiny(resolved, measure, report)
+    # Some default configs build but cannot run an image (Llama 4's vision_output_dim 7680 feeds a projector
+    # of 4096): measured on the tiny model, a stored real config of the same model_type is the stand-in.
+    fallback = _stored_reference_for_broken_tiny(resolved, tiny)
+    if fallback is not None:
+        resolved = fallback
+        report = ResearchReport(resolved, resolved.config.model_type, transformers.__version__)
+        with _timed(report, "meta model + structure"):
+            model_cls = _research_model(resolved, trust_remote_code, report)
+        with _timed(report, "tiny model"):
+            tiny = _research_tiny(resolved, measure, report)
     with _timed(report, "processor"):
         processor, provenance = load_processor(resolved, trust_remote_code, tiny.processor, tiny.error)
         research_prompting(resolved.config, processor, provenance, model_cls, report)
@@ -94,7 +105,7 @@ def _stored_reference_for(resolved: ResolvedSource, error: ScaffoldError) -> Res
     model_type, resolved as a reference (None when there is none, or the source was not a model_type)."""
     if resolved.kind != "model_type":
         return None
-    stored = _stored_config_of(resolved, error)
+    stored = _stored_config_of(resolved, f"cannot be built: {error}")
     if stored is not None:
         return stored
     # No real config stored either: the tiny factory's config of this model_type (same classes and
@@ -114,7 +125,25 @@ def _stored_reference_for(resolved: ResolvedSource, error: ScaffoldError) -> Res
     )
 
 
-def _stored_config_of(resolved: ResolvedSource, error: ScaffoldError) -> ResolvedSource | None:
+def _stored_reference_for_broken_tiny(resolved: ResolvedSource, tiny: TinyBuild) -> ResolvedSource | None:
+    """For a bare model_type whose default config gives a tiny model that cannot run a one-image prompt: the
+    first stored real config of that model_type (None when the tiny model runs, none was built, no config is
+    stored, or the source was not a model_type). Measured only where a stored config could replace it."""
+    if resolved.kind != "model_type" or tiny.model is None:
+        return None
+    # The stored model_type read from the file: building every stored config just to compare would be slow.
+    model_type = resolved.config.model_type
+    if not any(reference_entry(c)["config"].get("model_type") == model_type for c in reference_checkpoints()):
+        return None
+    failure = image_forward_failure(tiny.model)
+    if failure is None:
+        return None
+    return _stored_config_of(resolved, f"builds, but its tiny model cannot run an image: {failure}")
+
+
+def _stored_config_of(resolved: ResolvedSource, why: str) -> ResolvedSource | None:
+    """The first stored real config of ``resolved``'s model_type; ``why`` says what is wrong with
+    transformers' default config (the report's source line)."""
     for checkpoint in reference_checkpoints():
         config = load_reference_config(checkpoint)
         if config.model_type == resolved.config.model_type:
@@ -125,7 +154,7 @@ def _stored_config_of(resolved: ResolvedSource, error: ScaffoldError) -> Resolve
                 checkpoint,
                 None,
                 f"stored reference config of {checkpoint} (transformers' default config for "
-                f"`{resolved.given}` cannot be built: {error})",
+                f"`{resolved.given}` {why})",
             )
     return None
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from vlmforge.scaffold.report import ResolvedSource
 from vlmforge.scaffold.research.isolation import quiet
 from vlmforge.tiny import build_tiny_model, build_tiny_processor, reference_checkpoints, resolve_reference
+from vlmforge.tiny.processor import PROBE_MESSAGES, probe_image
 
-__all__ = ["TinyBuild", "build_tiny", "tiny_reference"]
+__all__ = ["TinyBuild", "build_tiny", "image_forward_failure", "tiny_reference"]
 
 
 @dataclass(frozen=True)
@@ -69,3 +72,28 @@ def build_tiny(resolved: ResolvedSource, reference: str, *, with_model: bool) ->
             except Exception as failure:
                 error = f"build_tiny_processor failed: {type(failure).__name__}: {failure}"
     return TinyBuild(model, processor, error)
+
+
+def image_forward_failure(tiny: Any) -> str | None:
+    """Why the tiny model (a ``TinyVLM``) cannot run a one-image chat prompt (``"Type: message"``), or None.
+
+    Floating inputs are cast to the model's dtype first, as the runtime does (Llama 4's image processor
+    returns bfloat16 pixel values for a float32 model).
+    """
+    model, processor = tiny.model, tiny.processor
+    dtype = next(model.parameters()).dtype
+    with quiet():
+        try:
+            prompt = processor.apply_chat_template(PROBE_MESSAGES, add_generation_prompt=True)
+            inputs = processor(text=[prompt], images=[probe_image(model.config)], return_tensors="pt")
+            inputs = {
+                key: value.to(dtype)
+                if isinstance(value, torch.Tensor) and value.is_floating_point()
+                else value
+                for key, value in inputs.items()
+            }
+            with torch.no_grad():
+                model(**inputs)
+        except Exception as failure:  # any failure of the forward is what is measured
+            return f"{type(failure).__name__}: {failure}"
+    return None
