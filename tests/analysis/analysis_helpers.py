@@ -49,7 +49,7 @@ def processor_pixels(vlm, inputs) -> np.ndarray:
     elif pixels.dim() == 2:
         # One image's flat patches [patches, p * p * 3] (Fuyu; row-major over the grid, each patch
         # (y, x, channel)); the grid's rows are the image tokens' runs.
-        is_image = (inputs["input_ids"][0] == vlm.adapter.get_image_token_id()).int()
+        is_image = vlm.adapter.image_token_mask(inputs)[0].int()
         starts = int(is_image[0]) + int(((is_image[1:] - is_image[:-1]) == 1).sum())
         rows, cols = starts, int(is_image.sum()) // starts
         patch = round((pixels.shape[-1] // 3) ** 0.5)
@@ -91,8 +91,7 @@ def check_declared_not_applicable(vlm, image: Image.Image, error: Exception) -> 
     kind, reason = getattr(error, "kind", None), str(error)
     inputs = vlm.prepare_messages("x", image)
     pixels = inputs["pixel_values"]
-    image_token = vlm.adapter.get_image_token_id()
-    tokens = int((inputs["input_ids"] == image_token).sum())
+    tokens = int(vlm.adapter.image_token_mask(inputs).sum())
     views = pixels.shape[1] if pixels.dim() == 5 else pixels.shape[0]  # one image's views
     if kind == "tiles":
         assert views > 1, (vlm.adapter.spec.name, tuple(pixels.shape))
@@ -102,7 +101,7 @@ def check_declared_not_applicable(vlm, image: Image.Image, error: Exception) -> 
         # A fixed number of queries: as many image tokens whatever the image's size and shape ...
         for size in ((300, 40), (40, 300), (512, 512)):
             other = vlm.prepare_messages("x", gradient_image(*size))
-            assert int((other["input_ids"] == image_token).sum()) == tokens, size
+            assert int(vlm.adapter.image_token_mask(other).sum()) == tokens, size
         # ... and the count a latent / query setting of the model config states.
         declared = {
             key: value

@@ -27,7 +27,7 @@ SIZES = [(64, 48), (100, 300), (333, 77), (40, 40)]
 
 def _image_tokens(vlm, image: Image.Image) -> int:
     inputs = vlm.prepare_messages("Which colours are there?", image)
-    return int((inputs["input_ids"] == vlm.adapter.get_image_token_id()).sum())
+    return int(vlm.adapter.image_token_mask(inputs).sum())
 
 
 def test_grid_cells_are_the_image_tokens(family, tiny) -> None:

@@ -13,12 +13,11 @@ def test_extract_metadata_for_every_family(family, tiny) -> None:
     image = gradient_image(100, 60)
     inputs = vlm.prepare_messages("Where is the edge?", image)
     ids = inputs["input_ids"][0]
-    image_token = vlm.adapter.get_image_token_id()
     try:
         metadata = extract_metadata(vlm, inputs, image)
     except UnsupportedGeometryError as error:
         pytest.skip(f"not applicable, declared: {check_declared_not_applicable(vlm, image, error)}")
-    positions = [i for i, token in enumerate(ids.tolist()) if token == image_token]
+    positions = vlm.adapter.image_token_mask(inputs)[0].nonzero().flatten().tolist()
     assert metadata["image_token_positions"] == positions
     assert metadata["num_image_tokens"] == len(positions) == metadata["total_patches"]
     labels = metadata["token_labels"]
@@ -32,7 +31,7 @@ def test_extract_metadata_for_every_family(family, tiny) -> None:
     with pytest.raises(ValueError, match="batch"):
         extract_metadata(vlm, {"input_ids": inputs["input_ids"].repeat(2, 1)}, image, metadata["image_info"])
     other = vlm.prepare_messages("Where?", gradient_image(300, 40))
-    if int((other["input_ids"] == image_token).sum()) != len(positions):
+    if int(vlm.adapter.image_token_mask(other).sum()) != len(positions):
         with pytest.raises(ValueError, match="image tokens"):
             extract_metadata(vlm, other, image)
 

@@ -201,7 +201,8 @@ def additive(mask: torch.Tensor | None, length: int) -> torch.Tensor:
     mask = mask[..., :length]
     if mask.dtype == torch.bool:
         return torch.zeros(mask.shape).masked_fill(~mask, float("-inf"))
-    return mask.float()
+    # A float mask marks masked keys with -inf or with its dtype's minimum (Kosmos-2's decoder): both -inf.
+    return mask.float().masked_fill(mask <= torch.finfo(mask.dtype).min / 2, float("-inf"))
 
 
 def same_token_type_span(inputs, length: int) -> torch.Tensor:
@@ -498,16 +499,17 @@ def test_item06_prepare_messages_batch(family):
 def test_item06_image_token_range_is_inclusive(family):
     vlm = spectra_vlm(family)
     inputs = single(family)
-    ids = inputs["input_ids"][0]
-    image_id = vlm.adapter.get_image_token_id()
+    # The image positions: the image token's, or the processor's position mask (Kosmos-2).
+    is_image = vlm.adapter.image_token_mask(inputs)[0]
     first, last = vlm.get_image_token_range(inputs)
     assert isinstance(first, int) and isinstance(last, int)
-    assert ids[first] == image_id and ids[last] == image_id
-    assert not (ids[:first] == image_id).any() and not (ids[last + 1 :] == image_id).any()
+    assert is_image[first] and is_image[last]
+    assert not is_image[:first].any() and not is_image[last + 1 :].any()
     with pytest.raises(ValueError):
         vlm.get_image_token_range(vlm.prepare_messages_batch(["a", "b"], [IMAGE, IMAGE]))
+    keys = ("input_ids", vlm.adapter.spec.image_token.position_mask)
     with pytest.raises(ValueError):
-        vlm.get_image_token_range({"input_ids": ids[:first][None]})
+        vlm.get_image_token_range({key: inputs[key][:, :first] for key in keys if key})
 
 
 def test_item06_model_components(family):
@@ -542,8 +544,7 @@ def test_item06_process_image_and_patch_overview(family):
         return
     # Image tokens in several runs are one grid only as its rows, a run each (Pixtral's [IMG_BREAK] after
     # every row); any other split must have been refused above.
-    ids = vlm.prepare_messages("Describe the image.", IMAGE)["input_ids"][0]
-    is_image = (ids == vlm.adapter.get_image_token_id()).int()
+    is_image = vlm.adapter.image_token_mask(vlm.prepare_messages("Describe the image.", IMAGE))[0].int()
     starts = int(is_image[0]) + int(((is_image[1:] - is_image[:-1]) == 1).sum())
     assert vlm.adapter.spec.capabilities.contiguous_image_tokens or starts == native.grid_h > 1
     assert int(is_image.sum()) == native.grid_h * native.grid_w
