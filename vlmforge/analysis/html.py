@@ -285,7 +285,8 @@ def logit_lens_report(
     info = metadata["image_info"]
     output = vlm.forward(inputs, output_hidden_states=True)
     return create_logit_lens(
-        output.hidden_states,
+        # The residual stream the hooks show (the active one of parallel streams, spec.active_stream).
+        [vlm.adapter.residual_view(states) for states in output.hidden_states],
         vlm.adapter.get_lm_norm(),
         vlm.adapter.get_lm_head(),
         vlm.prompt_processor.tokenizer,

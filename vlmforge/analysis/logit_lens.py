@@ -144,11 +144,12 @@ def logit_lens(vlm: Any, inputs: Any, top_k: int = 5) -> LogitLensResult:
     """:func:`compute_logit_lens` of one prepared input on ``vlm`` (a :class:`vlmforge.HookedVLM`).
 
     Reads ``output_hidden_states`` (the embeddings, then each decoder layer's output) and decodes
-    them through the adapter's final norm and unembedding, under the family's logit mask.
+    them through the adapter's final norm and unembedding, under the family's logit mask. Where the layers
+    pass parallel residual streams (``spec.active_stream``) each entry is the stream the residual hooks show.
     """
     output = vlm.forward(inputs, output_hidden_states=True)
     return compute_logit_lens(
-        output.hidden_states,
+        [vlm.adapter.residual_view(states) for states in output.hidden_states],
         vlm.adapter.get_lm_norm(),
         vlm.adapter.get_lm_head(),
         vlm.prompt_processor.tokenizer,

@@ -101,6 +101,18 @@ def _below(role: Role, ancestor: Role) -> bool:
     return False
 
 
+def _condition_holds(module: Any, condition: str) -> bool:
+    """Whether ``condition`` (attributes of ``module`` joined by ``and``, each optionally ``not``) holds;
+    a missing attribute reads as falsy."""
+    for test in condition.split(" and "):
+        test = test.strip()
+        negated = test.startswith("not ")
+        value = bool(getattr(module, test.removeprefix("not ").strip(), None))
+        if value == negated:
+            return False
+    return True
+
+
 def import_dotted(path: str) -> Any:
     """Import ``package.module.attribute`` and return the attribute."""
     module_name, _, attribute = path.rpartition(".")
@@ -292,12 +304,43 @@ class ModelAdapter:
                     f"layer {layer} is {kind or 'a layer'} without softmax attention (no "
                     f"{self.spec.modules.attention}): it has no {role.name}"
                 )
+        if layer is not None and role in (K_PROJ, V_PROJ) and self.is_kv_shared_layer(layer):
+            return (
+                f"layer {layer} attends with another layer's keys and values (spec.attention.kv_shared = "
+                f"{self.spec.attention.kv_shared!r} holds there): it has no {role.name}"
+            )
         if role.moe is not None and layer is not None:
             moe = self.is_moe_layer(layer)
             if role.moe == "dense" and moe:
                 return f"layer {layer}'s MLP is a mixture of experts: it has no dense {role.name}"
             if role.moe == "moe" and not moe:
                 return f"layer {layer}'s MLP is dense: it has no {role.name}"
+        return None
+
+    def is_kv_shared_layer(self, layer: int) -> bool:
+        """Whether decoder layer ``layer`` attends with keys / values another layer computed
+        (``spec.attention.kv_shared`` holds on its attention module)."""
+        condition = self.spec.attention.kv_shared
+        layers = self.lm_layers
+        return (
+            condition is not None
+            and 0 <= layer < len(layers)
+            and _has_path(layers[layer], self.spec.modules.attention)
+            and self._attention_condition(layer, condition)
+        )
+
+    def recompute_absence(self, layer: int) -> str | None:
+        """Why ``layer``'s scores and patterns cannot be recomputed from its own input (None: they can).
+
+        A layer attending with another layer's keys (``spec.attention.kv_shared``) has no key projection
+        of its own: its keys come from a store the decoder fills during the pass, not from its input.
+        """
+        if self.is_kv_shared_layer(layer):
+            return (
+                f"layer {layer} attends with the keys and values of another layer "
+                f"(spec.attention.kv_shared = {self.spec.attention.kv_shared!r}): its scores and patterns "
+                "are not recomputed from its own input"
+            )
         return None
 
     def is_cross_attention_layer(self, layer: int) -> bool:
@@ -359,11 +402,15 @@ class ModelAdapter:
         """``(read, write)`` when ``role``'s activation is only part of its module's output, else None.
 
         ``read(output)`` returns the part ``[..., width]``; ``write(output, value)`` writes ``value``
-        into that part of ``output`` in place. Parts: this role's half of a fused ``gate_up_proj``
+        into that part of ``output`` in place. Parts: the active residual stream of a decoder layer's stacked
+        input / output (``spec.active_stream``), this role's half of a fused ``gate_up_proj``
         (``[..., 2F]``: gate first), its q / k / v part of a fused ``qkv_proj`` (laid out as
         ``spec.attention.qkv_layout`` says), and the query half of a gated query
         (``[..., H * 2 * d_h]``, per head ``[query; gate]``).
         """
+        if role is LAYER:
+            # The residual stream is the decoder layer's input / output, or one stream of a stack of them.
+            return None if self.spec.active_stream is None else self._residual_part()
         half = role.fused_half(self.spec)
         if half is not None and role.fused is not None and role.fused[0] == FUSED_QKV:
             return self._qkv_part(half)
@@ -391,6 +438,42 @@ class ModelAdapter:
 
             return read_query, write_query
         return None
+
+    @cached_property
+    def active_stream(self) -> int | None:
+        """Index of the residual stream the residual hooks show (``spec.active_stream``), or None where the
+        decoder layers pass one [B, L, D] stream.
+
+        Raises:
+            ContractError: the declared text-config attribute is missing or holds no index.
+        """
+        attribute = self.spec.active_stream
+        if attribute is None:
+            return None
+        value = resolve_attribute(self.lm_config, attribute, what=f"{self.spec.name} active residual stream")
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ContractError(
+                f"{self.spec.name}: text config {attribute} = {value!r} is no stream index; fix "
+                "spec.active_stream"
+            )
+        return value
+
+    def residual_view(self, states: torch.Tensor) -> torch.Tensor:
+        """The residual stream as the hooks show it: ``states`` itself, or where the decoder layers pass
+        parallel streams stacked on a leading axis (``spec.active_stream``), the active one: [N, B, L, D]
+        -> [B, L, D] (a view)."""
+        index = self.active_stream
+        if index is None or states.dim() != 4:
+            return states
+        return states[index]
+
+    def _residual_part(self) -> tuple[Callable[..., torch.Tensor], Callable[..., None]]:
+        """``(read, write)`` of the active stream in a decoder layer's stacked input / output."""
+
+        def write(states: torch.Tensor, value: torch.Tensor) -> None:
+            self.residual_view(states).copy_(value)
+
+        return self.residual_view, write
 
     def _qkv_part(self, part: int) -> tuple[Callable[..., torch.Tensor], Callable[..., None]]:
         """``(read, write)`` of q (``part`` 0), k (1) or v (2) in a fused q/k/v projection's output.
@@ -545,6 +628,21 @@ class ModelAdapter:
             return torch.nn.functional.linear(
                 hidden_states.to(weight.dtype), weight, getattr(router, "bias", None)
             )
+
+    def gate_activation_input(self, gate: torch.Tensor, layer: int) -> torch.Tensor:
+        """What ``layer``'s MLP activation reads, given the gate projection's output ``gate``.
+
+        ``gate`` itself, or on the layers where ``spec.modules.gate_transform_condition`` holds, the MLP's own
+        ``gate_transform`` method applied to it (Gemma3n's top-k sparsification of the gate).
+        """
+        transform = self.spec.modules.gate_transform
+        if transform is None:
+            return gate
+        mlp = self.get_lm_mlp(layer)
+        condition = self.spec.modules.gate_transform_condition
+        if condition is not None and not _condition_holds(mlp, condition):
+            return gate
+        return resolve_attribute(mlp, transform, what="gate transform")(gate)
 
     def get_lm_norm(self) -> nn.Module:
         return self._resolve(FINAL_NORM)
@@ -789,6 +887,14 @@ class ModelAdapter:
             query, key = rotary(query.transpose(1, 2), key.transpose(1, 2), position_embeddings)
             return query.transpose(1, 2), key.transpose(1, 2)
         cos, sin = position_embeddings
+        if self.spec.attention.rotary_convention == "per_tensor":
+            single = rotary
+
+            # f(x, cos, sin) once per tensor; its default unsqueeze broadcasts over the head axis of
+            # [B, H, L, d_h] exactly as unsqueeze_dim=2 does over [B, L, H, d_h] in the forward.
+            def rotary(q: torch.Tensor, k: torch.Tensor, c: torch.Tensor, s: torch.Tensor) -> Any:
+                return single(q, c, s), single(k, c, s)
+
         width = cos.shape[-1]
         if width >= query.shape[-1]:
             return rotary(query, key, cos, sin)
@@ -829,6 +935,8 @@ class ModelAdapter:
         """
         del attention_mask
         attn = self.module(ATTENTION, layer)
+        if (absent := self.recompute_absence(layer)) is not None:
+            raise ContractError(absent)
         recipe = self.spec.attention
         # Norms before RoPE go through the projection (at their own width); after it, per head here.
         early = not recipe.norms_after_rotary
@@ -898,14 +1006,7 @@ class ModelAdapter:
     def _attention_condition(self, layer: int, condition: str) -> bool:
         """Whether ``condition`` (attention attributes joined by ``and``, each optionally ``not``) holds
         on ``layer``'s attention module; a missing attribute reads as falsy."""
-        attn = self.get_lm_attn(layer)
-        for test in condition.split(" and "):
-            test = test.strip()
-            negated = test.startswith("not ")
-            value = bool(getattr(attn, test.removeprefix("not ").strip(), None))
-            if value == negated:
-                return False
-        return True
+        return _condition_holds(self.get_lm_attn(layer), condition)
 
     def sliding_window(self, layer: int) -> int | None:
         """The attention window of ``layer`` (``None`` for full attention).

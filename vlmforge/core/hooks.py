@@ -25,7 +25,15 @@ mlp.hook_experts_out   experts, output (MoE)       routing-weighted sum of the e
 =====================  ==========================  =====================================================
 
 ``attn.hook_z`` is what ``o_proj`` reads: where the attention norms the concatenated head outputs first
-(spec ``attention.output_norm``, Kosmos-2), it holds the normed values.
+(spec ``attention.output_norm``, Kosmos-2), it holds the normed values. ``attn.hook_v`` is ``v_proj``'s output
+before a declared value norm (spec ``attention.v_norm``), ``mlp.hook_pre`` the gate projection's output
+before a declared gate transform (spec ``modules.gate_transform``).
+
+Where the decoder layers pass parallel residual streams stacked on a leading axis (``[N, B, L, D]``,
+Gemma3n's AltUp; spec ``active_stream``), ``hook_resid_pre`` / ``hook_resid_post`` read and patch the active
+stream ([B, L, D]); the other streams are not hooked. A layer attending with another layer's keys and values
+(spec ``attention.kv_shared``) has no ``attn.hook_k`` / ``attn.hook_v`` (no k/v projection) and no
+``attn.hook_scores`` / ``attn.hook_pattern`` (its keys are not computed from its own input).
 
 A fused ``gate_up_proj`` (spec ``modules.gate_up_proj``) carries ``mlp.hook_pre`` in the first half of its
 output and ``mlp.hook_pre_linear`` in the second; each hook sees (and may replace) its half only. A hook
@@ -117,6 +125,10 @@ HOOK_TYPES: dict[str, HookType] = {
     "mlp.hook_router_logits": HookType(ROUTER, "computed"),
     "mlp.hook_experts_out": HookType(EXPERTS, "output"),
 }
+
+#: Hook types recomputed from the attention's own input (q/k projections, norms, RoPE): a layer attending
+#: with another layer's keys (``spec.attention.kv_shared``) has none of them.
+RECOMPUTED_ATTENTION: tuple[str, ...] = ("attn.hook_scores", "attn.hook_pattern")
 
 #: Hook types that control the computation instead of carrying an activation (see the module docstring).
 MASK_HOOK_TYPES: dict[str, HookType] = {"attn.hook_mask": HookType(ATTENTION, "mask")}

@@ -17,11 +17,11 @@ from torch import nn
 from vlmforge.core.adapter import ModelAdapter, causal_mask, in_token_layout
 from vlmforge.core.cache import ActivationCache
 from vlmforge.core.errors import CheckpointLoadError, ContractError, DeviceError, InputError, InvalidHookError
-from vlmforge.core.hooks import HookPoint, RawHook, expand_hook_names
+from vlmforge.core.hooks import RECOMPUTED_ATTENTION, HookPoint, RawHook, expand_hook_names
 from vlmforge.core.processing import ImageInput, VLMProcessor
 from vlmforge.core.registry import ModelRegistry, Resolution
 from vlmforge.core.roles import EXPERTS, MLP
-from vlmforge.core.versions import layer_cache
+from vlmforge.core.versions import cached_length, layer_cache
 
 HookFunction = Callable[[torch.Tensor, HookPoint], torch.Tensor | None]
 #: A hook function, native (``fn(activation, hook_point)``) or raw (:class:`RawHook`).
@@ -544,7 +544,12 @@ class HookedVLM:
 
     def hook_absence(self, point: HookPoint) -> str | None:
         """Why this model has no ``point`` (``None``: it has it)."""
-        return self.adapter.absence(point.spec.site, point.layer)
+        absent = self.adapter.absence(point.spec.site, point.layer)
+        if absent is None and point.hook_type in RECOMPUTED_ATTENTION:
+            # Scores and patterns are recomputed from the layer's own input: a layer attending with another
+            # layer's keys has none to recompute them from.
+            absent = self.adapter.recompute_absence(point.layer)
+        return absent
 
     @contextlib.contextmanager
     def run_with_hooks(self, hooks: Sequence[tuple[str, HookFunction]]) -> Iterator[None]:
@@ -659,13 +664,24 @@ class HookedVLM:
             return module.register_forward_hook(output_hook, with_kwargs=True)
 
         if direction == "input":
+            part = self.adapter.output_part(point.spec.site)
 
             def input_hook(_module: nn.Module, args: tuple, kwargs: dict) -> Any:
                 from_args = bool(args)
                 raw = _first_tensor(args[0]) if from_args else kwargs.get("hidden_states")
                 if raw is None:
                     return None
-                replacement = call(raw, args, kwargs)
+                if part is None:
+                    replacement = call(raw, args, kwargs)
+                else:
+                    # Part of the module's input (one stream of a stacked residual): the hook sees that part,
+                    # a replacement is written into a copy of the whole input.
+                    read, write = part
+                    replacement = call(read(raw), args, kwargs)
+                    if replacement is not None:
+                        merged = raw.clone()
+                        write(merged, replacement)
+                        replacement = merged
                 if replacement is None:
                     return None
                 if from_args:
@@ -763,7 +779,7 @@ class HookedVLM:
     def _mask_for(self, point: HookPoint, hidden_states: torch.Tensor, kwargs: dict) -> torch.Tensor:
         """The causal mask for an attention call that got none (SDPA without padding)."""
         past = layer_cache(kwargs)
-        past_length = 0 if past is None else int(past.get_seq_length(point.layer))
+        past_length = 0 if past is None else cached_length(past, point.layer)
         batch, length = hidden_states.shape[:2]
         mask = causal_mask(
             batch,
@@ -849,7 +865,7 @@ class HookedVLM:
             # pre-hook (a patch on attn.hook_in included), whatever order the hooks were registered in.
             hidden_states = args[0] if args else kwargs["hidden_states"]
             past = layer_cache(kwargs)
-            if past is not None and past.get_seq_length(point.layer) > hidden_states.shape[1]:
+            if past is not None and cached_length(past, point.layer) > hidden_states.shape[1]:
                 return  # a cached decoding step sees one query row only: nothing full to recompute
             self._recomputing = True
             try:

@@ -23,6 +23,9 @@ LLAMA_ROTARY = "transformers.models.llama.modeling_llama.apply_rotary_pos_emb"
 #: The layouts of a fused q/k/v projection's output (see ``AttentionRecipe.qkv_layout``).
 QKV_LAYOUTS = ("blocks", "per_head")
 
+#: How the rotary function is called (see ``AttentionRecipe.rotary_convention``).
+ROTARY_CONVENTIONS = ("cos_sin", "freqs_tokens_first", "per_tensor")
+
 CAPABILITY_NAMES = ("contiguous_image_tokens", "supports_batching", "strict_residual_stream")
 
 # ------------------------------------------------------------------------------------------ field schema
@@ -235,6 +238,13 @@ class ModulePaths:
     is the input of layer ``i``'s self-attention, after any cross-attention block before it), the blocks
     write into the residual stream between layers, and the image tokens in ``input_ids`` carry no image
     features either.
+
+    ``gate_transform`` names an MLP method the forward applies to the gate projection's output before the
+    activation, on the layers where ``gate_transform_condition`` (MLP attributes, as in
+    ``AttentionRecipe.rotary_condition``) holds: Gemma3n's first layers sparsify the gate
+    (``_gaussian_topk``, keeping the values above mean + std * icdf(sparsity)). ``mlp.hook_pre`` stays the
+    gate projection's output; ``mlp.hook_post`` is ``act(transform(hook_pre)) * hook_pre_linear``, which is
+    what the MLP decomposition check recomputes through the module's own method.
     """
 
     layers: str = spec_field(
@@ -295,6 +305,18 @@ class ModulePaths:
         kind="attribute_path",
         help="MLP attribute of a fused [gate; up] projection, gate half first (gate_proj / up_proj then "
         "empty: the hooks split it); empty if not fused",
+    )
+    gate_transform: str | None = spec_field(
+        None,
+        kind="attribute_path",
+        help="MLP method the forward applies to the gate projection's output before the activation (e.g. "
+        "a top-k sparsification; mlp.hook_pre is the gate before it); empty if none",
+    )
+    gate_transform_condition: str | None = spec_field(
+        None,
+        kind="text",
+        help="MLP attributes ('a and not b') true exactly on the layers applying gate_transform; empty: "
+        "every layer",
     )
     cross_attention: str | None = spec_field(
         None,
@@ -389,7 +411,10 @@ class AttentionRecipe:
         rotary_convention: how ``rotary_function`` is called. ``"cos_sin"``: ``f(q, k, cos, sin)`` on
             ``[B, H, L, d_h]`` with ``position_embeddings = (cos, sin)``; ``"freqs_tokens_first"``:
             ``f(q, k, freqs)`` on ``[B, L, H, d_h]`` (before the head transpose) with ``position_embeddings``
-            one tensor (Llama4's complex ``freqs_cis``).
+            one tensor (Llama4's complex ``freqs_cis``); ``"per_tensor"``: ``f(x, cos, sin)`` called once for
+            q and once for k (Gemma3n's ``apply_rotary_pos_emb(x, cos, sin, unsqueeze_dim=2)``; the adapter
+            calls it on ``[B, H, L, d_h]`` with the function's default ``unsqueeze_dim``, which broadcasts the
+            same way).
         norms_after_rotary: ``q_norm`` / ``k_norm`` run after RoPE instead of before (Llama4's L2 norm).
         norms_where_present: the forward applies the q/k norms under ``hasattr(self, <norm>)``: layers
             whose attention has no such attribute apply none (Llama4 builds its norm on RoPE layers only).
@@ -398,6 +423,15 @@ class AttentionRecipe:
             ``log1p(floor((pos + 1) / floor_scale)) * attn_scale + 1`` (temperature tuning, arXiv
             2501.19399), reading the module's own ``floor_scale`` and ``attn_scale``; ``pos`` counts the
             query rows from 0 (the forward uses its cache length, not ``position_ids``). ``None``: no layer.
+        v_norm: attribute of a per-head norm the forward applies to the values (``v_proj``'s output split into
+            heads) before attending (Gemma3n's scale-free ``v_norm``): ``attn.hook_v`` is ``v_proj``'s output,
+            and ``attn.hook_z`` is the pattern applied to the *normed* values.
+        kv_shared: condition (attention attributes, as ``query_temperature``) of the layers that attend with
+            the keys and values another layer computed (Gemma3n's last ``num_kv_shared_layers`` layers take
+            them from a shared store under ``is_kv_shared_layer``): they have no ``k_proj`` / ``v_proj``,
+            so no ``attn.hook_k`` / ``attn.hook_v``, and their scores and patterns cannot be recomputed from
+            the layer's own input, so ``attn.hook_scores`` / ``attn.hook_pattern`` do not exist there and
+            the attention checks report those layers not applicable. Which layers is structural.
         output_norm: attribute of a norm the attention applies to the concatenated head outputs before
             ``o_proj`` (Kosmos-2's ``inner_attn_ln``, a Magneto-style sub-LayerNorm): ``attn.hook_z`` is
             ``o_proj``'s input, so it holds the *normed* head values, ``norm(pattern @ v)``; the per-head
@@ -450,8 +484,10 @@ class AttentionRecipe:
     rotary_convention: str = spec_field(
         "cos_sin",
         kind="text",
-        help="How the rotary function is called: 'cos_sin' (q, k, cos, sin on [B, H, L, d_h]) or "
-        "'freqs_tokens_first' (q, k, one position tensor, on [B, L, H, d_h] before the head transpose)",
+        help="How the rotary function is called: 'cos_sin' (q, k, cos, sin on [B, H, L, d_h]), "
+        "'freqs_tokens_first' (q, k, one position tensor, on [B, L, H, d_h] before the head transpose) or "
+        "'per_tensor' (x, cos, sin: once for q, once for k); measured against eager attention where the "
+        "source leaves it open",
     )
     norms_after_rotary: bool = spec_field(
         False, kind="bool", help="The q/k norms are applied after RoPE (not before)"
@@ -472,6 +508,19 @@ class AttentionRecipe:
         kind="attribute_path",
         help="Attention attribute of a norm over the concatenated head outputs before o_proj (attn.hook_z "
         "then holds norm(pattern @ v)); empty if none",
+    )
+    v_norm: str | None = spec_field(
+        None,
+        kind="attribute_path",
+        help="Attention attribute of a per-head value norm the forward applies to v_proj's output before "
+        "attending (attn.hook_v is before it); empty if none",
+    )
+    kv_shared: str | None = spec_field(
+        None,
+        kind="text",
+        help="Attention attributes ('a and not b') true exactly on the layers that attend with another "
+        "layer's keys and values (no k/v projections of their own; their scores/patterns are not "
+        "recomputed); empty: none",
     )
 
 
@@ -604,6 +653,14 @@ class FamilySpec:
         requires_image: the model's forward refuses a prompt without an image (Kosmos-2: "You have to
             specify either pixel_values or image_embeds"); checks that need an image-free control use the
             same prompt with another image instead.
+        active_stream: text-config attribute holding the index of the residual stream the residual hooks
+            show where the decoder layers carry several parallel streams stacked on a leading axis
+            (``[N, B, L, D]``: Gemma3n's AltUp, ``altup_active_idx``). ``hook_resid_pre`` /
+            ``hook_resid_post`` then read and patch that stream ([B, L, D]); the others are not hooked. The
+            attention then reads the norm of a *mix* of the streams (AltUp's prediction) and the logits
+            unembed a combination of all of them, so ``attn.hook_in`` is not ``input_norm(hook_resid_pre)``
+            and the last ``hook_resid_post`` is no logit lens of the model's logits: those checks are not
+            applicable.
         tiny_reference: checkpoint whose stored config is shrunk into the family's tiny model.
         notes: free text shown in listings (why a flag is False, quirks).
     """
@@ -685,6 +742,14 @@ class FamilySpec:
         help="The model's forward refuses a prompt without an image (measured; image-free controls then use "
         "another image)",
     )
+    active_stream: str | None = spec_field(
+        None,
+        kind="attribute_path",
+        measured=True,
+        help="Text-config attribute holding the index of the residual stream the residual hooks show, where "
+        "the decoder layers pass several parallel streams stacked on a leading axis ([N, B, L, D], AltUp); "
+        "empty: one [B, L, D] stream (measured on a tiny model)",
+    )
     tiny_reference: str | None = spec_field(
         None,
         kind="text",
@@ -698,6 +763,11 @@ class FamilySpec:
     )
 
     def __post_init__(self) -> None:
+        if self.attention.rotary_convention not in ROTARY_CONVENTIONS:
+            raise ValueError(
+                f"FamilySpec {self.name!r}: attention.rotary_convention must be one of {ROTARY_CONVENTIONS}, "
+                f"got {self.attention.rotary_convention!r}"
+            )
         if self.attention.qkv_layout not in QKV_LAYOUTS:
             raise ValueError(
                 f"FamilySpec {self.name!r}: attention.qkv_layout must be one of {QKV_LAYOUTS}, "

@@ -48,6 +48,20 @@ def layer_cache(kwargs: Mapping[str, Any]) -> Any | None:
     return kwargs.get(CACHE_KEYWORD)
 
 
+def cached_length(cache: Any, layer: int) -> int:
+    """How many positions ``cache`` holds for ``layer``'s attention.
+
+    A layer attending with another layer's keys (Gemma3n's KV-shared layers) keeps no cache of its own:
+    transformers 5.23 / 5.24 give it a ``DummyLayer``, whose ``get_seq_length`` raises ``ValueError``. It
+    attends to every position seen so far (the shared keys are stored full length), which is what the
+    cache's own length (its first layer's) counts.
+    """
+    try:
+        return int(cache.get_seq_length(layer))
+    except ValueError:
+        return int(cache.get_seq_length())
+
+
 def without_cache(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """``kwargs`` for re-running a layer / attention call without reading or extending its KV cache."""
     return {**kwargs, CACHE_KEYWORD: None} if CACHE_KEYWORD in kwargs else dict(kwargs)

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from PIL import Image, ImageDraw, ImageOps
 
+from vlmforge.core.roles import ATTENTION
 from vlmforge.core.runtime import HookedVLM
 from vlmforge.core.versions import without_cache
 from vlmforge.harness.compare import CheckFailure
@@ -126,6 +127,8 @@ def recorded_attention_calls(vlm: HookedVLM) -> Iterator[list[AttentionCall]]:
     for layer, attn in enumerate(vlm.adapter.lm_attn):
         if attn is None:  # a hybrid decoder's layer without softmax attention
             continue
+        if vlm.adapter.recompute_absence(layer) is not None:
+            continue  # attends with another layer's keys: nothing of its own to recompute (not_recomputed)
 
         def record(_module: Any, args: tuple, kwargs: dict, layer: int = layer) -> None:
             if layer not in calls:
@@ -148,6 +151,27 @@ def recorded_attention_calls(vlm: HookedVLM) -> Iterator[list[AttentionCall]]:
         for handle in handles:
             handle.remove()
     recorded += [calls[layer] for layer in sorted(calls)]
+
+
+def not_recomputed(vlm: HookedVLM) -> str:
+    """The layers whose attention is not recomputed and why, as a check detail ('' when none).
+
+    A layer attending with another layer's keys (``spec.attention.kv_shared``) is left out of every
+    attention comparison; the check passes on the others and says which layers it did not cover.
+    """
+    reasons = {
+        layer: reason
+        for layer in range(vlm.lm_num_layers)
+        if vlm.adapter.absence(ATTENTION, layer) is None
+        and (reason := vlm.adapter.recompute_absence(layer)) is not None
+    }
+    if not reasons:
+        return ""
+    layers = ", ".join(map(str, reasons))
+    return (
+        f"layers {layers} not applicable: they attend with another layer's keys and values "
+        f"(spec.attention.kv_shared = {vlm.adapter.spec.attention.kv_shared!r})"
+    )
 
 
 def attentions_by_layer(vlm: HookedVLM, attentions: Any) -> dict[int, torch.Tensor]:

@@ -28,14 +28,7 @@ HAND_EDITS: dict[str, dict[str, str]] = {}
 
 #: model_types named in the coverage issue (#9) that are not registered yet, with what blocks a
 #: zero-edit scaffold + ``--verify``.
-NOT_REGISTERED: dict[str, str] = {
-    "gemma3n": "its text decoder is beyond the contract: AltUp carries 4 parallel residual streams "
-    "([altup_num_inputs, B, L, D] between layers; attention reads the norm of AltUp's active prediction, not "
-    "of resid_pre; the logits unembed the streams' mean), the last num_kv_shared_layers layers have no "
-    "k_proj/v_proj and attend with another layer's keys, RoPE rotates q and k in separate calls "
-    "apply_rotary_pos_emb(x, cos, sin, unsqueeze_dim=2) (not rotary(q, k, cos, sin)), and the first layers' "
-    "MLP sparsifies the gate (activation_sparsity_pattern) before its activation",
-}
+NOT_REGISTERED: dict[str, str] = {}
 
 
 def _tiny_vlm(family: str) -> HookedVLM:

@@ -31,6 +31,8 @@ def resid_post_vs_hidden_states(vlm: HookedVLM) -> CheckResult:
         count = "no" if hidden_states is None else len(hidden_states)
         raise CheckFailure(f"output_hidden_states returned {count} entries for {layers} layers")
     cached = [vlm.cache[f"lm.blocks.{layer}.hook_resid_post"] for layer in range(layers)]
+    # The residual stream as the hooks show it (the active one of stacked parallel streams).
+    hidden_states = [vlm.adapter.residual_view(states) for states in hidden_states]
     last, reported_last = cached[-1], hidden_states[-1]
     if max_abs_difference(last, reported_last).value > scaled(
         tolerance_for(vlm.dtype).activation, reported_last
@@ -85,7 +87,12 @@ def not_a_gated_mlp(vlm: HookedVLM) -> str | None:
 
 @check(not_applicable=not_a_gated_mlp)
 def mlp_decomposition(vlm: HookedVLM) -> CheckResult:
-    """act(hook_pre) * hook_pre_linear == hook_post and down_proj(hook_post) == hook_out, on dense layers."""
+    """act(hook_pre) * hook_pre_linear == hook_post and down_proj(hook_post) == hook_out, on dense layers.
+
+    Where the MLP transforms the gate before its activation (``spec.modules.gate_transform``, e.g. a top-k
+    sparsification), the activation reads the gate through the module's own transform on the layers the
+    declared condition selects.
+    """
     per_layer = cached_per_layer(
         vlm, ("mlp.hook_pre", "mlp.hook_pre_linear", "mlp.hook_post", "mlp.hook_out")
     )
@@ -96,7 +103,8 @@ def mlp_decomposition(vlm: HookedVLM) -> CheckResult:
         (
             (
                 layer,
-                activations[layer](cache["mlp.hook_pre"]) * cache["mlp.hook_pre_linear"],
+                activations[layer](vlm.adapter.gate_activation_input(cache["mlp.hook_pre"], layer))
+                * cache["mlp.hook_pre_linear"],
                 cache["mlp.hook_post"],
             )
             for layer, cache in dense
@@ -104,7 +112,8 @@ def mlp_decomposition(vlm: HookedVLM) -> CheckResult:
         ),
         kind="activation",
         what="act(hook_pre) * hook_pre_linear vs hook_post",
-        hint="gate_proj / up_proj (or the fused gate_up_proj's halves) in the spec",
+        hint="gate_proj / up_proj (or the fused gate_up_proj's halves), gate_transform / "
+        "gate_transform_condition in the spec",
     )
     down = compare_layers(
         vlm,
@@ -205,7 +214,20 @@ def moe_decomposition(vlm: HookedVLM) -> CheckResult:
     return CheckResult(worst, f"{len(layers)} MoE layers")
 
 
-@check
+def parallel_streams(vlm: HookedVLM) -> str | None:
+    """Why the final ``hook_resid_post`` is no logit lens of the logits: the decoder layers pass parallel
+    residual streams (``spec.active_stream``) and the logits read a combination of them all."""
+    attribute = vlm.adapter.spec.active_stream
+    if attribute is None:
+        return None
+    return (
+        f"the decoder layers pass parallel residual streams and the hooks show stream "
+        f"{vlm.adapter.active_stream} (spec.active_stream = {attribute!r}); the decoder combines all of them "
+        "before the final norm, so no single hooked stream unembeds to the logits"
+    )
+
+
+@check(not_applicable=parallel_streams)
 def logit_lens(vlm: HookedVLM) -> CheckResult:
     """lm_head(final_norm(last hook_resid_post)), under the declared logit mask, equals the model's logits.
 

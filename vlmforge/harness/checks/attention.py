@@ -14,6 +14,7 @@ from vlmforge.harness.compare import CheckFailure, compare_layers
 from vlmforge.harness.probes import (
     AttentionCall,
     attentions_by_layer,
+    not_recomputed,
     run_eager_with_attention_inputs,
     single_probe,
     vlm_probe_batch,
@@ -75,7 +76,14 @@ def compare_attention_to_eager(
 def attention_vs_eager(vlm: HookedVLM) -> CheckResult:
     """Recomputed patterns equal eager ``output_attentions`` per layer and head (single input)."""
     worst, _ = compare_attention_to_eager(vlm, single_probe(vlm))
-    return CheckResult(worst, f"{vlm.lm_num_layers} layers x {vlm.adapter.lm_num_heads} heads")
+    detail = f"{vlm.lm_num_layers} layers x {vlm.adapter.lm_num_heads} heads"
+    return CheckResult(worst, _with_uncovered(vlm, detail))
+
+
+def _with_uncovered(vlm: HookedVLM, detail: str) -> str:
+    """``detail`` plus the layers the attention comparison did not cover, and why (if any)."""
+    uncovered = not_recomputed(vlm)
+    return f"{detail}; {uncovered}" if detail and uncovered else detail or uncovered
 
 
 @check(requires="supports_batching")
@@ -83,7 +91,7 @@ def attention_vs_eager_padded_batch(vlm: HookedVLM) -> CheckResult:
     """Recomputed patterns equal eager ``output_attentions`` on a left-padded batch."""
     prompts, images = vlm_probe_batch(vlm)
     worst, _ = compare_attention_to_eager(vlm, vlm.prepare_messages_batch(prompts, images))
-    return CheckResult(worst, "left-padded batch of 2")
+    return CheckResult(worst, _with_uncovered(vlm, "left-padded batch of 2"))
 
 
 @check
@@ -108,4 +116,4 @@ def scores_softmax_patterns(vlm: HookedVLM) -> CheckResult:
         what="softmax(scores + mask) vs patterns",
         hint="compute_attention_patterns must use the scores",
     )
-    return CheckResult(worst)
+    return CheckResult(worst, _with_uncovered(vlm, ""))

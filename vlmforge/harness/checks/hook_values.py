@@ -130,7 +130,11 @@ def hook_values_residual(vlm: HookedVLM) -> CheckResult:
     # transformers 5.20-5.24 report hidden_states[0] = layer 0's input (the merged text + image embeddings),
     # hidden_states[i + 1] = layer i's output as the layer returned it (before deepstack adds anything)
     # and, for the last layer, the decoder's output *after* the final norm instead.
-    hidden = outputs.hidden_states
+    # The residual stream as the hooks show it: the active one where the layers pass parallel streams.
+    view = vlm.adapter.residual_view
+    hidden = [view(states) for states in outputs.hidden_states]
+    layer_in = [view(states) for states in layer_in]
+    layer_out = [view(states) for states in layer_out]
     strict = _strict_positions(vlm, inputs)
     last = len(cache) - 1
 
@@ -169,7 +173,21 @@ def hook_values_residual(vlm: HookedVLM) -> CheckResult:
 
 
 # ----------------------------------------------------------------------------------- attention
-@check(not_applicable=undeclared(INPUT_NORM))
+def _input_norm_reads_mix(vlm: HookedVLM) -> str | None:
+    """Why ``attn.hook_in`` is no function of ``hook_resid_pre``: no input norm is declared, or the decoder
+    layers pass parallel residual streams and the attention reads the norm of a mix of them."""
+    if (undeclared_norm := undeclared(INPUT_NORM)(vlm)) is not None:
+        return undeclared_norm
+    if vlm.adapter.spec.active_stream is not None:
+        return (
+            "the decoder layers pass parallel residual streams (spec.active_stream = "
+            f"{vlm.adapter.spec.active_stream!r}) and the attention reads the input norm of a mix of them "
+            "(AltUp's prediction), not of the hooked stream"
+        )
+    return None
+
+
+@check(not_applicable=_input_norm_reads_mix)
 def hook_values_attention_in(vlm: HookedVLM) -> CheckResult:
     """``attn.hook_in`` equals the input norm applied to ``hook_resid_pre``."""
     _, cache = cached_forward(vlm, ("hook_resid_pre", "attn.hook_in"), single_probe(vlm))
@@ -223,7 +241,11 @@ def _attention_reference(
         # The projection's output (its query half, for a gated query) split into heads.
         return _split_heads(a.project(role, layer, hook_in), _head_dim(vlm, layer))
     if hook == "attn.hook_z":
-        z = _z_reference(pattern, values["attn.hook_v"])
+        v = values["attn.hook_v"]
+        if a.spec.attention.v_norm is not None:
+            # The attention attends to the values normed per head (spec attention.v_norm).
+            v = resolve_attribute(a.get_lm_attn(layer), a.spec.attention.v_norm, what="value norm")(v)
+        z = _z_reference(pattern, v)
         if a.spec.attention.query_gate:
             # o_proj reads the attention output gated per head by sigmoid(gate), the gate being the second
             # half of each head's q_proj output (spec attention.query_gate).
@@ -246,8 +268,8 @@ ATTENTION_REFERENCES = {
     "attn.hook_q": "q_proj(attn.hook_in) split into [B, L, H, d_h] (before q norm and RoPE)",
     "attn.hook_k": "k_proj(attn.hook_in) split into [B, L, H_kv, d_h] (before k norm and RoPE)",
     "attn.hook_v": "v_proj(attn.hook_in) split into [B, L, H_kv, d_h]",
-    "attn.hook_z": "eager output_attentions @ attn.hook_v (times sigmoid(gate) for a gated query; through "
-    "the declared output norm, if any)",
+    "attn.hook_z": "eager output_attentions @ attn.hook_v (through the declared value norm, if any; times "
+    "sigmoid(gate) for a gated query; through the declared output norm, if any)",
     "attn.hook_head_out": "each head's z through its o_proj column block",
     "attn.hook_out": "o_proj(attn.hook_z flattened)",
 }

@@ -153,8 +153,12 @@ def check_residual_patch(
     ``blocks`` records the decoder's cross-attention blocks (if any) in the unpatched run: one running
     between the two layers is called by hand on the patched residual for the reference.
     """
-    delta = perturbation(plain.outputs[layer])
+    # The hook shows the residual stream: the layer's output, or its active stream where the layers pass a
+    # stack of parallel streams (spec.active_stream); the patch moves that part of the output only.
+    delta = perturbation(vlm.adapter.residual_view(plain.outputs[layer]))
     hooks = [(f"lm.blocks.{layer}.hook_resid_post", lambda activation, _point: activation + delta)]
+    full_delta = torch.zeros_like(plain.outputs[layer])
+    vlm.adapter.residual_view(full_delta).copy_(delta)
     logits, patched = patched_forward(vlm, inputs, hooks, plain.modules)
     for earlier in range(layer + 1):
         assert_unchanged(
@@ -166,11 +170,11 @@ def check_residual_patch(
     block = block_between(plain, blocks, layer) if blocks is not None else None
     if block is not None:
         # A cross-attention block between the layers computes from the patched residual (not additive).
-        expected_input = blocks.call_again(block, plain.outputs[layer] + delta)
+        expected_input = blocks.call_again(block, plain.outputs[layer] + full_delta)
     else:
         # What the model adds between the layers (nothing, or deepstack features) is added to the patch too.
         between = plain.inputs[layer + 1] - plain.outputs[layer]
-        expected_input = plain.outputs[layer] + delta + between
+        expected_input = plain.outputs[layer] + full_delta + between
     expected_output = plain.call_again(layer + 1, expected_input)
     tolerance = tolerance_for(vlm.dtype).activation
     worst = max(
@@ -323,7 +327,7 @@ def assert_layer_labels(vlm: HookedVLM, seen: dict[HookPoint, torch.Tensor], lay
         for hook, recorded in (("hook_resid_pre", layers.inputs), ("hook_resid_post", layers.outputs)):
             assert_unchanged(
                 seen[HookPoint(layer, hook)],
-                recorded[layer],
+                vlm.adapter.residual_view(recorded[layer]),
                 f"the activation handed to lm.blocks.{layer}.{hook} is not decoder layer {layer}'s",
                 f"layer {layer}",
             )

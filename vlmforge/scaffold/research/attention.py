@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ from vlmforge.scaffold.research.forward_analysis import (
     RotaryCall,
     analyze_forward,
     evaluate_condition,
+    walk_statements,
 )
 from vlmforge.scaffold.research.geometry import HeadGeometry
 from vlmforge.scaffold.research.module_tree import describe, is_norm
@@ -133,8 +135,123 @@ def research_attention(
     report.add(temperature)
     report.add(_scaling_answer(analysis, attn, geometry.head_dim))
     report.add(_extras_answer(analysis, attn, gated, modules, temperature.value is not None))
-    qk_norms = {report.value("q_norm"), report.value("k_norm")}
+    report.add(_v_norm_answer(attn, projections.names["v_proj"], norms, geometry.head_dim))
+    report.add(_kv_shared_answer(modules, projections.names["k_proj"], analysis))
+    qk_norms = {report.value("q_norm"), report.value("k_norm"), report.value("v_norm")}
     report.add(_output_norm_answer(analysis, attn, [n for n in norms if n not in qk_norms], projections))
+
+
+# ------------------------------------------------------------------------------------- v norm / kv sharing
+def _forward_body(cls: type) -> list[ast.stmt] | None:
+    """The statements of ``cls.forward`` (None: no source)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls.forward)))
+    except (OSError, TypeError, SyntaxError):
+        return None
+    function = tree.body[0]
+    return function.body if isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef) else None
+
+
+def _self_calls(node: ast.AST) -> set[str]:
+    """Names ``x`` of every ``self.x(...)`` call inside ``node``."""
+    return {
+        call.func.attr
+        for call in ast.walk(node)
+        if isinstance(call, ast.Call)
+        and isinstance(call.func, ast.Attribute)
+        and isinstance(call.func.value, ast.Name)
+        and call.func.value.id == "self"
+    }
+
+
+def _assigned_names(statement: ast.stmt) -> set[str]:
+    targets = statement.targets if isinstance(statement, ast.Assign) else [getattr(statement, "target", None)]
+    return {
+        node.id
+        for target in targets
+        if target is not None
+        for node in ast.walk(target)
+        if isinstance(node, ast.Name)
+    }
+
+
+def _v_norm_answer(attn: nn.Module, v_proj: str | None, norms: list[str], head_dim: int | None) -> Answer:
+    """The norm ``forward`` applies to the values between ``v_proj`` and the attention kernel, if any.
+
+    Follows the locals assigned from ``self.<v_proj>(...)`` through statements that read only them (the
+    kernel call also reads the query, so the flow stops there): a norm child called on them is the value
+    norm. It must be per head (``head_dim`` wide) or scale-free, as the hook reference applies it per head.
+    """
+    question = "Per-head value norm before attending"
+    cls = type(attn).__name__
+    body = _forward_body(type(attn)) if v_proj is not None else None
+    if body is None:
+        why = "no separate v projection" if v_proj is None else f"no source for {cls}.forward"
+        return Answer("v_norm", question, None, f"{why}: no value norm to find")
+    values: set[str] = set()
+    found: list[str] = []
+    for statement, _conditions in walk_statements(body):
+        if not isinstance(statement, ast.Assign | ast.AnnAssign) or statement.value is None:
+            continue
+        calls, read = (
+            _self_calls(statement.value),
+            {n.id for n in ast.walk(statement.value) if isinstance(n, ast.Name) and n.id != "self"},
+        )
+        if v_proj in calls:
+            values |= _assigned_names(statement)
+        elif read and read <= values:
+            found += [name for name in calls if name in norms and name not in found]
+            values |= _assigned_names(statement)
+    if not found:
+        return Answer("v_norm", question, None, f"{cls}.forward applies no norm to the values of {v_proj}")
+    if len(found) > 1:
+        evidence = f"{cls}.forward applies several norms to the values: {found}"
+        return Answer("v_norm", question, None, evidence, "hand_edit", slot="attention_recipe")
+    norm = found[0]
+    width = _norm_width(getattr(attn, norm))
+    evidence = f"{cls}.forward applies self.{norm} ({describe(getattr(attn, norm))}) to {v_proj}'s values"
+    if width is not None and width != head_dim:
+        evidence += f", {width} wide, not one head ({head_dim}): the adapter applies value norms per head"
+        return Answer("v_norm", question, None, evidence, "hand_edit", slot="attention_recipe")
+    return Answer("v_norm", question, norm, evidence + (" (per head)" if width else " (scale-free)"))
+
+
+def _kv_shared_answer(modules: list[nn.Module], k_proj: str | None, analysis: ForwardAnalysis) -> Answer:
+    """The attention attribute true exactly on the layers without a key projection of their own.
+
+    Such layers attend with keys another layer computed (Gemma3n's KV sharing): which layers is read off
+    the built modules (the key projection is missing there), and the attribute naming them is the boolean
+    attribute of every attention module that is true (or false) on exactly those layers, preferring one
+    ``forward`` reads.
+    """
+    question = "Layers attending with another layer's keys and values"
+    if k_proj is None or not modules:
+        evidence = "no separate key projection: every layer computes its keys"
+        return Answer("kv_shared", question, None, evidence)
+    cls = type(modules[0]).__name__
+    shared = [not hasattr(module, k_proj) for module in modules]
+    if not any(shared):
+        return Answer("kv_shared", question, None, f"every layer's {cls} has its own {k_proj}")
+    layers = [i for i, flag in enumerate(shared) if flag]
+    flags = sorted(
+        {
+            name
+            for name, value in vars(modules[0]).items()
+            if isinstance(value, bool) and all(isinstance(vars(m).get(name), bool) for m in modules)
+        },
+        key=lambda name: (name not in analysis.references, name),
+    )
+    for name in flags:
+        values = [bool(getattr(module, name)) for module in modules]
+        for condition, expected in ((name, shared), (f"not {name}", [not flag for flag in shared])):
+            if values == expected:
+                evidence = (
+                    f"layers {layers} have no {cls}.{k_proj} (their keys come from another layer); "
+                    f"`{condition}` holds on exactly those"
+                )
+                return Answer("kv_shared", question, condition, evidence, slot="attention_recipe")
+    evidence = f"layers {layers} have no {cls}.{k_proj}, and no boolean attribute of {cls} marks exactly them"
+    return Answer("kv_shared", question, None, evidence, "hand_edit", slot="attention_recipe")
 
 
 def _output_norm_answer(
@@ -182,7 +299,10 @@ def _rotary_answer(
         return Answer(
             "rotary_function", _ROTARY_QUESTION, None, f"unknown: no source for {cls}.forward", "unknown"
         )
-    calls = {call.dotted_path: call for call in analysis.rotary_calls}
+    calls: dict[str, RotaryCall] = {}
+    for call in analysis.rotary_calls:
+        # The first call of each function: the query's, where q and k are rotated in separate calls.
+        calls.setdefault(call.dotted_path, call)
     if not calls and has_rope:
         evidence = (
             f"unknown: {cls}.forward calls no *rotary*/*rope* function although the text config has RoPE "
@@ -363,6 +483,17 @@ def _rotary_convention_answer(analysis: ForwardAnalysis, rotary: Answer) -> Answ
     ``rotary(q, k, freqs)`` called before the head transpose (Llama4's complex ``freqs_cis``)."""
     question = "How the rotary function is called"
     calls = analysis.rotary_calls
+    per_tensor = [call for call in calls if call.positional_args == 3 and len(call.variables) >= 1]
+    one_function = len({call.dotted_path for call in calls}) == 1
+    if rotary.value is not None and len(calls) > 1 and one_function and len(per_tensor) == len(calls):
+        # One call per rotated tensor (q, then k): rotary(x, cos, sin). The tiny model confirms it
+        # (research.rotary_convention measures every convention against eager attention).
+        rotated = [call.variables[0] for call in calls]
+        evidence = (
+            f"{analysis.class_name}.forward calls {calls[0].name} once per tensor ({', '.join(rotated)}), "
+            "each with 3 positional args"
+        )
+        return Answer("rotary_convention", question, "per_tensor", evidence, slot="attention_recipe")
     if rotary.value is None or len(calls) != 1:
         return Answer("rotary_convention", question, "cos_sin", "no single rotary call: the default")
     call = calls[0]

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from vlmforge.scaffold.report import Answer, ResearchReport
-from vlmforge.scaffold.research.forward_analysis import gated_mlp_roles
+from vlmforge.scaffold.research.forward_analysis import evaluate_condition, gated_mlp_roles, walk_statements
 from vlmforge.scaffold.research.module_tree import describe, is_linear, linear_shapes
 
 __all__ = ["research_mlp"]
@@ -58,9 +58,15 @@ def research_mlp(mlps: list[nn.Module], hidden: int | None, report: ResearchRepo
     layer_plan = _plan(dense_layers, moe_layers)
     if dense_layers:
         _research_dense([mlps[i] for i in dense_layers], dense_layers, hidden, layer_plan, report)
+        for answer in _gate_transform_answers(
+            [mlps[i] for i in dense_layers], dense_layers, report.value("gate_proj")
+        ):
+            report.add(answer)
     else:
         for role in _ROLES:
             report.add(Answer(role, _question(role), None, f"no dense MLP layer ({layer_plan})"))
+        for key in (_TRANSFORM, _TRANSFORM_CONDITION):
+            report.add(Answer(key, _question(key), None, f"no dense MLP layer ({layer_plan})"))
     if moe_layers:
         _research_moe([mlps[i] for i in moe_layers], moe_layers, hidden, layer_plan, report)
         report.add(_experts_slot_rows_answer(mlps[moe_layers[0]], report.value("moe_experts"), hidden))
@@ -70,6 +76,112 @@ def research_mlp(mlps: list[nn.Module], hidden: int | None, report: ResearchRepo
                 Answer(key, _question(key), None, f"no mixture-of-experts layer ({layer_plan})", slot="moe")
             )
         report.add(Answer(_SLOT_ROWS, _SLOT_ROWS_QUESTION, False, "no mixture-of-experts layer"))
+
+
+_TRANSFORM, _TRANSFORM_CONDITION = "gate_transform", "gate_transform_condition"
+
+
+def _gate_transform_answers(mlps: list[nn.Module], layers: list[int], gate: str | None) -> list[Answer]:
+    """The MLP method ``forward`` applies to the gate projection's output before the activation, and the
+    MLP attribute saying on which layers.
+
+    Read off ``forward``: a statement rebinding a local assigned from ``self.<gate>(...)`` through a
+    ``self.<method>(...)`` call that is no child module (the activation is one, or an ``ACT2FN`` callable
+    stored as an attribute, not a method of the class) is the transform. Its enclosing ``if`` test is
+    evaluated on every built MLP; the condition is the one attribute of that test whose truthiness agrees
+    with it on every layer (``activation_sparsity > 0.0`` -> ``activation_sparsity``).
+    """
+    question, condition_question = _question(_TRANSFORM), _question(_TRANSFORM_CONDITION)
+    cls = type(mlps[0])
+    none = [
+        Answer(_TRANSFORM, question, None, f"{cls.__name__}.forward transforms no gate before activating it"),
+        Answer(_TRANSFORM_CONDITION, condition_question, None, "no gate transform"),
+    ]
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls.forward)))
+    except (OSError, TypeError, SyntaxError):
+        return none
+    if gate is None:
+        return none
+    function = tree.body[0]
+    gates: set[str] = set()
+    for statement, tests in walk_statements(getattr(function, "body", [])):
+        if not isinstance(statement, ast.Assign):
+            continue
+        targets = {n.id for t in statement.targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+        calls = [
+            node
+            for node in ast.walk(statement.value)
+            if isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "self"
+        ]
+        if any(call.func.attr == gate for call in calls):
+            gates |= targets
+            continue
+        methods = [
+            call.func.attr
+            for call in calls
+            if inspect.isfunction(getattr(cls, call.func.attr, None))
+            and {n.id for a in call.args for n in ast.walk(a) if isinstance(n, ast.Name)} & gates
+        ]
+        if len(methods) != 1 or not targets & gates:
+            continue
+        method = methods[0]
+        evidence = f"{cls.__name__}.forward rebinds self.{gate}'s output through self.{method}(...)"
+        if not tests:
+            return [
+                Answer(_TRANSFORM, question, method, evidence + " before the activation, on every layer"),
+                Answer(_TRANSFORM_CONDITION, condition_question, None, "applied on every layer"),
+            ]
+        condition = _attribute_condition(tests, mlps)
+        text = " and ".join(ast.unparse(test) for test in tests)
+        holds = [layers[i] for i, mlp in enumerate(mlps) if all(evaluate_condition(t, mlp) for t in tests)]
+        if condition is None:
+            return [
+                Answer(_TRANSFORM, question, method, evidence + f" under `{text}`", slot="modules"),
+                Answer(
+                    _TRANSFORM_CONDITION,
+                    condition_question,
+                    None,
+                    f"`{text}` agrees with no MLP attribute's truthiness on every layer",
+                    "hand_edit",
+                    slot="modules",
+                ),
+            ]
+        return [
+            Answer(_TRANSFORM, question, method, evidence + f" before the activation, under `{text}`"),
+            Answer(
+                _TRANSFORM_CONDITION,
+                condition_question,
+                condition,
+                f"`{text}` holds on layers {holds} of this config, exactly where `{condition}` does",
+            ),
+        ]
+    return none
+
+
+def _attribute_condition(tests: tuple[ast.expr, ...], mlps: list[nn.Module]) -> str | None:
+    """``"x"`` / ``"not x"`` when a ``self.x`` read by ``tests`` is truthy (falsy) exactly where they hold."""
+    holds = [all(evaluate_condition(test, mlp) for test in tests) for mlp in mlps]
+    attributes = sorted(
+        {
+            node.attr
+            for test in tests
+            for node in ast.walk(test)
+            if isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "self"
+        }
+    )
+    for name in attributes:
+        truthy = [bool(getattr(mlp, name, None)) for mlp in mlps]
+        if truthy == holds:
+            return name
+        if [not value for value in truthy] == holds:
+            return f"not {name}"
+    return None
 
 
 def _plan(dense: list[int], moe: list[int]) -> str:
@@ -88,6 +200,8 @@ def _question(role: str) -> str:
         "moe_experts": "MoE: routed experts attribute",
         "moe_router": "MoE: router attribute",
         "moe_shared_experts": "MoE: shared experts attribute",
+        "gate_transform": "MLP method transforming the gate before its activation",
+        "gate_transform_condition": "MLP attribute selecting the layers that transform the gate",
     }.get(role, f"MLP {role.replace('_proj', '')} projection")
 
 

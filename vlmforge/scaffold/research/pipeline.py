@@ -27,6 +27,8 @@ from vlmforge.scaffold.research.logit_mask import research_logit_mask
 from vlmforge.scaffold.research.model_class import build_meta_model, select_model_class
 from vlmforge.scaffold.research.processor import has_stored_template, load_processor, research_processor
 from vlmforge.scaffold.research.qkv_layout import research_qkv_layout
+from vlmforge.scaffold.research.residual_streams import research_residual_streams
+from vlmforge.scaffold.research.rotary_convention import research_rotary_convention
 from vlmforge.scaffold.research.sources import resolve_source
 from vlmforge.scaffold.research.tiny_model import TinyBuild, build_tiny, image_forward_failure, tiny_reference
 from vlmforge.tiny import load_reference_config, reference_checkpoints, tiny_recipe
@@ -89,6 +91,9 @@ def research(
         family = name or default_family_name(report.model_type)
         # The attention recipe first: every measurement after it runs through the adapter it completes.
         research_qkv_layout(report, tiny.model, tiny.error, family, measure=measure)
+        research_rotary_convention(report, tiny.model, tiny.error, family, measure=measure)
+        # The residual streams before every measurement that reads the residual hooks.
+        research_residual_streams(report, tiny.model, tiny.error, family, measure=measure)
         # Then the image positions: every later measurement locates them through the mask this may find.
         research_image_positions(report, tiny.model, tiny.error, family, measure=measure)
         # Next: the capability measurements compare logits outside the mask it finds.

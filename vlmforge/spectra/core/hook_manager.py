@@ -87,9 +87,9 @@ class HookManager:
         return expanded
 
     def _absence(self, name: str) -> str | None:
-        """Why the model has no hook ``name`` (``None``: it has it), from the adapter's role table."""
-        point = self._native(name)
-        return self.adapter.absence(point.spec.site, point.layer)
+        """Why the model has no hook ``name`` (``None``: it has it): the runtime's answer, from the adapter's
+        role table and, for recomputed patterns, whether the layer's keys are its own."""
+        return self._runtime.hook_absence(self._native(name))
 
     @staticmethod
     def _native(name: str) -> NativeHookPoint:
