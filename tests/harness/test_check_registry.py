@@ -33,7 +33,7 @@ def variant(family: str, **spec_changes: object) -> HookedVLM:
 
 def test_every_builtin_check_is_the_function_of_its_name_in_its_section():
     builtin = {name: c for name, c in CHECKS.items() if c.function.__module__.startswith(checks.__name__)}
-    assert len(builtin) == 35
+    assert len(builtin) == 36
     for name, registered in builtin.items():
         assert registered.function.__name__ == name
         [section] = [s for s in SECTIONS if s.__name__ == registered.function.__module__]

@@ -451,6 +451,13 @@ MUTANTS: tuple[Mutant, ...] = (
         ("hook_shapes",),
     ),
     Mutant(
+        "active_stream_wrong",
+        "gemma3n",
+        "the residual hooks show an AltUp prediction stream instead of the active one",
+        with_methods(active_stream=property(lambda self: 1)),
+        ("active_stream_carries_the_embeddings",),
+    ),
+    Mutant(
         "query_temperature_declared",
         "llava",
         "a position-dependent query temperature declared on a decoder without one",

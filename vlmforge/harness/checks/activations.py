@@ -227,6 +227,55 @@ def parallel_streams(vlm: HookedVLM) -> str | None:
     )
 
 
+def one_residual_stream(vlm: HookedVLM) -> str | None:
+    """Why there is no active stream to check: the decoder layers pass one [B, L, D] residual stream."""
+    if vlm.adapter.spec.active_stream is None:
+        return "the decoder layers pass one residual stream (spec.active_stream is None)"
+    return None
+
+
+@check(not_applicable=one_residual_stream)
+def active_stream_carries_the_embeddings(vlm: HookedVLM) -> CheckResult:
+    """The stream the residual hooks show (``spec.active_stream``) enters layer 0 as the decoder's
+    ``inputs_embeds``: the parallel streams are projections of the embeddings, the active one is them
+    (transformers' AltUp stacks the embeddings first, and Gemma3n configs make stream 0 the active one).
+
+    ``resid_post_vs_hidden_states`` reads ``output_hidden_states`` through the same stream index, so only an
+    independent reference (what the decoder was handed) can tell a wrong index from the right one.
+    """
+    received: list[torch.Tensor] = []
+
+    def capture(_module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        embeds = kwargs.get("inputs_embeds")
+        if isinstance(embeds, torch.Tensor):
+            received.append(embeds.detach().clone())
+
+    handle = vlm.adapter.language_model.register_forward_pre_hook(capture, with_kwargs=True)
+    try:
+        with vlm.run_with_cache("lm.blocks.0.hook_resid_pre"):
+            vlm.forward(single_probe(vlm))
+    finally:
+        handle.remove()
+    if not received:
+        raise CheckFailure(
+            "the decoder received no inputs_embeds keyword",
+            hint="spec.language_model: the module the VLM hands its (image-filled) embeddings to",
+        )
+    resid_pre = vlm.cache["lm.blocks.0.hook_resid_pre"]
+    tolerance = scaled(tolerance_for(vlm.dtype).activation, received[0])
+    difference = max_abs_difference(resid_pre, received[0])
+    if difference.value > tolerance:
+        raise CheckFailure(
+            f"lm.blocks.0.hook_resid_pre (stream {vlm.adapter.active_stream}) differs from the decoder's "
+            f"inputs_embeds by more than {tolerance:.3g}",
+            max_diff=difference.value,
+            where=difference.describe(("batch", "position", "hidden")),
+            hint="spec.active_stream: the config attribute holding the index of the stream the others are "
+            "projected from",
+        )
+    return CheckResult(difference.value, f"stream {vlm.adapter.active_stream}; tolerance {tolerance:.3g}")
+
+
 @check(not_applicable=parallel_streams)
 def logit_lens(vlm: HookedVLM) -> CheckResult:
     """lm_head(final_norm(last hook_resid_post)), under the declared logit mask, equals the model's logits.
