@@ -69,9 +69,7 @@ def research(
         if fallback is None:
             raise
         resolved = fallback
-        report = ResearchReport(resolved, resolved.config.model_type, transformers.__version__)
-        with _timed(report, "meta model + structure"):
-            model_cls = _research_model(resolved, trust_remote_code, report)
+        report, model_cls = _restart_on(resolved, trust_remote_code)
     with _timed(report, "tiny model"):
         tiny = _research_tiny(resolved, measure, report)
     # Some default configs build but cannot run an image (Llama 4's vision_output_dim 7680 feeds a projector
@@ -79,9 +77,7 @@ def research(
     fallback = _stored_reference_for_broken_tiny(resolved, tiny)
     if fallback is not None:
         resolved = fallback
-        report = ResearchReport(resolved, resolved.config.model_type, transformers.__version__)
-        with _timed(report, "meta model + structure"):
-            model_cls = _research_model(resolved, trust_remote_code, report)
+        report, model_cls = _restart_on(resolved, trust_remote_code)
         with _timed(report, "tiny model"):
             tiny = _research_tiny(resolved, measure, report)
     with _timed(report, "processor"):
@@ -103,6 +99,14 @@ def research(
     report.timings["total"] = time.perf_counter() - started
     report.peak_rss_mb = _peak_rss_mb()
     return report
+
+
+def _restart_on(resolved: ResolvedSource, trust_remote_code: bool) -> tuple[ResearchReport, type]:
+    """A fresh report and the model structure researched on ``resolved`` (a stored stand-in config)."""
+    report = ResearchReport(resolved, resolved.config.model_type, transformers.__version__)
+    with _timed(report, "meta model + structure"):
+        model_cls = _research_model(resolved, trust_remote_code, report)
+    return report, model_cls
 
 
 def _stored_reference_for(resolved: ResolvedSource, error: ScaffoldError) -> ResolvedSource | None:
