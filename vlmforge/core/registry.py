@@ -246,22 +246,28 @@ class ModelRegistry:
             adapter = adapters.get(inner) or cls._by_checkpoint_or_alias(inner)
             if adapter is None:
                 raise UnknownModelError(f"unknown tiny model {name!r}. Known: {cls.known_names()}")
-            return Resolution(cls._available(adapter), "tiny", adapter.spec.reference_checkpoint or "", name)
+            return Resolution(
+                cls.check_runnable(adapter), "tiny", adapter.spec.reference_checkpoint or "", name
+            )
         adapter = cls._by_checkpoint_or_alias(name)
         if adapter is not None:
             location = adapter.spec.aliases.get(name, name)
-            return Resolution(cls._available(adapter), "checkpoint", location, name)
+            return Resolution(cls.check_runnable(adapter), "checkpoint", location, name)
         path = Path(name).expanduser()
         if (path / "config.json").is_file():
             config = read_config(path / "config.json")
-            return Resolution(cls._available(cls.family_for_config(config, name)), "local", str(path), name)
+            return Resolution(
+                cls.check_runnable(cls.family_for_config(config, name)), "local", str(path), name
+            )
         if path.exists():
             raise UnknownModelError(
                 f"{name!r} is a path but has no config.json: point at a checkpoint directory"
             )
         cached = cls._cached_config(name)
         if cached is not None:
-            return Resolution(cls._available(cls.family_for_config(cached, name)), "checkpoint", name, name)
+            return Resolution(
+                cls.check_runnable(cls.family_for_config(cached, name)), "checkpoint", name, name
+            )
         raise UnknownModelError(
             f"unknown model {name!r}: not a family, alias, checkpoint id, tiny model or local checkpoint "
             f"directory (and no config for it in the local Hugging Face cache). Known: {cls.known_names()}"
@@ -298,10 +304,6 @@ class ModelRegistry:
             UnsupportedArchitectureError: transformers has no such model class.
             UnsupportedReleaseError: the installed release cannot run the class (names releases that can).
         """
-        return cls._available(adapter)
-
-    @classmethod
-    def _available(cls, adapter: type[ModelAdapter]) -> type[ModelAdapter]:
         if not hasattr(transformers, adapter.spec.model_class):
             raise UnsupportedArchitectureError(
                 f"family {adapter.spec.name!r} needs transformers.{adapter.spec.model_class}, which "

@@ -82,8 +82,7 @@ def attention_vs_eager(vlm: HookedVLM) -> CheckResult:
 
 def _with_uncovered(vlm: HookedVLM, detail: str) -> str:
     """``detail`` plus the layers the attention comparison did not cover, and why (if any)."""
-    uncovered = not_recomputed(vlm)
-    return f"{detail}; {uncovered}" if detail and uncovered else detail or uncovered
+    return "; ".join(part for part in (detail, not_recomputed(vlm)) if part)
 
 
 @check(requires="supports_batching")
